@@ -1,0 +1,169 @@
+"""Reading and writing images, and the LPS/KJI <-> RAS/IJK conversion at the edge.
+
+Everything SimpleITK reads is accepted: NIfTI, NRRD, MHA, a DICOM folder.
+Outputs are written atomically, so an interrupted run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .volume import Volume, VolumeKind
+
+__all__ = [
+    "read_volume",
+    "write_volume",
+    "volume_from_sitk",
+    "volume_to_sitk",
+    "output_directory",
+    "atomic_path",
+]
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
+    """Convert a SimpleITK image (LPS, ``[k, j, i]`` array) into a :class:`Volume`."""
+    if image.GetDimension() != 3:
+        raise InputError(
+            f"expected a 3D image, got a {image.GetDimension()}D image of size {image.GetSize()}"
+        )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a single-channel image, got {image.GetNumberOfComponentsPerPixel()} channels per voxel"
+        )
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"the voxel spacing must be positive, got {tuple(spacing)} mm")
+    direction_lps = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    origin_lps = np.asarray(image.GetOrigin(), dtype=float)
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction_lps @ np.diag(spacing)
+    affine[:3, 3] = _LPS_TO_RAS @ origin_lps
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    return Volume(np.ascontiguousarray(array), affine, kind)
+
+
+def volume_to_sitk(volume: Volume) -> sitk.Image:
+    """Convert a :class:`Volume` into a SimpleITK image with LPS geometry."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in volume.spacing))
+    image.SetOrigin(tuple(float(x) for x in _LPS_TO_RAS @ volume.origin))
+    image.SetDirection(tuple(float(x) for x in (_LPS_TO_RAS @ volume.direction).ravel()))
+    return image
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series_ids = reader.GetGDCMSeriesIDs(str(folder)) or []
+    if not series_ids:
+        raise InputError(f"{folder} is a folder but holds no DICOM series")
+    # The series with the most slices is the scan; localisers come with few.
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids), key=len)
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
+    """Read a 3D image file or DICOM folder and check that it can be used.
+
+    Raises:
+        InputError: the path is missing, not an image, not 3D, empty, has
+            non-positive spacing or non-finite voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    try:
+        if path.is_dir():
+            image = _read_dicom_folder(path)
+        else:
+            if path.stat().st_size == 0:
+                raise InputError(f"{path} is an empty file")
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
+        raise InputError(
+            f"cannot read {path} as an image (NIfTI, NRRD, MHA or a DICOM folder): {first_line}"
+        ) from None
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    volume = volume_from_sitk(image, kind)
+    if volume.array.dtype.kind == "f" and not np.all(np.isfinite(volume.array)):
+        count = int(np.count_nonzero(~np.isfinite(volume.array)))
+        raise InputError(f"{path} has {count} NaN or infinite voxel(s); fix or mask them first")
+    return volume
+
+
+def write_volume(volume: Volume, path: str | os.PathLike) -> None:
+    """Write a volume atomically (the file appears complete or not at all)."""
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(volume_to_sitk(volume), str(temporary), useCompression=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place on success.
+
+    The temporary name keeps the full suffix (``.nii.gz``, ``.seg.nrrd``) so
+    writers that choose the format from it still do.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=".partial-", suffix="-" + path.name, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+@contextlib.contextmanager
+def output_directory(path: str | os.PathLike, names: list[str], overwrite: bool = False) -> Iterator[Path]:
+    """Stage outputs in a hidden folder and move them into ``path`` only when all succeeded.
+
+    Args:
+        path: the user's output folder (created if missing).
+        names: file names the job will write; existing ones are an error
+            unless ``overwrite`` is set, so user data is never replaced by accident.
+        overwrite: allow replacing existing files of those names.
+
+    On any exception nothing is left: neither the staged files nor a folder
+    that did not exist before.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output path {path} exists and is not a folder")
+    clashes = [name for name in names if (path / name).exists()]
+    if clashes and not overwrite:
+        raise InputError(
+            f"{path} already holds {', '.join(clashes)}; choose another folder or pass --overwrite"
+        )
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".spineseg-partial-", dir=path))
+    try:
+        yield staging
+        for name in names:
+            if (staging / name).exists():
+                os.replace(staging / name, path / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
