@@ -143,3 +143,28 @@ def disc_number(name: str) -> int:
         if disc_name(number) == name:
             return number
     raise ValueError(f"unknown disc name {name!r}; expected names like 'C2/C3' or 'L5/S1'")
+
+
+def slicer_terminology_entry(code: TerminologyCode, category: TerminologyCode = ANATOMICAL_STRUCTURE) -> str:
+    """Serialise a terminology entry the way Slicer stores it in a segment's tags.
+
+    Fields are joined by '~': context, category, type, type modifier, anatomic
+    context, anatomic region, region modifier; each code is 'scheme^value^meaning'.
+    """
+    def coded(item: TerminologyCode) -> str:
+        return f"{item.scheme}^{item.value}^{item.meaning}"
+
+    return "~".join(
+        [
+            "Segmentation category and type - 3D Slicer General Anatomy list",
+            coded(category),
+            coded(code),
+            "^^",
+            "Anatomic codes - DICOM master list",
+            "^^",
+            "^^",
+        ]
+    )
+
+
+__all__.append("slicer_terminology_entry")
