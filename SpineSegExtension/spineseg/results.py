@@ -1,0 +1,87 @@
+"""What the two tasks return: plain dataclasses shared by the CLI, the Slicer glue and tests.
+
+Positions are RAS millimetres; label maps live in the input image's own grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .labels import disc_name, vertebra_name
+from .volume import Volume
+
+__all__ = ["VertebraRecord", "VertebraeResult", "DiscRecord", "DiscsResult"]
+
+
+@dataclass(frozen=True)
+class VertebraRecord:
+    """One segmented vertebra.
+
+    Attributes:
+        level: VerSe number (label value in the label map).
+        voxel_count: voxels carrying this label in the input grid.
+        volume_ml: voxel_count times voxel volume, in millilitres.
+        completeness: network's probability that the whole vertebra is in the scan.
+        centroid_ras: centre of mass in RAS mm.
+    """
+
+    level: int
+    voxel_count: int
+    volume_ml: float
+    completeness: float
+    centroid_ras: tuple[float, float, float]
+
+    @property
+    def name(self) -> str:
+        return vertebra_name(self.level)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **asdict(self), "centroid_ras": [round(float(x), 3) for x in self.centroid_ras]}
+
+
+@dataclass(frozen=True)
+class VertebraeResult:
+    """Label map (VerSe numbers, input grid, uint8) and one record per vertebra, head to foot."""
+
+    label_map: Volume
+    vertebrae: list[VertebraRecord] = field(default_factory=list)
+
+    @property
+    def levels(self) -> list[int]:
+        return [record.level for record in self.vertebrae]
+
+
+@dataclass(frozen=True)
+class DiscRecord:
+    """One intervertebral disc: Spinal Cord Toolbox number, RAS position (mm), confidence 0..1."""
+
+    number: int
+    position_ras: tuple[float, float, float]
+    confidence: float
+
+    @property
+    def name(self) -> str:
+        return disc_name(self.number)
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.name,
+            "number": self.number,
+            "position_ras": [round(float(x), 3) for x in self.position_ras],
+            "confidence": round(float(self.confidence), 4),
+        }
+
+
+@dataclass(frozen=True)
+class DiscsResult:
+    """Discs found in an MRI, head to foot, plus the 2D slab they were found on (for pictures)."""
+
+    discs: list[DiscRecord] = field(default_factory=list)
+    slab: np.ndarray | None = None
+    slab_to_ras: np.ndarray | None = None  # 3x3: (row, column, 1) of the slab image -> RAS mm
+
+    @property
+    def numbers(self) -> list[int]:
+        return [record.number for record in self.discs]
