@@ -1,0 +1,1 @@
+"""Neural networks of SpineSeg, built from small named blocks."""

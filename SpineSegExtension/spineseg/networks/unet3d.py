@@ -1,0 +1,123 @@
+"""The iterative vertebra segmentation network (Lessmann et al., MIDL 2018 / MedIA 2019).
+
+A 3D U-Net with a constant number of filters on every level, two input
+channels (CT patch, instance memory) and three outputs: the mask of the next
+vertebra, the probability that this vertebra is complete in the patch, and a
+regression of its anatomical level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["IterativeFCNConfig", "IterativeFCN", "ConvBlock", "DownBlock", "UpBlock", "FCNOutput"]
+
+
+@dataclass(frozen=True)
+class IterativeFCNConfig:
+    """Architecture settings. The published network is ``filters=64, levels=4``."""
+
+    filters: int = 64
+    levels: int = 4
+    in_channels: int = 2
+
+    def __post_init__(self) -> None:
+        if self.filters < 1:
+            raise ValueError(f"filters must be at least 1, got {self.filters}")
+        if self.levels < 2:
+            raise ValueError(f"levels must be at least 2, got {self.levels}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be at least 1, got {self.in_channels}")
+
+    @property
+    def divisor(self) -> int:
+        """Patch sizes must be multiples of this (one halving per pooling)."""
+        return 2 ** (self.levels - 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3x3 convolutions, each followed by batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm3d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm3d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class DownBlock(nn.Sequential):
+    """2x max pooling, then a :class:`ConvBlock`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(nn.MaxPool3d(2), ConvBlock(channels, channels))
+
+
+class UpBlock(nn.Module):
+    """2x transposed convolution, concatenation with the skip connection, then a :class:`ConvBlock`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.upsample = nn.ConvTranspose3d(channels, channels, 2, stride=2)
+        self.convolve = ConvBlock(2 * channels, channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.convolve(torch.cat([self.upsample(x), skip], dim=1))
+
+
+@dataclass
+class FCNOutput:
+    """Raw network outputs for a batch of N patches.
+
+    mask_logits: N x 1 x D x H x W; completeness_logit: N; level: N (anatomical position, C1 = 1).
+    """
+
+    mask_logits: torch.Tensor
+    completeness_logit: torch.Tensor
+    level: torch.Tensor
+
+
+class IterativeFCN(nn.Module):
+    """3D U-Net with completeness and level heads on the bottleneck.
+
+    ``forward`` takes N x in_channels x D x H x W with D, H, W multiples of
+    ``config.divisor`` and returns logits (no sigmoid) in an :class:`FCNOutput`.
+    """
+
+    def __init__(self, config: IterativeFCNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or IterativeFCNConfig()
+        f = self.config.filters
+        self.encoder_input = ConvBlock(self.config.in_channels, f)
+        self.down = nn.ModuleList(DownBlock(f) for _ in range(self.config.levels - 1))
+        self.up = nn.ModuleList(UpBlock(f) for _ in range(self.config.levels - 1))
+        self.mask_head = nn.Conv3d(f, 1, 1)
+        self.completeness_head = nn.Linear(f, 1)
+        self.level_head = nn.Linear(f, 1)
+
+    def forward(self, x: torch.Tensor) -> FCNOutput:
+        divisor = self.config.divisor
+        if x.ndim != 5 or any(size % divisor for size in x.shape[2:]):
+            raise ValueError(f"expected N x C x D x H x W with sizes divisible by {divisor}, got {tuple(x.shape)}")
+        skips = [self.encoder_input(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        bottleneck = skips.pop()
+        pooled = bottleneck.mean(dim=(2, 3, 4))
+        y = bottleneck
+        for block, skip in zip(self.up, reversed(skips)):
+            y = block(y, skip)
+        return FCNOutput(
+            mask_logits=self.mask_head(y),
+            completeness_logit=self.completeness_head(pooled).squeeze(1),
+            level=self.level_head(pooled).squeeze(1),
+        )

@@ -1,0 +1,1 @@
+"""Iterative instance segmentation of vertebrae in CT (Lessmann et al. 2018/2019)."""

@@ -1,0 +1,156 @@
+"""Segment and name every vertebra of a CT: the whole task on a :class:`Volume`.
+
+Steps: check the image is a CT, resample it to the model's isotropic working
+grid, walk the spine (:mod:`.traversal`), name the vertebrae as one
+consecutive run (:mod:`.levels`), and paint each vertebra's probability back
+onto the input grid with linear interpolation, so that boundaries are as fine
+as the input's voxels rather than the model's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from ..errors import InputError
+from ..geometry import Grid, resample_to, working_grid
+from ..progress import ProgressCallback, no_progress, scaled
+from ..results import VertebraeResult, VertebraRecord
+from ..volume import Volume, VolumeKind
+from .levels import assign_levels
+from .model import VertebraModel
+from .patches import OUTSIDE_VALUE, normalise_ct
+from .traversal import FoundVertebra, TraversalResult, TraversalSettings, traverse
+
+__all__ = ["check_ct_intensities", "prepare_working_image", "segment_vertebrae"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_ct_intensities(volume: Volume) -> None:
+    """Refuse images whose values cannot be Hounsfield units; warn about doubtful ones."""
+    sample = volume.array[::4, ::4, ::4] if volume.array.size > 8_000_000 else volume.array
+    low, median, high = np.percentile(sample, [0.5, 50, 99.5])
+    if low < -4000 or high > 40000 or not -1500 <= median <= 3000:
+        raise InputError(
+            f"intensities ({low:.0f} to {high:.0f}, median {median:.0f}) are far outside CT's Hounsfield range; "
+            "give a CT in Hounsfield units (rescale slope and intercept applied)"
+        )
+    if high - low < 50:
+        raise InputError(f"the image is nearly uniform ({low:.1f} to {high:.1f}); it holds no anatomy to segment")
+    if sample.min() > -200:
+        logger.warning("no voxel below -200 HU: this may not be a CT in Hounsfield units (an MRI?)")
+
+
+def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray, Grid]:
+    """Resample a CT onto the model's grid and normalise it; outside the scan becomes ``OUTSIDE_VALUE``."""
+    grid = working_grid(volume, spacing_mm)
+    source = Volume(volume.array.astype(np.float32, copy=False), volume.affine, VolumeKind.INTENSITY)
+    resampled = resample_to(source, grid, fill_value=np.nan).array
+    outside = np.isnan(resampled)
+    image = normalise_ct(np.nan_to_num(resampled, nan=0.0))
+    image[outside] = OUTSIDE_VALUE
+    return image, grid
+
+
+def _paint(found: list[FoundVertebra], levels: list[int], grid: Grid, volume: Volume) -> np.ndarray:
+    """Label map on the input grid: each voxel gets the vertebra of highest probability above 0.5."""
+    labels = np.zeros(volume.shape, dtype=np.uint8)
+    best = np.zeros(volume.shape, dtype=np.float16)
+    input_to_work = np.linalg.inv(grid.affine) @ volume.affine
+    for vertebra, level in zip(found, levels):
+        support = np.argwhere(vertebra.probability > 0.05)
+        if len(support) == 0:
+            continue
+        low = support.min(axis=0) - 1 + vertebra.corner
+        high = support.max(axis=0) + 1 + vertebra.corner
+        corners = np.array(np.meshgrid(*zip(low, high), indexing="ij")).reshape(3, -1).T
+        input_corners = (corners @ np.linalg.inv(input_to_work)[:3, :3].T) + np.linalg.inv(input_to_work)[:3, 3]
+        start = np.maximum(np.floor(input_corners.min(axis=0)).astype(int), 0)
+        stop = np.minimum(np.ceil(input_corners.max(axis=0)).astype(int) + 1, volume.shape)
+        if np.any(stop <= start):
+            continue
+        box = tuple(slice(a, b) for a, b in zip(start, stop))
+        index = np.indices(tuple(stop - start), dtype=np.float32).reshape(3, -1) + start[:, None]
+        work = input_to_work[:3, :3] @ index + input_to_work[:3, 3:4] - vertebra.corner[:, None]
+        probability = ndimage.map_coordinates(
+            vertebra.probability.astype(np.float32), work, order=1, mode="constant", cval=0.0
+        ).reshape(tuple(stop - start))
+        take = (probability > 0.5) & (probability > best[box])
+        labels[box][take] = level
+        best[box][take] = probability[take]
+    return labels
+
+
+def _keep_largest_component(labels: np.ndarray, level: int) -> None:
+    """Remove small detached pieces of one label, in place (within its bounding box)."""
+    where = ndimage.find_objects((labels == level).astype(np.uint8))
+    if not where or where[0] is None:
+        return
+    box = where[0]
+    mask = labels[box] == level
+    components, count = ndimage.label(mask)
+    if count > 1:
+        sizes = np.bincount(components.ravel())[1:]
+        keep = components == (int(np.argmax(sizes)) + 1)
+        labels[box][mask & ~keep] = 0
+
+
+def segment_vertebrae(
+    volume: Volume,
+    model: VertebraModel | None = None,
+    device: str = "auto",
+    progress: ProgressCallback = no_progress,
+    settings: TraversalSettings | None = None,
+) -> VertebraeResult:
+    """Find, outline and name every vertebra of a CT.
+
+    Args:
+        volume: CT in Hounsfield units, any orientation and spacing.
+        model: a loaded model; the bundled default when None.
+        device: 'auto', 'cpu' or 'cuda' (used when ``model`` is None).
+        progress: ``(fraction, message)`` callback; raising in it cancels.
+        settings: traversal rules; by default they follow the model's geometry.
+
+    Returns:
+        The label map in the input's grid (VerSe numbers) and one record per vertebra, head to foot.
+    """
+    check_ct_intensities(volume)
+    progress(0.0, "loading the model")
+    model = model or VertebraModel.from_checkpoint(None, device)
+    settings = settings or TraversalSettings(
+        patch_size=model.settings.patch_size, spacing_mm=model.settings.spacing_mm
+    )
+    progress(0.02, "resampling to the model's grid")
+    image, grid = prepare_working_image(volume, model.settings.spacing_mm)
+    walk: TraversalResult = traverse(image, model.predict, settings, scaled(progress, 0.05, 0.9))
+    logger.info(
+        "traversal: %d vertebrae, %d forward passes, stopped because it %s",
+        len(walk.vertebrae), walk.forward_passes, walk.stop_reason,
+    )
+    # Head to foot by the working grid's superior axis, whatever the order of discovery.
+    found = sorted(walk.vertebrae, key=lambda v: -v.centroid[2])
+    levels = assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found])
+    progress(0.9, "painting vertebrae onto the input grid")
+    labels = _paint(found, levels, grid, volume)
+    records = []
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    for vertebra, level in zip(found, levels):
+        _keep_largest_component(labels, level)
+        voxels = np.argwhere(labels == level)
+        if len(voxels) == 0:
+            continue
+        centroid = volume.ijk_to_ras(voxels.mean(axis=0))[0]
+        records.append(
+            VertebraRecord(
+                level=level,
+                voxel_count=len(voxels),
+                volume_ml=round(len(voxels) * voxel_ml, 3),
+                completeness=round(float(vertebra.completeness), 4),
+                centroid_ras=tuple(float(x) for x in centroid),
+            )
+        )
+    progress(1.0, f"{len(records)} vertebrae")
+    return VertebraeResult(Volume(labels, volume.affine, VolumeKind.LABEL), records)
