@@ -103,6 +103,8 @@ class IterativeFCN(nn.Module):
         self.mask_head = nn.Conv3d(f, 1, 1)
         self.completeness_head = nn.Linear(f, 1)
         self.level_head = nn.Linear(f, 1)
+        # Start the level regression mid-spine (T6 = 13) instead of 0, so early steps fit shapes, not an offset.
+        nn.init.constant_(self.level_head.bias, 13.0)
 
     def forward(self, x: torch.Tensor) -> FCNOutput:
         divisor = self.config.divisor

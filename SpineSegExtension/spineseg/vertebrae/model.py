@@ -24,8 +24,8 @@ __all__ = ["VertebraModelSettings", "PatchPrediction", "VertebraModel"]
 class VertebraModelSettings:
     """Input geometry of a model: isotropic spacing (mm) and cube patch size (voxels)."""
 
-    spacing_mm: float = 2.0
-    patch_size: int = 64
+    spacing_mm: float = 3.0
+    patch_size: int = 40
     network: IterativeFCNConfig = IterativeFCNConfig(filters=16)
 
     def __post_init__(self) -> None:

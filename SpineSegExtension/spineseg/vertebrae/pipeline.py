@@ -84,8 +84,8 @@ def _paint(found: list[FoundVertebra], levels: list[int], grid: Grid, volume: Vo
     return labels
 
 
-def _keep_largest_component(labels: np.ndarray, level: int) -> None:
-    """Remove small detached pieces of one label, in place (within its bounding box)."""
+def _remove_small_pieces(labels: np.ndarray, level: int, keep_fraction: float = 0.05) -> None:
+    """Remove detached pieces of one label smaller than ``keep_fraction`` of its largest piece, in place."""
     where = ndimage.find_objects((labels == level).astype(np.uint8))
     if not where or where[0] is None:
         return
@@ -94,8 +94,8 @@ def _keep_largest_component(labels: np.ndarray, level: int) -> None:
     components, count = ndimage.label(mask)
     if count > 1:
         sizes = np.bincount(components.ravel())[1:]
-        keep = components == (int(np.argmax(sizes)) + 1)
-        labels[box][mask & ~keep] = 0
+        small = np.flatnonzero(sizes < keep_fraction * sizes.max()) + 1
+        labels[box][np.isin(components, small)] = 0
 
 
 def segment_vertebrae(
@@ -138,7 +138,7 @@ def segment_vertebrae(
     records = []
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     for vertebra, level in zip(found, levels):
-        _keep_largest_component(labels, level)
+        _remove_small_pieces(labels, level)
         voxels = np.argwhere(labels == level)
         if len(voxels) == 0:
             continue

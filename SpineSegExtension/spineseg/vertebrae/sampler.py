@@ -63,7 +63,7 @@ class TrainingPatch:
 class SamplerConfig:
     """Sampling and augmentation settings (sizes in voxels, volumes in mm^3)."""
 
-    patch_size: int = 64
+    patch_size: int = 40
     empty_every: int = 4
     min_target_mm3: float = 1000.0
     complete_fraction: float = 0.98

@@ -34,8 +34,8 @@ Predictor = Callable[[np.ndarray, np.ndarray], PatchPrediction]
 class TraversalSettings:
     """Rules of the walk. Volumes are in mm^3, distances in voxels."""
 
-    patch_size: int = 64
-    spacing_mm: float = 2.0
+    patch_size: int = 40
+    spacing_mm: float = 3.0
     first_fragment_mm3: float = 1000.0
     next_fragment_mm3: float = 500.0
     converged_voxels: float = 2.0
@@ -224,13 +224,15 @@ def _refine_and_accept(walker: _Walker, centre: np.ndarray, min_mm3: float) -> F
     fragment = walker.new_fragment(prediction, memory, min_mm3)
     if fragment is None:
         return None
-    # Keep the probability only around this vertebra's own component (for smooth upsampling).
-    support = ndimage.binary_dilation(fragment, iterations=2) & ~memory
+    # The whole new mask joins the memory (a vertebra may fall apart into pieces at coarse
+    # resolution); the probability is kept only around it, for smooth upsampling.
+    mask = (prediction.probability > 0.5) & ~memory
+    support = ndimage.binary_dilation(mask, iterations=2) & ~memory
     probability = np.where(support, prediction.probability, 0.0).astype(np.float16)
     overlap = overlap_slices(corner, settings.patch_size, walker.memory.shape)
     if overlap is None:
         return None
-    walker.memory[overlap[0]] |= fragment[overlap[1]]
+    walker.memory[overlap[0]] |= mask[overlap[1]]
     return FoundVertebra(
         corner=corner,
         probability=probability,

@@ -1,0 +1,451 @@
+"""SpineSeg: vertebra segmentation in CT and disc labelling in MRI, as a 3D Slicer module.
+
+This file stays thin: the module description, the panel, a logic that runs
+the ``spineseg`` command line in a background process and turns its results
+into nodes through ``SpineSegLib``, and the self-test. All computing lives in
+the ``spineseg`` package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Annotated, Optional
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+
+MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
+if MODULE_DIR not in sys.path:  # the spineseg core and SpineSegLib are installed beside this file
+    sys.path.insert(0, MODULE_DIR)
+
+from SpineSegLib import dependencies, process  # noqa: E402  (no torch, no MRML work at import)
+
+TASKS = ["vertebrae", "discs"]  # order of taskComboBox items
+DEVICES = ["auto", "cpu", "cuda"]  # order of deviceComboBox items
+APPLY_TEXT = {"vertebrae": "Segment vertebrae", "discs": "Label discs"}
+
+
+class SpineSeg(ScriptedLoadableModule):
+    """Module description shown in Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SpineSeg"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SpineSeg developers"]
+        self.parent.helpText = """
+Finds, outlines and names the vertebrae in a CT, and finds and names the intervertebral discs in an MRI.
+<ol>
+<li>Pick the <b>input volume</b> (CT for vertebrae; sagittal T1w or T2w MRI for discs) and the <b>task</b>.</li>
+<li>Click <b>Segment vertebrae</b> or <b>Label discs</b>. The work runs in the background; Slicer stays usable and
+the button turns into <b>Cancel</b>.</li>
+<li>Vertebrae arrive as a segmentation with one named, coloured, SNOMED-CT coded segment per vertebra;
+discs as a locked point list with one labelled point per disc (C2/C3 ... L5/S1).</li>
+</ol>
+On first use SpineSeg asks to install PyTorch (through the PyTorch extension) and a few small Python packages.
+The same work runs without a window: see <code>SpineSegBatch.py</code>.
+"""
+        self.parent.acknowledgementText = """
+SpineSeg implements two published methods:
+N. Lessmann, B. van Ginneken, P. A. de Jong, I. Isgum: "Iterative convolutional neural networks for automatic
+vertebra identification and segmentation in CT images", MIDL 2018, and "Iterative fully convolutional neural
+networks for automatic vertebra segmentation and identification", Medical Image Analysis 53 (2019).
+R. Azad, L. Rouhier, J. Cohen-Adad: "Stacked hourglass network with a multi-level attention mechanism:
+where to look for intervertebral disc labeling", MLMI workshop at MICCAI 2021.
+Terminology codes from SNOMED CT via the DICOM standard.
+"""
+
+
+@parameterNodeWrapper
+class SpineSegParameterNode:
+    """Settings of the panel, saved with the scene.
+
+    task is "vertebrae" or "discs"; device is "auto", "cpu" or "cuda"; model is
+    a model name or weights path (empty: bundled model). The outputs are
+    optional: None creates new nodes.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    task: str = "vertebrae"
+    model: str = ""
+    device: str = "auto"
+    show3D: bool = True
+    smoothingFactor: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    minimumConfidence: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
+    keepTemporaryFiles: bool = False
+    outputSegmentation: vtkMRMLSegmentationNode
+    outputMarkups: vtkMRMLMarkupsFiducialNode
+
+
+class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: reads the parameter node, starts and cancels jobs, shows progress."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[SpineSegLogic] = None
+        self._parameterNode: Optional[SpineSegParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._job: Optional[SpineSegJob] = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self.onTimer)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SpineSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SpineSegLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.taskComboBox.currentIndexChanged.connect(self.onTaskChanged)
+        self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceChanged)
+        self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.progressBar.setVisible(False)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self._timer.stop()
+        if self._job is not None:
+            self._job.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._job is not None:
+            self._job.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume:
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode: Optional[SpineSegParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        """Combo boxes, button text and enabled state follow the parameter node."""
+        node = self._parameterNode
+        if node is None:
+            return
+        task = node.task if node.task in TASKS else TASKS[0]
+        device = node.device if node.device in DEVICES else DEVICES[0]
+        for combo, index in ((self.ui.taskComboBox, TASKS.index(task)), (self.ui.deviceComboBox, DEVICES.index(device))):
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+        self.ui.outputSegmentationSelector.enabled = task == "vertebrae"
+        self.ui.outputMarkupsSelector.enabled = task == "discs"
+        self.ui.minimumConfidenceSlider.enabled = task == "discs"
+        self.ui.smoothingFactorSlider.enabled = task == "vertebrae" and node.show3D
+        if self._job is not None:
+            self.ui.applyButton.text = "Cancel"
+            self.ui.applyButton.enabled = True
+        else:
+            self.ui.applyButton.text = APPLY_TEXT[task]
+            self.ui.applyButton.enabled = bool(node.inputVolume)
+            self.ui.applyButton.toolTip = "Run the task in the background" if node.inputVolume else "Select an input volume"
+
+    def onTaskChanged(self, index: int) -> None:
+        if self._parameterNode and 0 <= index < len(TASKS):
+            self._parameterNode.task = TASKS[index]
+
+    def onDeviceChanged(self, index: int) -> None:
+        if self._parameterNode and 0 <= index < len(DEVICES):
+            self._parameterNode.device = DEVICES[index]
+
+    def onApplyButton(self) -> None:
+        """Start a job, or cancel the running one."""
+        if self._job is not None:
+            self._job.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+            return
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("SpineSeg could not start.", waitCursor=True):
+            if not dependencies.install_missing(slicer.util.confirmOkCancelDisplay):
+                self.ui.statusLabel.text = "Cancelled: the required Python packages are not installed."
+                return
+            self._job = self.logic.startTask(node.inputVolume, node.task, node.device, node.model)
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.setVisible(True)
+            self.ui.statusLabel.text = "Starting..."
+            self._timer.start()
+        self.updateGUIFromParameterNode()
+
+    def onTimer(self) -> None:
+        """Poll the background process: show progress, and finish when it ends."""
+        job = self._job
+        if job is None:
+            self._timer.stop()
+            return
+        for event in job.process.poll():
+            if event.kind is process.EventKind.PROGRESS:
+                self.ui.progressBar.value = int(round(100 * (event.fraction or 0.0)))
+                self.ui.statusLabel.text = event.message
+            elif event.kind in (process.EventKind.LOG, process.EventKind.ERROR_LOG):
+                logging.info("SpineSeg: %s", event.message)
+        if not job.process.finished:
+            return
+        self._timer.stop()
+        self._job = None
+        self.ui.progressBar.setVisible(False)
+        try:
+            self.onJobFinished(job)
+        finally:
+            if not self._parameterNode or not self._parameterNode.keepTemporaryFiles:
+                job.removeFiles()
+            self.updateGUIFromParameterNode()
+
+    def onJobFinished(self, job: "SpineSegJob") -> None:
+        state = job.process.state
+        if state is process.ProcessState.CANCELLED:
+            self.ui.statusLabel.text = "Cancelled."
+            return
+        if state is process.ProcessState.FAILED:
+            message = job.process.error_message
+            logging.error("SpineSeg %s failed: %s\n%s", job.task, message, "\n".join(job.process.error_lines))
+            self.ui.statusLabel.text = f"Failed: {message}"
+            slicer.util.errorDisplay(f"SpineSeg {job.task} failed:\n{message}", detailedText="\n".join(job.process.error_lines))
+            return
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("SpineSeg could not load the results.", waitCursor=True):
+            output = self.logic.importResults(
+                job,
+                outputSegmentation=node.outputSegmentation,
+                outputMarkups=node.outputMarkups,
+                show3D=node.show3D,
+                smoothingFactor=node.smoothingFactor,
+                minimumConfidence=node.minimumConfidence,
+            )
+            if job.task == "vertebrae":
+                node.outputSegmentation = output
+                count = output.GetSegmentation().GetNumberOfSegments()
+                self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {count} vertebrae."
+            else:
+                node.outputMarkups = output
+                self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {output.GetNumberOfControlPoints()} discs."
+
+
+class SpineSegJob:
+    """One background run: its temp folder, the process and what it works on."""
+
+    def __init__(self, task: str, inputVolume, folder: str, backgroundProcess: process.BackgroundProcess) -> None:
+        self.task = task
+        self.inputVolume = inputVolume
+        self.folder = folder
+        self.process = backgroundProcess
+        self.started = time.monotonic()
+
+    @property
+    def outputFolder(self) -> str:
+        return os.path.join(self.folder, "output")
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def cancel(self) -> None:
+        self.process.cancel()
+
+    def removeFiles(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SpineSegLogic(ScriptedLoadableModuleLogic):
+    """Runs the tasks without the GUI: background CLI process, then results -> nodes."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+
+    def getParameterNode(self):
+        return SpineSegParameterNode(super().getParameterNode())
+
+    def startTask(self, inputVolume, task: str, device: str = "auto", model: str = "") -> SpineSegJob:
+        """Write the input to a temp NRRD and start ``spineseg TASK`` on it in PythonSlicer.
+
+        Raises:
+            ValueError: no input volume, or an unknown task or device.
+        """
+        if inputVolume is None or inputVolume.GetImageData() is None:
+            raise ValueError("Select an input volume that holds an image.")
+        folder = tempfile.mkdtemp(prefix="SpineSeg-")
+        inputPath = os.path.join(folder, "input.nrrd")
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(inputPath)
+        if not storage.WriteData(inputVolume):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"Could not write {inputVolume.GetName()} to a temporary file.")
+        command = process.cli_command(
+            process.default_python(), task, inputPath, os.path.join(folder, "output"), device, model or None
+        )
+        runner = process.BackgroundProcess(command, env=process.child_environment(MODULE_DIR, device))
+        logging.info("SpineSeg: running %s", " ".join(command))
+        runner.start()
+        return SpineSegJob(task, inputVolume, folder, runner)
+
+    def importResults(
+        self,
+        job: SpineSegJob,
+        outputSegmentation=None,
+        outputMarkups=None,
+        show3D: bool = True,
+        smoothingFactor: float = 0.5,
+        minimumConfidence: float = 0.0,
+    ):
+        """Turn a finished job's files into a segmentation or markups node, beside the input in the data tree."""
+        from SpineSegLib import markups, scene, segmentations, storage
+
+        context = scene.running_slicer_context()
+        if job.task == "vertebrae":
+            result = storage.load_vertebrae_outputs(job.outputFolder)
+            output = segmentations.segmentation_from_result(
+                context.scene,
+                context.segmentations_logic,
+                result,
+                job.inputVolume,
+                outputSegmentation,
+                show_3d=show3D,
+                smoothing_factor=smoothingFactor,
+            )
+            slicer.util.setSliceViewerLayers(background=job.inputVolume)
+        else:
+            result = storage.load_discs_outputs(job.outputFolder)
+            output = markups.markups_from_discs(
+                context.scene, result, job.inputVolume, outputMarkups, minimum_confidence=minimumConfidence
+            )
+        scene.place_in_study(context.scene, job.inputVolume, [output])
+        return output
+
+    def run(self, inputVolume, task: str, device: str = "auto", model: str = "", timeout: float = 1800.0, **importOptions):
+        """Run a task to the end (for scripts and the self-test), keeping Slicer's events flowing."""
+        job = self.startTask(inputVolume, task, device, model)
+        try:
+            deadline = time.monotonic() + timeout
+            while not job.process.finished:
+                job.process.poll()
+                slicer.app.processEvents()
+                if time.monotonic() > deadline:
+                    job.cancel()
+                    raise TimeoutError(f"SpineSeg {task} did not finish within {timeout:.0f} s")
+                time.sleep(0.05)
+            if job.process.state is not process.ProcessState.SUCCEEDED:
+                raise RuntimeError(f"SpineSeg {task} failed: {job.process.error_message}")
+            return self.importResults(job, **importOptions)
+        finally:
+            job.removeFiles()
+
+
+class SpineSegTest(ScriptedLoadableModuleTest):
+    """Self-test: phantoms made on the fly (no downloads), both tasks through the logic."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_glue_with_known_result()
+        self.setUp()
+        self.test_vertebrae_on_ct_phantom()
+        self.setUp()
+        self.test_discs_on_mri_phantom()
+
+    def test_glue_with_known_result(self) -> None:
+        """A hand-made result becomes the expected segments and points (no network needed)."""
+        import numpy as np
+        from SpineSegLib import markups, scene, segmentations, volumes
+        from spineseg.labels import vertebra_segment_name
+        from spineseg.results import DiscRecord, DiscsResult, VertebraeResult
+        from spineseg.volume import Volume, VolumeKind, affine_from_geometry
+
+        affine = affine_from_geometry((0.8, 1.2, 2.0), (10.0, -5.0, 40.0), np.diag([-1.0, -1.0, 1.0]))
+        image = Volume(np.zeros((24, 20, 16), np.int16), affine)
+        labels = np.zeros(image.shape, np.uint8)
+        labels[4:12, 4:14, 2:7], labels[4:12, 4:14, 9:14] = 21, 20
+        context = scene.running_slicer_context()
+        inputNode = volumes.node_from_volume(context.scene, image, "SelfTestCT")
+        result = VertebraeResult(Volume(labels, affine, VolumeKind.LABEL), [])
+        segmentationNode = segmentations.segmentation_from_result(context.scene, context.segmentations_logic, result, inputNode)
+        names = {segmentationNode.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)}
+        self.assertEqual(names, {vertebra_segment_name(20), vertebra_segment_name(21)})
+        exported = segmentations.label_map_from_segmentation(context.scene, context.segmentations_logic, segmentationNode, inputNode)
+        self.assertTrue(np.array_equal(exported.array, labels))
+        discs = DiscsResult([DiscRecord(21, (1.0, 2.0, 3.0), 0.9)])
+        pointList = markups.markups_from_discs(context.scene, discs, inputNode)
+        self.assertEqual(pointList.GetNthControlPointLabel(0), "L1/L2")
+        self.delayDisplay("Glue test passed")
+
+    def test_vertebrae_on_ct_phantom(self) -> None:
+        from SpineSegLib import volumes
+        from spineseg.labels import VERTEBRA_NAMES, vertebra_segment_name
+        from spineseg.phantoms.ct import make_ct_phantom
+
+        phantom = make_ct_phantom(levels=[20, 21, 22], spacing=(1.5, 1.5, 1.5), seed=1)
+        inputNode = volumes.node_from_volume(slicer.mrmlScene, phantom.image, "SpineSegPhantomCT")
+        self.delayDisplay("Segmenting vertebrae in a CT phantom")
+        segmentationNode = SpineSegLogic().run(inputNode, "vertebrae", device="cpu", show3D=False)
+        segmentation = segmentationNode.GetSegmentation()
+        self.assertGreater(segmentation.GetNumberOfSegments(), 0)
+        validNames = {vertebra_segment_name(level) for level in VERTEBRA_NAMES}
+        for index in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(index)
+            self.assertIn(segment.GetName(), validNames)
+            self.assertIn("SCT^", segment.GetTerminology())
+        self.delayDisplay("Vertebrae test passed")
+
+    def test_discs_on_mri_phantom(self) -> None:
+        from SpineSegLib import volumes
+        from spineseg.labels import DISC_NUMBERS, disc_name
+        from spineseg.phantoms.mri import make_mri_phantom
+
+        phantom = make_mri_phantom()
+        inputNode = volumes.node_from_volume(slicer.mrmlScene, phantom.image, "SpineSegPhantomMRI")
+        self.delayDisplay("Labelling discs in an MRI phantom")
+        pointList = SpineSegLogic().run(inputNode, "discs", device="cpu")
+        self.assertGreater(pointList.GetNumberOfControlPoints(), 0)
+        validNames = {disc_name(number) for number in DISC_NUMBERS}
+        for index in range(pointList.GetNumberOfControlPoints()):
+            self.assertIn(pointList.GetNthControlPointLabel(index), validNames)
+        self.assertTrue(pointList.GetLocked())
+        self.delayDisplay("Discs test passed")

@@ -1,0 +1,261 @@
+"""Run SpineSeg on one image or a folder of images without a window.
+
+In Slicer:
+    Slicer --no-main-window --python-script SpineSegExtension/SpineSegBatch.py -- \
+        --task vertebrae --input scans/ --output results/
+With plain Python and the slicer-core wheel (MRML without the application):
+    python SpineSegExtension/SpineSegBatch.py --task discs --input mri.nii.gz --output results/
+
+Each case gets a folder ``OUTPUT/<case>/`` with, for vertebrae,
+``vertebrae.seg.nrrd`` (written by Slicer's segmentation storage node),
+``vertebrae.nii.gz`` and ``vertebrae.json``; for discs ``discs.mrk.json``
+(markups storage node) and ``discs.json``. Cases whose outputs all exist are
+skipped; a failing case is reported and the batch goes on. Files are written
+under a temporary name and moved into place, so a case is done or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # SpineSegLib and spineseg beside this file
+
+log = logging.getLogger("SpineSegBatch")
+
+TASKS = ("vertebrae", "discs")
+OUTPUT_FILES: dict[str, tuple[str, ...]] = {
+    "vertebrae": ("vertebrae.seg.nrrd", "vertebrae.nii.gz", "vertebrae.json"),
+    "discs": ("discs.mrk.json", "discs.json"),
+}
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+TaskFunction = Callable[..., Any]  # (volume, model=, device=, progress=) -> VertebraeResult | DiscsResult
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: an image file or a DICOM folder, and the name its outputs go under."""
+
+    name: str
+    path: Path
+
+
+@dataclass
+class BatchSummary:
+    """What happened to each case."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def text(self) -> str:
+        lines = [
+            f"SpineSeg batch: {len(self.done)} done, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed in {self.seconds:.1f} s"
+        ]
+        lines += [f"  FAILED {name}: {message}" for name, message in self.failed.items()]
+        return "\n".join(lines)
+
+
+def case_name(path: Path) -> str:
+    """File name without its image suffix ('ct.nii.gz' -> 'ct'); folder name for DICOM folders."""
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_cases(input_path: str | os.PathLike) -> list[Case]:
+    """One case for an image file or a DICOM folder; for a folder of images, one per image file
+    and one per sub-folder (read as a DICOM series), sorted by name.
+
+    Raises:
+        ValueError: the input does not exist or holds nothing to process.
+    """
+    path = Path(input_path)
+    if not path.exists():
+        raise ValueError(f"--input {path} does not exist")
+    if path.is_file():
+        return [Case(case_name(path), path)]
+    images = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not images and not folders:
+        return [Case(path.name, path)]  # a folder of DICOM files is itself one case
+    cases = [Case(case_name(p), p) for p in images + folders]
+    names = [case.name for case in cases]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"several inputs map to the same case name: {', '.join(duplicates)}")
+    return cases
+
+
+def outputs_exist(output_dir: Path, case: Case, task: str) -> bool:
+    return all((output_dir / case.name / name).exists() for name in OUTPUT_FILES[task])
+
+
+def default_task_function(task: str) -> TaskFunction:
+    """The core's task function (imported only when needed: it pulls in torch)."""
+    if task == "vertebrae":
+        from spineseg.vertebrae.pipeline import segment_vertebrae
+
+        return segment_vertebrae
+    from spineseg.discs.pipeline import label_discs
+
+    return label_discs
+
+
+def _write_json(data: Any, path: Path) -> None:
+    from spineseg.io import atomic_path
+
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2))
+
+
+def process_case(
+    context: Any,
+    case: Case,
+    task: str,
+    output_dir: Path,
+    task_function: TaskFunction,
+    device: str = "auto",
+    model: str | None = None,
+) -> None:
+    """Read one case, run the task, build the MRML nodes and write every output of the case."""
+    from SpineSegLib import markups, segmentations, storage, volumes
+    from spineseg.io import read_volume, write_volume
+
+    volume = read_volume(case.path)
+    added: list[Any] = []
+    try:
+        input_node = volumes.node_from_volume(context.scene, volume, case.name)
+        added.append(input_node)
+
+        def progress(fraction: float, message: str) -> None:
+            log.debug("%s: %3.0f%% %s", case.name, 100 * fraction, message)
+
+        result = task_function(volume, model=model, device=device, progress=progress)
+        folder = output_dir / case.name
+        folder.mkdir(parents=True, exist_ok=True)
+        if task == "vertebrae":
+            node = segmentations.segmentation_from_result(
+                context.scene, context.segmentations_logic, result, input_node
+            )
+            added.append(node)
+            write_volume(result.label_map, folder / "vertebrae.nii.gz")
+            _write_json({"vertebrae": [r.to_dict() for r in result.vertebrae]}, folder / "vertebrae.json")
+            storage.write_segmentation(node, folder / "vertebrae.seg.nrrd")  # last: marks the case done
+        else:
+            node = markups.markups_from_discs(context.scene, result, input_node)
+            added.append(node)
+            _write_json({"discs": [d.to_dict() for d in result.discs]}, folder / "discs.json")
+            storage.write_markups(node, folder / "discs.mrk.json")
+    finally:
+        for node in added:  # leave a user's Slicer scene as it was
+            context.scene.RemoveNode(node)
+
+
+def run_batch(
+    input_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    task: str,
+    device: str = "auto",
+    model: str | None = None,
+    overwrite: bool = False,
+    task_function: TaskFunction | None = None,
+    context: Any = None,
+) -> BatchSummary:
+    """Process every case; skip those already done, record failures and go on.
+
+    Args:
+        task_function: replaces the core's task function (tests pass a fast one).
+        context: a SpineSegLib.scene.SceneContext (default: Slicer's scene, or a new headless one).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    from SpineSegLib.scene import current_context
+
+    start = time.monotonic()
+    output_dir = Path(output_dir)
+    cases = find_cases(input_path)
+    context = context or current_context()
+    function = task_function or default_task_function(task)
+    summary = BatchSummary()
+    for number, case in enumerate(cases, 1):
+        if not overwrite and outputs_exist(output_dir, case, task):
+            log.info("[%d/%d] %s: outputs exist, skipped", number, len(cases), case.name)
+            summary.skipped.append(case.name)
+            continue
+        log.info("[%d/%d] %s: %s ...", number, len(cases), case.name, task)
+        case_start = time.monotonic()
+        try:
+            process_case(context, case, task, output_dir, function, device, model)
+        except Exception as error:  # one bad case must not stop the batch
+            summary.failed[case.name] = f"{type(error).__name__}: {error}"
+            log.error("[%d/%d] %s failed: %s", number, len(cases), case.name, error)
+            log.debug("%s", traceback.format_exc())
+            continue
+        summary.done.append(case.name)
+        log.info("[%d/%d] %s done in %.1f s", number, len(cases), case.name, time.monotonic() - case_start)
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="SpineSegBatch.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--input", required=True, help="an image file, a DICOM folder or a folder of images")
+    parser.add_argument("--output", required=True, help="output folder (one sub-folder per case)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--model", default=None, help="model name from the manifest or a path to a weights file")
+    parser.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
+    parser.add_argument("--verbose", action="store_true")
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--"]:  # Slicer passes the separator on
+        arguments = arguments[1:]
+    return parser.parse_args(arguments)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_arguments(argv)
+    logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO, format="%(message)s")
+    try:
+        summary = run_batch(
+            options.input, options.output, options.task, options.device, options.model, options.overwrite
+        )
+    except (ValueError, ImportError) as error:
+        print(f"SpineSegBatch: error: {error}", file=sys.stderr)
+        return 2
+    print(summary.text())
+    return summary.exit_code
+
+
+def _exit(code: int) -> None:
+    """Leave the Slicer application if there is one (it would stay open otherwise), else Python."""
+    try:
+        import slicer
+
+        if getattr(slicer, "app", None) is not None:
+            slicer.util.exit(code)
+            return
+    except ImportError:
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    _exit(main())

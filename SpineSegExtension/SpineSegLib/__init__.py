@@ -1,0 +1,13 @@
+"""Glue between the SpineSeg core (``spineseg``) and Slicer's MRML scene.
+
+Every function takes the scene and the logics it needs as arguments and never
+reaches for ``slicer.mrmlScene``, so the glue runs in real Slicer and, for
+tests and batch jobs, on the PyPI wheel ``slicer-core``. Nothing here imports
+``qt`` or ``ctk``. Importing this package imports nothing: ``process`` and
+``dependencies`` work without ``slicer`` at all; ``volumes``, ``segmentations``,
+``markups`` and ``scene`` import ``slicer`` MRML classes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["volumes", "segmentations", "markups", "scene", "process", "dependencies", "storage"]

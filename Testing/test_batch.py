@@ -1,0 +1,189 @@
+"""SpineSegBatch.py under plain Python with slicer-core: folder mode, skipping, failures, file contents."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXTENSION = Path(__file__).resolve().parents[1] / "SpineSegExtension"
+sys.path.insert(0, str(EXTENSION))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import SpineSegBatch as batch  # noqa: E402  (imports no slicer at module level)
+from spineseg.io import read_volume, write_volume  # noqa: E402
+from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraRecord  # noqa: E402
+from spineseg.volume import Volume, VolumeKind, affine_from_geometry  # noqa: E402
+
+
+def needs_slicer_core():
+    slicer = pytest.importorskip("slicer")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("the 'slicer' module here has no MRML classes (install slicer-core)")
+
+
+def fake_vertebrae(volume: Volume, model=None, device="auto", progress=None) -> VertebraeResult:
+    """Fast stand-in for segment_vertebrae: bright voxels, labelled L1, L2, L3 by thirds of k."""
+    progress(0.5, "thresholding")
+    labels = np.zeros(volume.shape, np.uint8)
+    bright = volume.array > 500
+    thirds = np.array_split(np.arange(volume.shape[2]), 3)
+    for level, ks in zip((22, 21, 20), thirds):
+        labels[:, :, ks] = np.where(bright[:, :, ks], level, 0)
+    label_map = Volume(labels, volume.affine, VolumeKind.LABEL)
+    records = [VertebraRecord(level, int((labels == level).sum()), 0.0, 0.9, (0.0, 0.0, 0.0)) for level in (20, 21, 22)]
+    return VertebraeResult(label_map, records)
+
+
+def fake_discs(volume: Volume, model=None, device="auto", progress=None) -> DiscsResult:
+    """Fast stand-in for label_discs: three discs spaced along k through the image centre."""
+    centre = (np.array(volume.shape) - 1) / 2
+    discs = []
+    for n, number in enumerate((20, 21, 22)):
+        ijk = centre + np.array([0.0, 0.0, (n - 1) * 3.0])
+        discs.append(DiscRecord(number, tuple(float(x) for x in volume.ijk_to_ras(ijk)[0]), 0.9 - 0.1 * n))
+    return DiscsResult(discs)
+
+
+def write_case(path: Path, seed: int) -> Volume:
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 1000, (16, 14, 12)).astype(np.int16)
+    direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    volume = Volume(array, affine_from_geometry((0.8, 1.1, 2.5), (20.0, -10.0, 50.0 + seed), direction))
+    write_volume(volume, path)
+    return volume
+
+
+@pytest.fixture
+def cases(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_case(folder / "alpha.nii.gz", 1)
+    write_case(folder / "beta.nrrd", 2)
+    (folder / "broken.nii.gz").write_bytes(b"this is not an image")
+    (folder / "notes.txt").write_text("ignored")
+    return folder
+
+
+def test_folder_mode_writes_reads_back_skips_and_reports_failures(cases, tmp_path):
+    needs_slicer_core()
+    import slicerio
+    from SpineSegLib.scene import create_headless_context
+    from test_slicer_glue import assert_mrk_json_matches, assert_slicerio_matches
+
+    context = create_headless_context()
+    out = tmp_path / "out"
+    summary = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae, context=context)
+    assert summary.done == ["alpha", "beta"]
+    assert list(summary.failed) == ["broken"] and "cannot read" in summary.failed["broken"]
+    assert summary.exit_code == 1
+    assert "2 done, 0 skipped, 1 failed" in summary.text()
+    assert sorted(p.name for p in (out / "alpha").iterdir()) == sorted(batch.OUTPUT_FILES["vertebrae"])
+    for name, source in (("alpha", "alpha.nii.gz"), ("beta", "beta.nrrd")):
+        expected = fake_vertebrae(read_volume(cases / source), progress=lambda f, m: None).label_map
+        assert_slicerio_matches(slicerio.read_segmentation(str(out / name / "vertebrae.seg.nrrd")), expected)
+        written = read_volume(out / name / "vertebrae.nii.gz")
+        assert np.array_equal(written.array, expected.array)
+        table = json.loads((out / name / "vertebrae.json").read_text())
+        assert [v["name"] for v in table["vertebrae"]] == ["L1", "L2", "L3"]
+    assert context.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0  # scene left clean
+
+    again = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae, context=context)
+    assert again.skipped == ["alpha", "beta"] and again.done == [] and list(again.failed) == ["broken"]
+
+    discs = batch.run_batch(cases / "alpha.nii.gz", out, "discs", task_function=fake_discs, context=context)
+    assert discs.done == ["alpha"] and discs.exit_code == 0
+    expected_discs = fake_discs(read_volume(cases / "alpha.nii.gz"))
+    assert_mrk_json_matches(out / "alpha" / "discs.mrk.json", expected_discs)
+    loaded = context.scene.GetNodeByID(context.markups_logic.LoadMarkups(str(out / "alpha" / "discs.mrk.json"), "x"))
+    assert loaded.GetLocked()
+    assert [loaded.GetNthControlPointLabel(i) for i in range(3)] == ["T12/L1", "L1/L2", "L2/L3"]
+    assert json.loads((out / "alpha" / "discs.json").read_text())["discs"][0]["label"] == "T12/L1"
+
+
+def test_a_failing_task_does_not_stop_the_batch_and_leaves_no_partial_files(cases, tmp_path):
+    needs_slicer_core()
+
+    def flaky(volume, **options):
+        if volume.array[0, 0, 0] == read_volume(cases / "alpha.nii.gz").array[0, 0, 0]:
+            raise RuntimeError("out of memory")
+        return fake_vertebrae(volume, **options)
+
+    summary = batch.run_batch(cases, tmp_path / "out", "vertebrae", task_function=flaky)
+    assert summary.done == ["beta"]
+    assert summary.failed["alpha"] == "RuntimeError: out of memory"
+    assert not (tmp_path / "out" / "alpha").exists() or not any((tmp_path / "out" / "alpha").iterdir())
+
+
+def test_find_cases(tmp_path, cases):
+    assert [c.name for c in batch.find_cases(cases)] == ["alpha", "beta", "broken"]
+    assert batch.find_cases(cases / "beta.nrrd") == [batch.Case("beta", cases / "beta.nrrd")]
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    (dicom / "IM0001").write_bytes(b"")
+    assert batch.find_cases(dicom) == [batch.Case("series", dicom)]
+    (cases / "alpha.nrrd").write_bytes(b"")
+    with pytest.raises(ValueError, match="same case name: alpha"):
+        batch.find_cases(cases)
+    with pytest.raises(ValueError, match="does not exist"):
+        batch.find_cases(tmp_path / "missing")
+    with pytest.raises(ValueError, match="task"):
+        batch.run_batch(cases, tmp_path, "ribs")
+
+
+def test_arguments_accept_slicers_separator():
+    options = batch.parse_arguments(["--", "--task", "discs", "--input", "a", "--output", "b", "--device", "cpu"])
+    assert (options.task, options.input, options.output, options.device, options.model) == ("discs", "a", "b", "cpu", None)
+    with pytest.raises(SystemExit):
+        batch.parse_arguments(["--task", "ribs", "--input", "a", "--output", "b"])
+
+
+def test_main_in_process_with_injected_task(cases, tmp_path, monkeypatch, capsys):
+    needs_slicer_core()
+    monkeypatch.setattr(batch, "default_task_function", lambda task: fake_discs)
+    code = batch.main(["--task", "discs", "--input", str(cases / "beta.nrrd"), "--output", str(tmp_path / "o")])
+    assert code == 0
+    assert "1 done, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert (tmp_path / "o" / "beta" / "discs.mrk.json").exists()
+
+
+def test_script_runs_under_plain_python(tmp_path):
+    """The script itself, as a user runs it: a missing input ends with exit code 2 and one error line."""
+    needs_slicer_core()
+    result = subprocess.run(
+        [sys.executable, str(EXTENSION / "SpineSegBatch.py"), "--task", "vertebrae",
+         "--input", str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("task", ["vertebrae", "discs"])
+def test_real_core_functions_on_a_phantom(tmp_path, task):
+    """The batch with the core's own task function on a small phantom (skipped until it and its model exist)."""
+    needs_slicer_core()
+    if task == "vertebrae":
+        pipeline = pytest.importorskip("spineseg.vertebrae.pipeline")
+        phantoms = pytest.importorskip("spineseg.phantoms.ct")
+        image = phantoms.make_ct_phantom([20, 21], spacing=(2.0, 2.0, 2.0)).image
+        function_name = "segment_vertebrae"
+    else:
+        pipeline = pytest.importorskip("spineseg.discs.pipeline")
+        phantoms = pytest.importorskip("spineseg.phantoms.mri")
+        image = phantoms.make_mri_phantom([20, 21, 22], spacing=(4.0, 2.0, 2.0)).image
+        function_name = "label_discs"
+    if not hasattr(pipeline, function_name):
+        pytest.skip(f"spineseg has no {function_name} yet")
+    (tmp_path / "in").mkdir()
+    write_volume(image, tmp_path / "in" / "phantom.nii.gz")
+    summary = batch.run_batch(tmp_path / "in", tmp_path / "out", task, device="cpu")
+    if any(message.startswith("ModelError") for message in summary.failed.values()):
+        pytest.skip(f"no bundled {task} model: {summary.failed}")
+    assert summary.done == ["phantom"], summary.text()
+    for name in batch.OUTPUT_FILES[task]:
+        assert (tmp_path / "out" / "phantom" / name).exists()

@@ -1,0 +1,103 @@
+"""The spine walk: finds every vertebra with a perfect predictor, and always terminates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spineseg.networks.unet3d import IterativeFCN, IterativeFCNConfig
+from spineseg.phantoms.ct import make_ct_phantom
+from spineseg.vertebrae.levels import assign_levels, level_to_position
+from spineseg.vertebrae.model import PatchPrediction, VertebraModel, VertebraModelSettings
+from spineseg.vertebrae.patches import OUTSIDE_VALUE, normalise_ct
+from spineseg.vertebrae.traversal import TraversalSettings, traverse
+
+SMALL = TraversalSettings(patch_size=32, spacing_mm=4.0)
+
+
+class OraclePredictor:
+    """Knows the true labels: the image encodes each voxel's flat index, so a patch tells where it is."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+        self.encoded = (np.arange(labels.size, dtype=np.float64) + 1.0).reshape(labels.shape)
+
+    def __call__(self, image: np.ndarray, memory: np.ndarray) -> PatchPrediction:
+        inside = np.argwhere(image >= 1.0)
+        index = np.unravel_index(int(image[tuple(inside[0])]) - 1, self.labels.shape)
+        corner = np.array(index) - inside[0]
+        patch = np.zeros(image.shape, dtype=self.labels.dtype)
+        low = np.maximum(corner, 0)
+        high = np.minimum(corner + image.shape[0], self.labels.shape)
+        patch[tuple(slice(a - c, b - c) for a, b, c in zip(low, high, corner))] = self.labels[
+            tuple(slice(a, b) for a, b in zip(low, high))
+        ]
+        free = [int(v) for v in np.unique(patch[(patch > 0) & ~memory])]
+        if not free:
+            return PatchPrediction(np.zeros(image.shape, np.float32), 0.0, 0.0)
+        nxt = min(free, key=level_to_position)
+        return PatchPrediction(((patch == nxt) & ~memory).astype(np.float32), 1.0, float(level_to_position(nxt)))
+
+
+def test_oracle_walk_finds_every_vertebra_head_to_foot_and_names_them():
+    phantom = make_ct_phantom(list(range(14, 25)) + [26], spacing=(4.0, 4.0, 4.0), seed=2)
+    labels = phantom.labels.array
+    oracle = OraclePredictor(labels)
+    result = traverse(oracle.encoded, oracle, SMALL)
+    found = sorted(result.vertebrae, key=lambda v: -v.centroid[2])
+    present = sorted((int(v) for v in np.unique(labels) if v), key=level_to_position)
+    big = [v for v in present if (labels == v).sum() * 64 >= SMALL.next_fragment_mm3]
+    assert len(found) == len(big)
+    assert assign_levels([v.position for v in found]) == big
+    for vertebra, level in zip(found, big):
+        assert np.linalg.norm(vertebra.centroid - np.argwhere(labels == level).mean(axis=0)) < 1.5
+
+
+def test_empty_volume_needs_no_forward_pass():
+    image = np.full((40, 40, 60), normalise_ct(np.array(-1000.0)), np.float32)
+    calls = []
+    result = traverse(image, lambda i, m: calls.append(1), SMALL)
+    assert result.vertebrae == [] and result.forward_passes == 0 and not calls
+
+
+def test_greedy_predictor_that_claims_everything_still_terminates():
+    image = np.random.default_rng(0).normal(0.5, 1.0, (50, 50, 80)).astype(np.float32)
+    always = lambda i, m: PatchPrediction(np.ones(i.shape, np.float32), 1.0, 10.0)  # noqa: E731
+    result = traverse(image, always, SMALL)
+    assert len(result.vertebrae) <= SMALL.max_vertebrae
+    assert result.forward_passes <= SMALL.max_forward_passes
+
+
+def test_wandering_predictor_is_stopped_by_the_step_limit():
+    """A fragment that jumps away on every look must not keep the walk busy forever."""
+    image = np.ones((48, 48, 96), np.float32)
+    counter = {"n": 0}
+
+    def wandering(patch, memory):
+        counter["n"] += 1
+        probability = np.zeros(patch.shape, np.float32)
+        offset = 0 if counter["n"] % 2 else 20
+        probability[offset:offset + 8, 4:12, 4:12] = 1.0
+        return PatchPrediction(probability, 0.5, 5.0)
+
+    settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_vertebrae=3)
+    result = traverse(image, wandering, settings)
+    assert result.forward_passes <= 3 * (settings.max_refinement_steps + 4) + 40
+
+
+@pytest.mark.parametrize("kind", ["noise", "bone_block"])
+def test_untrained_network_terminates_on_noise_and_a_block_of_bone(kind):
+    torch.manual_seed(0)
+    settings = VertebraModelSettings(spacing_mm=4.0, patch_size=32, network=IterativeFCNConfig(filters=4))
+    model = VertebraModel(IterativeFCN(settings.network), settings, "cpu")
+    rng = np.random.default_rng(1)
+    if kind == "noise":
+        image = rng.normal(0.0, 1.0, (40, 40, 60)).astype(np.float32)
+    else:
+        image = np.full((40, 40, 60), OUTSIDE_VALUE, np.float32)
+        image[10:30, 10:30, 10:50] = 1.2
+    walk_settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_forward_passes=60)
+    result = traverse(image, model.predict, walk_settings)
+    assert result.forward_passes == model.forward_passes <= 60
+    assert len(result.vertebrae) <= walk_settings.max_vertebrae
