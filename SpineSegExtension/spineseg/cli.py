@@ -91,7 +91,7 @@ def _run_vertebrae(args: argparse.Namespace, progress: ProgressCallback) -> dict
 
 
 def _run_discs(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
-    from .discs.pipeline import run_discs
+    from .discs.outputs import run_discs
 
     run_discs(args.input, args.output, model=args.model, device=args.device, overwrite=args.overwrite,
               progress=progress)
@@ -124,14 +124,39 @@ def _run_demo(args: argparse.Namespace, progress: ProgressCallback) -> dict[str,
                                        device=args.device)
     outputs = _run_vertebrae(vertebra_args, progress)
     print(f"vertebra outputs in {out / 'vertebrae'} ({time.time() - started:.0f} s)")
-    try:
-        from .discs.demo import run_disc_demo
-    except ImportError:
-        logger.warning("disc labelling is not available in this build")
-    else:
-        print("2/2 discs: labelling a phantom MRI")
-        outputs.update(run_disc_demo(out / "discs", seed=args.seed, device=args.device,
-                                     overwrite=args.overwrite, progress=progress))
+    print("2/2 discs: generating a T2 MRI phantom and labelling its discs")
+    outputs.update(_run_disc_demo(out, args, progress))
+    return outputs
+
+
+def _run_disc_demo(out: Path, args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
+    """Phantom MRI -> discs, then the distance of each found disc to the phantom's true disc centre."""
+    from .discs.metrics import score_discs
+    from .labels import disc_name
+    from .phantoms.mri import make_mri_phantom
+
+    phantom = make_mri_phantom(contrast="T2", seed=args.seed)
+    image_path = out / "phantom" / "mri_t2.nii.gz"
+    if image_path.exists() and not args.overwrite:
+        raise InputError(f"{image_path} exists; pass --overwrite")
+    write_volume(phantom.image, image_path)
+    disc_args = argparse.Namespace(input=image_path, output=out / "discs", model=None, device=args.device,
+                                   overwrite=args.overwrite)
+    outputs = _run_discs(disc_args, progress)
+    found = json.loads(Path(outputs["discs.json"]).read_text())["discs"]
+    print(f"{'disc':>7} {'distance mm':>12}")
+    for record in found:
+        truth = phantom.disc_points.get(record["number"])
+        distance = "no such disc" if truth is None else f"{np.linalg.norm(np.array(record['position_ras']) - truth):.2f}"
+        print(f"{record['label']:>7} {distance:>12}")
+    scores = score_discs({r["number"]: np.array(r["position_ras"]) for r in found}, phantom.disc_points)
+    missed = [disc_name(n) for n in phantom.disc_points if n not in {r["number"] for r in found}]
+    median = float(np.median(scores.distances_mm)) if scores.distances_mm else float("nan")
+    print(
+        f"median distance {median:.2f} mm, false negatives {scores.false_negatives}/{scores.n_reference}, "
+        f"false positives {scores.false_positives}, right labels {100 * scores.label_accuracy:.0f} %"
+        + (f"; missed {', '.join(missed)}" if missed else "")
+    )
     return outputs
 
 

@@ -42,15 +42,22 @@ class IterativeFCNConfig:
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3x3 convolutions, each followed by batch norm and ReLU."""
+    """Two 3x3x3 convolutions, each followed by normalisation and ReLU.
+
+    The paper uses batch norm with batch size 1, which in training normalises
+    each patch by its own statistics: that is instance norm. Instance norm keeps
+    exactly that behaviour at inference too, where batch norm would switch to
+    running averages that fit patches of very different content (empty, outside
+    the scan, dense bone) poorly.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
             nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm3d(out_channels),
+            nn.InstanceNorm3d(out_channels, affine=True),
             nn.ReLU(inplace=True),
             nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm3d(out_channels),
+            nn.InstanceNorm3d(out_channels, affine=True),
             nn.ReLU(inplace=True),
         )
 

@@ -55,8 +55,13 @@ def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray
     return image, grid
 
 
-def _paint(found: list[FoundVertebra], levels: list[int], grid: Grid, volume: Volume) -> np.ndarray:
-    """Label map on the input grid: each voxel gets the vertebra of highest probability above 0.5."""
+def _paint(
+    found: list[FoundVertebra], levels: list[int], grid: Grid, volume: Volume, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label map on the input grid: each voxel gets the vertebra of highest probability above ``threshold``.
+
+    Returns the labels and that highest probability per voxel.
+    """
     labels = np.zeros(volume.shape, dtype=np.uint8)
     best = np.zeros(volume.shape, dtype=np.float16)
     input_to_work = np.linalg.inv(grid.affine) @ volume.affine
@@ -78,10 +83,36 @@ def _paint(found: list[FoundVertebra], levels: list[int], grid: Grid, volume: Vo
         probability = ndimage.map_coordinates(
             vertebra.probability.astype(np.float32), work, order=1, mode="constant", cval=0.0
         ).reshape(tuple(stop - start))
-        take = (probability > 0.5) & (probability > best[box])
+        take = (probability > threshold) & (probability > best[box])
         labels[box][take] = level
         best[box][take] = probability[take]
-    return labels
+    return labels, best
+
+
+# Bone refinement thresholds (HU): cortical and dense cancellous bone, and the lowest value
+# kept where the network is confident (osteoporotic cancellous bone).
+BONE_HU = 200.0
+CONFIDENT_BONE_HU = 100.0
+CANDIDATE_PROBABILITY = 0.2
+
+
+def _refine_with_bone(labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarray, level: int) -> None:
+    """Snap one vertebra's boundary to the bone in the full-resolution CT, in place.
+
+    The network works on a coarse grid; its interpolated probability says which
+    vertebra a voxel belongs to, and the CT says where bone ends. A voxel keeps
+    the label if it is bone (>= 200 HU, or >= 100 HU where the network is sure)
+    or lies in a cavity enclosed by such bone (the cancellous core).
+    """
+    where = ndimage.find_objects((labels == level).astype(np.uint8))
+    if not where or where[0] is None:
+        return
+    box = where[0]
+    region = labels[box] == level
+    values = hounsfield[box]
+    bone = region & ((values >= BONE_HU) | ((values >= CONFIDENT_BONE_HU) & (best[box] >= 0.5)))
+    keep = ndimage.binary_fill_holes(bone) & region
+    labels[box][region & ~keep] = 0
 
 
 def _remove_small_pieces(labels: np.ndarray, level: int, keep_fraction: float = 0.05) -> None:
@@ -98,12 +129,31 @@ def _remove_small_pieces(labels: np.ndarray, level: int, keep_fraction: float = 
         labels[box][np.isin(components, small)] = 0
 
 
+def drop_fragments(found: list[FoundVertebra], image_shape: tuple[int, int, int], fraction: float = 0.35) -> list[FoundVertebra]:
+    """Remove "vertebrae" much smaller than the typical one found, unless cut by the scan's edge.
+
+    Leftover pieces of an accepted vertebra (a process the network missed at
+    first) can pass the 500 mm^3 fragment rule; a whole vertebra is rarely
+    less than a third of its neighbours' size.
+    """
+    if len(found) < 3:
+        return found
+    typical = float(np.median([v.voxel_count for v in found]))
+    margin = found[0].probability.shape[0] / 2
+
+    def cut_by_scan_end(vertebra: FoundVertebra) -> bool:
+        return bool(vertebra.centroid[2] < margin or vertebra.centroid[2] > image_shape[2] - 1 - margin)
+
+    return [v for v in found if v.voxel_count >= fraction * typical or cut_by_scan_end(v)]
+
+
 def segment_vertebrae(
     volume: Volume,
     model: VertebraModel | None = None,
     device: str = "auto",
     progress: ProgressCallback = no_progress,
     settings: TraversalSettings | None = None,
+    refine_with_bone: bool = True,
 ) -> VertebraeResult:
     """Find, outline and name every vertebra of a CT.
 
@@ -113,6 +163,7 @@ def segment_vertebrae(
         device: 'auto', 'cpu' or 'cuda' (used when ``model`` is None).
         progress: ``(fraction, message)`` callback; raising in it cancels.
         settings: traversal rules; by default they follow the model's geometry.
+        refine_with_bone: snap boundaries to bone in the full-resolution CT (see ``_refine_with_bone``).
 
     Returns:
         The label map in the input's grid (VerSe numbers) and one record per vertebra, head to foot.
@@ -131,10 +182,15 @@ def segment_vertebrae(
         len(walk.vertebrae), walk.forward_passes, walk.stop_reason,
     )
     # Head to foot by the working grid's superior axis, whatever the order of discovery.
-    found = sorted(walk.vertebrae, key=lambda v: -v.centroid[2])
+    found = sorted(drop_fragments(walk.vertebrae, image.shape), key=lambda v: -v.centroid[2])
     levels = assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found])
     progress(0.9, "painting vertebrae onto the input grid")
-    labels = _paint(found, levels, grid, volume)
+    if refine_with_bone:
+        labels, best = _paint(found, levels, grid, volume, CANDIDATE_PROBABILITY)
+        for level in levels:
+            _refine_with_bone(labels, best, volume.array, level)
+    else:
+        labels, _ = _paint(found, levels, grid, volume)
     records = []
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     for vertebra, level in zip(found, levels):

@@ -90,6 +90,10 @@ def _search_positions(shape: tuple[int, int, int], size: int) -> list[np.ndarray
     return [np.array([i, j, k]) for k in sorted(centres(shape[2]), reverse=True) for i, j in columns]
 
 
+class _BudgetExhausted(Exception):
+    """Raised inside the walk when the forward-pass budget is used up."""
+
+
 class _Walker:
     """State of one traversal: the volume, the memory and the forward-pass budget."""
 
@@ -112,6 +116,8 @@ class _Walker:
 
     def run(self, centre: np.ndarray) -> tuple[np.ndarray, PatchPrediction, np.ndarray]:
         """Predict at ``centre``; return the corner, prediction and memory patch used."""
+        if self.out_of_budget():
+            raise _BudgetExhausted
         size = self.settings.patch_size
         corner = patch_corner(centre, size)
         image = extract_patch(self.image, corner, size, OUTSIDE_VALUE)
@@ -155,18 +161,23 @@ def traverse(
     settings = settings or TraversalSettings()
     walker = _Walker(image, predict, settings)
     positions = _search_positions(image.shape, settings.patch_size)
-    next_search = 0
     found: list[FoundVertebra] = []
-    current: np.ndarray | None = None
-    stop_reason = "reached the end of the scan"
 
+    try:
+        stop_reason = _walk(walker, positions, found, progress)
+    except _BudgetExhausted:
+        stop_reason = f"used the budget of {settings.max_forward_passes} forward passes"
+    return TraversalResult(found, walker.passes, stop_reason)
+
+
+def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebra], progress: ProgressCallback) -> str:
+    """The walk itself; appends to ``found`` and returns why it stopped."""
+    settings = walker.settings
+    next_search = 0
+    current: np.ndarray | None = None
     while True:
         if len(found) >= settings.max_vertebrae:
-            stop_reason = f"found the maximum of {settings.max_vertebrae} vertebrae"
-            break
-        if walker.out_of_budget():
-            stop_reason = f"used the budget of {settings.max_forward_passes} forward passes"
-            break
+            return f"found the maximum of {settings.max_vertebrae} vertebrae"
         min_mm3 = settings.next_fragment_mm3 if found else settings.first_fragment_mm3
         fragment_centre = None
         # 1) Follow the trail: where the last vertebra was, then half a patch further down.
@@ -179,7 +190,7 @@ def traverse(
                     fragment_centre = corner + np.argwhere(fragment).mean(axis=0)
                     break
         # 2) Trail lost (or not yet found): slide through the remaining search positions.
-        while fragment_centre is None and next_search < len(positions) and not walker.out_of_budget():
+        while fragment_centre is None and next_search < len(positions):
             centre = positions[next_search]
             next_search += 1
             progress(next_search / len(positions), f"searching ({len(found)} vertebrae so far)")
@@ -190,7 +201,7 @@ def traverse(
             if fragment is not None:
                 fragment_centre = corner + np.argwhere(fragment).mean(axis=0)
         if fragment_centre is None:
-            break
+            return "reached the end of the scan"
 
         vertebra = _refine_and_accept(walker, walker.clamp(fragment_centre), min_mm3)
         if vertebra is None:
@@ -199,8 +210,6 @@ def traverse(
         found.append(vertebra)
         current = vertebra.centroid
         progress(max(next_search / len(positions), 0.0), f"found vertebra {len(found)}")
-
-    return TraversalResult(found, walker.passes, stop_reason)
 
 
 def _refine_and_accept(walker: _Walker, centre: np.ndarray, min_mm3: float) -> FoundVertebra | None:

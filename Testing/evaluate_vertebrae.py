@@ -1,0 +1,103 @@
+"""Scores of a vertebra model on held-out phantoms and on the real CT in ../shared/data/real.
+
+    .venv/bin/python Testing/evaluate_vertebrae.py [--model NAME_OR_PATH] [--json OUT.json]
+
+Held-out phantoms use seeds from 1000 up (training used seeds below 1000),
+at 1 mm, in several orientations. The real CT's reference labels were made by
+TotalSegmentator (a model), so its score is agreement, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spineseg.io import read_volume
+from spineseg.metrics import score_vertebrae
+from spineseg.phantoms.ct import make_ct_phantom
+from spineseg.vertebrae.model import VertebraModel
+from spineseg.vertebrae.pipeline import segment_vertebrae
+from spineseg.volume import VolumeKind
+
+REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "ct_totalseg_example"
+# TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
+TOTALSEG_TO_VERSE = {25: 26, 26: 26, 27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18}
+
+HELD_OUT = [
+    # (levels, spacing, orientation, seed)
+    (list(range(15, 25)) + [26], (1.0, 1.0, 1.0), "LPS", 1000),
+    (list(range(8, 21)), (0.8, 0.8, 1.5), "RAS", 1001),
+    (list(range(18, 25)) + [26], (1.0, 1.0, 1.0), "LAS", 1002),
+    (list(range(3, 12)), (0.9, 0.9, 1.2), "LPS", 1003),
+    (list(range(12, 24)), (1.0, 1.0, 1.0), "PIR", 1004),
+]
+
+
+def evaluate_phantoms(model: VertebraModel, refine: bool = True) -> list[dict]:
+    rows = []
+    for levels, spacing, orientation, seed in HELD_OUT:
+        phantom = make_ct_phantom(levels, spacing=spacing, orientation=orientation, seed=seed)
+        started = time.time()
+        result = segment_vertebrae(phantom.image, model, refine_with_bone=refine)
+        scores = score_vertebrae(result.label_map.array, phantom.labels.array, phantom.image.spacing)
+        rows.append({
+            "case": f"phantom seed {seed}, {orientation}, spacing {spacing}",
+            "seconds": round(time.time() - started, 1),
+            **scores.summary(),
+            "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
+        })
+        print(rows[-1])
+    return rows
+
+
+def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> dict | None:
+    image_path, label_path = REAL_CT / "example_ct.nii.gz", REAL_CT / "example_seg_fast_force_split.nii.gz"
+    if not image_path.exists():
+        return None
+    image = read_volume(image_path)
+    reference = read_volume(label_path, VolumeKind.LABEL).array
+    mapped = np.zeros(reference.shape, np.uint8)
+    for source, target in TOTALSEG_TO_VERSE.items():
+        mapped[reference == source] = target
+    result = segment_vertebrae(image, model, refine_with_bone=refine)
+    scores = score_vertebrae(result.label_map.array, mapped, image.spacing)
+    row = {
+        "case": "real CT (TotalSegmentator example, 3 mm), reference = TotalSegmentator output",
+        "predicted_levels": result.levels,
+        **scores.summary(),
+        "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
+        "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae},
+    }
+    print(row)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-bone-refinement", action="store_true")
+    args = parser.parse_args()
+    model = VertebraModel.from_checkpoint(args.model, "cpu")
+    refine = not args.no_bone_refinement
+    phantoms = evaluate_phantoms(model, refine)
+    real = evaluate_real_ct(model, refine)
+    summary = {
+        "model": model.name,
+        "bone_refinement": refine,
+        "phantoms": phantoms,
+        "phantom_mean_dice": round(float(np.mean([r["mean_dice"] for r in phantoms])), 4),
+        "phantom_identification_rate": round(float(np.mean([r["identification_rate"] for r in phantoms])), 4),
+        "real_ct": real,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "real_ct")}))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
