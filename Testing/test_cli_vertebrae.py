@@ -64,7 +64,7 @@ def _bad_inputs(folder):
     truncated = folder / "truncated.nrrd"
     truncated.write_bytes(text[: len(text) - 200])
     spacing = folder / "zero_spacing.nrrd"
-    spacing.write_bytes(text.replace(b"space directions: (1,0,0) (0,1,0) (0,0,1)", b"space directions: (0,0,0) (0,1,0) (0,0,1)"))
+    spacing.write_bytes(text.replace(b"space directions: (-1,0,0)", b"space directions: (0,0,0)"))
     return {
         "empty.nii.gz": "empty file",
         "notes.nrrd": "cannot read",

@@ -37,20 +37,26 @@ class _ProgressReporter:
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
-        self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, leave=False) if fmt == "text" else None
+        self.bar: tqdm | None = None  # created at the first report, so early errors print alone
 
     def __call__(self, fraction: float, message: str) -> None:
-        if self.bar is not None:
+        if self.fmt == "text":
+            if self.bar is None:
+                self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, leave=False)
             self.bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
             self.bar.set_description(message[:40])
             self.bar.refresh()
         else:
             print(json.dumps({"progress": round(fraction, 4), "message": message}), flush=True)
 
-    def finish(self, outputs: dict[str, str]) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        else:
+            self.bar = None
+
+    def finish(self, outputs: dict[str, str]) -> None:
+        self.close()
+        if self.fmt == "json":
             print(json.dumps({"done": True, "outputs": outputs}), flush=True)
 
 
@@ -213,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     reporter = _ProgressReporter(args.progress_format)
     try:
-        outputs = args.runner(args, reporter)
+        try:
+            outputs = args.runner(args, reporter)
+        finally:
+            reporter.close()
     except (CancelledError, KeyboardInterrupt):
         print("spineseg: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
