@@ -1,0 +1,76 @@
+"""Chain decoding on hand-made heatmaps: missing disc, spurious peak, missed top disc."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spineseg.discs.decode import decode_heatmaps, expected_spacing_mm
+from spineseg.discs.targets import N_CHANNELS, channel_of, render_heatmaps
+
+PIXEL_MM = 1.0  # input pixel size
+STRIDE = 4
+SLAB_TO_RAS = np.array([[0.0, 0.0, 0.0], [0.0, -PIXEL_MM, 128.0], [-PIXEL_MM, 0.0, 128.0]])
+
+
+def _disc_rows(numbers: list[int], first_row: float = 30.0) -> dict[int, float]:
+    rows, row = {}, first_row
+    for previous, number in zip([numbers[0]] + numbers[:-1], numbers):
+        if number != previous:
+            row += expected_spacing_mm(previous, number) / PIXEL_MM
+        rows[number] = row
+    return rows
+
+
+def _heatmaps(points: dict[int, tuple[float, float]], peak: float = 0.9) -> np.ndarray:
+    heatmaps, _ = render_heatmaps({n: np.array(p) for n, p in points.items()}, 256, STRIDE, sigma=1.25)
+    # Neighbouring channels answer weakly at each disc, as a trained network does.
+    blurred = heatmaps.copy()
+    for number in points:
+        c = channel_of(number)
+        for other in (c - 1, c + 1):
+            if 0 <= other < N_CHANNELS:
+                blurred[other] = np.maximum(blurred[other], 0.3 * heatmaps[c])
+    return peak * blurred
+
+
+ROWS = _disc_rows(list(range(20, 26)))
+POINTS = {n: (r, 120.0 + 0.1 * r) for n, r in ROWS.items()}
+
+
+def test_all_discs_found_with_their_numbers_and_positions():
+    discs = decode_heatmaps(_heatmaps(POINTS), SLAB_TO_RAS, PIXEL_MM, STRIDE)
+    assert [d.number for d in discs] == list(range(20, 26))
+    for disc in discs:
+        row, col = POINTS[disc.number]
+        expected = np.array([0.0, 128.0 - col, 128.0 - row])
+        assert np.linalg.norm(np.array(disc.position_ras) - expected) < 1.0
+        assert 0.0 <= disc.confidence <= 1.0
+
+
+def test_missing_disc_keeps_the_other_labels():
+    points = {n: p for n, p in POINTS.items() if n != 22}
+    discs = decode_heatmaps(_heatmaps(points), SLAB_TO_RAS, PIXEL_MM, STRIDE)
+    assert [d.number for d in discs] == [20, 21, 23, 24, 25]
+
+
+def test_missing_top_disc_does_not_shift_labels():
+    points = {n: p for n, p in POINTS.items() if n != 20}
+    discs = decode_heatmaps(_heatmaps(points), SLAB_TO_RAS, PIXEL_MM, STRIDE)
+    assert [d.number for d in discs] == [21, 22, 23, 24, 25]
+
+
+def test_spurious_peak_is_left_out():
+    heatmaps = _heatmaps(POINTS)
+    # A strong peak in disc 22's channel, between discs 21 and 22 where no disc can be.
+    fake_row = 0.5 * (ROWS[21] + ROWS[22])
+    extra, _ = render_heatmaps({22: np.array([fake_row, 120.0])}, 256, STRIDE, sigma=1.25)
+    heatmaps = np.maximum(heatmaps, 0.8 * extra)
+    discs = decode_heatmaps(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE)
+    assert [d.number for d in discs] == list(range(20, 26))
+    true_22 = np.array([0.0, 128.0 - POINTS[22][1], 128.0 - ROWS[22]])
+    position_22 = np.array([d.position_ras for d in discs if d.number == 22][0])
+    assert np.linalg.norm(position_22 - true_22) < 1.0
+
+
+def test_empty_heatmaps_give_no_discs():
+    assert decode_heatmaps(np.zeros((N_CHANNELS, 64, 64), np.float32), SLAB_TO_RAS, PIXEL_MM, STRIDE) == []
