@@ -29,7 +29,7 @@ def write_segmentation_nrrd(result: VertebraeResult, path: Path) -> None:
     labels = result.label_map
     segments = []
     for record in result.vertebrae:
-        terminology = slicerio.terminology_entry_from_string(
+        terminology = slicerio.segmentation.terminology_entry_from_string(
             slicer_terminology_entry(vertebra_terminology(record.level))
         )
         segments.append(
