@@ -3,7 +3,7 @@
     python Testing/benchmark_discs.py [--model PATH] [--threads 1]
 
 Measures ``run_discs`` (read, slab, network, decode, three output files) on a
-lumbar T2 phantom of 20 x 362 x 215 voxels (3.5 x 0.9 x 0.9 mm).
+lumbar T2 phantom (seed 7) of 20 x 365 x 225 voxels (3.5 x 0.9 x 0.9 mm).
 """
 
 from __future__ import annotations
