@@ -36,9 +36,9 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..labels import DISC_NUMBERS, SACRUM
+from ..labels import DISC_NUMBERS
 from ..phantoms.anatomy import STANDARD_LEVELS
-from ..phantoms.mri import make_mri_phantom, random_mri_phantom
+from ..phantoms.mri import random_mri_phantom
 from ..progress import ProgressCallback, no_progress
 from .loss import heatmap_loss
 from .network import AttentionHourglassNet, HourglassConfig

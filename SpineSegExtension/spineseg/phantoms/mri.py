@@ -260,7 +260,7 @@ def _bias_field(shape: tuple[int, int, int], rng: np.random.Generator, strength:
 def _texture(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
     """Mild multiplicative tissue texture (scanner-independent heterogeneity)."""
     noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.5)
-    return 1.0 + 0.25 * noise / (np.std(noise) + 1e-6) * 0.3
+    return 1.0 + 0.075 * noise / (np.std(noise) + 1e-6)
 
 
 def make_mri_phantom(
