@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..errors import InputError, ModelError
 from ..progress import ProgressCallback, no_progress
 from ..results import DiscRecord, DiscsResult
@@ -91,16 +92,6 @@ class DiscModel:
             return self.network(tensor)[-1][0].float().cpu().numpy()
 
 
-def _pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
-    return device
-
-
 def check_volume(volume: Volume) -> None:
     """Raise InputError if the image cannot hold a labelled spine (2D, or too small)."""
     if sum(n > 1 for n in volume.shape) < 3:
@@ -128,7 +119,7 @@ def label_discs(volume: Volume, model: DiscModel | None = None, device: str = "a
         DiscsResult with discs head to foot (RAS mm), the slab and slab_to_ras.
     """
     check_volume(volume)
-    device = _pick_device(device)
+    device = str(resolve_device(device))
     progress(0.0, "loading the disc model")
     model = DiscModel.from_file(None) if model is None else model
     progress(0.1, "cutting the mid-sagittal slab")
