@@ -98,9 +98,17 @@ def test_read_rejects_bad_files(tmp_path):
         read_volume(flat)
     nan = np.zeros((5, 5, 5), np.float32)
     nan[2, 2, 2] = np.nan
-    write_volume(Volume(nan, np.eye(4)), tmp_path / "nan.nrrd")
-    with pytest.raises(InputError, match="NaN"):
-        read_volume(tmp_path / "nan.nrrd")
+    for name in ("nan.nrrd", "nan.nii.gz", "nan.nii"):  # ITK's NIfTI reader alone would turn NaN into 0
+        write_volume(Volume(nan, np.eye(4)), tmp_path / name)
+        with pytest.raises(InputError, match="1 NaN"):
+            read_volume(tmp_path / name)
+    zero_spacing = tmp_path / "zero_spacing.nii"
+    write_volume(Volume(np.zeros((5, 5, 5), np.float32), np.eye(4)), zero_spacing)
+    header = bytearray(zero_spacing.read_bytes())
+    header[84:88] = np.float32(0.0).tobytes()  # pixdim[2]; ITK alone would read it as 1 mm
+    zero_spacing.write_bytes(bytes(header))
+    with pytest.raises(InputError, match="spacing"):
+        read_volume(zero_spacing)
 
 
 def test_output_directory_leaves_nothing_on_failure_and_keeps_user_files(tmp_path):

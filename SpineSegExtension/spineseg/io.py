@@ -8,9 +8,12 @@ half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -74,6 +77,70 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+_NIFTI_BYTES_PER_TYPE = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8}
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _check_file_integrity(path: Path) -> None:
+    """Catch damage SimpleITK reads silently: truncated data, zero NIfTI spacing, NaN in NIfTI.
+
+    ITK fills a truncated compressed file with zeros, turns a zero NIfTI
+    pixdim into 1 mm and reads NaN voxels of a NIfTI file as 0, so these checks
+    look at the file itself, in one streaming pass. Other formats and DICOM
+    folders pass through unchanged (SimpleITK reports their errors).
+    """
+    name = path.name.lower()
+    is_nifti = name.endswith(".nii") or name.endswith(".nii.gz")
+    try:
+        with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as stream:
+            header = stream.read(352)
+            layout = _nifti_layout(path, header) if is_nifti else None
+            size, non_finite = len(header), 0
+            if layout is not None and layout[2] is not None:
+                stream.read(max(layout[0] - len(header), 0))
+                size = max(size, layout[0])
+            while chunk := stream.read(1 << 22):
+                if layout is not None and layout[2] is not None:
+                    usable = len(chunk) - len(chunk) % layout[2].itemsize
+                    non_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(chunk[:usable], layout[2]))))
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"cannot read {path}: the file is truncated or damaged ({error})") from None
+    if layout is None:
+        return
+    data_offset, data_bytes, _ = layout
+    if size < data_offset + data_bytes:
+        raise InputError(f"cannot read {path}: the file is truncated ({size} of {data_offset + data_bytes} bytes)")
+    if non_finite:
+        raise InputError(f"{path} has {non_finite} NaN or infinite voxel(s); fix or mask them first")
+
+
+def _nifti_layout(path: Path, header: bytes) -> tuple[int, int, np.dtype | None] | None:
+    """(data offset, data bytes, float dtype or None) of a NIfTI-1 header; None if it is not one.
+
+    Raises InputError for non-positive spatial spacing.
+    """
+    if len(header) < 348:
+        return None
+    for order in ("<", ">"):
+        if struct.unpack(order + "i", header[:4])[0] == 348:
+            break
+    else:
+        return None  # not a NIfTI-1 header; let SimpleITK decide
+    dims = struct.unpack(order + "8h", header[40:56])
+    datatype = struct.unpack(order + "h", header[70:72])[0]
+    pixdim = struct.unpack(order + "8f", header[76:108])
+    data_offset = int(struct.unpack(order + "f", header[108:112])[0])
+    ndim = max(1, min(int(dims[0]), 7))
+    spatial = pixdim[1 : min(ndim, 3) + 1]
+    if any(not value > 0 for value in spatial):
+        raise InputError(f"{path} has voxel spacing {tuple(round(v, 4) for v in spatial)} mm; spacing must be positive")
+    voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]]))
+    float_type = _NIFTI_FLOAT_TYPES.get(datatype)
+    dtype = np.dtype(order + float_type) if float_type else None
+    return data_offset, voxels * _NIFTI_BYTES_PER_TYPE.get(datatype, 1), dtype
+
+
 def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
     """Read a 3D image file or DICOM folder and check that it can be used.
 
@@ -90,6 +157,7 @@ def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY
         else:
             if path.stat().st_size == 0:
                 raise InputError(f"{path} is an empty file")
+            _check_file_integrity(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"

@@ -11,12 +11,9 @@ read, check, label, write. All three files appear together or not at all.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +25,7 @@ from ..progress import ProgressCallback, no_progress, scaled
 from ..results import DiscsResult
 from .pipeline import DiscModel, check_volume, label_discs
 
-__all__ = ["OUTPUT_NAMES", "MARKUPS_SCHEMA", "check_image_file", "markups_json", "write_markups", "write_table", "write_picture", "run_discs"]
+__all__ = ["OUTPUT_NAMES", "MARKUPS_SCHEMA", "markups_json", "write_markups", "write_table", "write_picture", "run_discs"]
 
 log = logging.getLogger(__name__)
 
@@ -123,53 +120,6 @@ def write_picture(result: DiscsResult, path: str | os.PathLike, title: str = "")
     figure.savefig(str(path))
 
 
-_NIFTI_BYTES_PER_TYPE = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8}
-
-
-def check_image_file(path: str | os.PathLike) -> None:
-    """Catch damage SimpleITK reads silently: truncated gzip/NIfTI data, zero NIfTI spacing.
-
-    ITK fills a truncated compressed file with zeros and turns a zero NIfTI
-    pixdim into 1 mm, so these checks look at the file itself. Other formats
-    and DICOM folders pass through unchanged (SimpleITK reports their errors).
-    """
-    path = Path(path)
-    if not path.is_file():
-        return
-    name = path.name.lower()
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(352)
-                size = len(header)
-                while chunk := stream.read(1 << 20):
-                    size += len(chunk)
-        else:
-            with open(path, "rb") as stream:
-                header = stream.read(352)
-            size = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as error:
-        raise InputError(f"cannot read {path}: the file is truncated or damaged ({error})") from None
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")) or len(header) < 348:
-        return
-    for order in ("<", ">"):
-        if struct.unpack(order + "i", header[:4])[0] == 348:
-            break
-    else:
-        return  # not a NIfTI-1 header; let SimpleITK decide
-    dims = struct.unpack(order + "8h", header[40:56])
-    datatype = struct.unpack(order + "h", header[70:72])[0]
-    pixdim = struct.unpack(order + "8f", header[76:108])
-    vox_offset = struct.unpack(order + "f", header[108:112])[0]
-    ndim = max(1, min(int(dims[0]), 7))
-    spatial = pixdim[1 : min(ndim, 3) + 1]
-    if any(not value > 0 for value in spatial):
-        raise InputError(f"{path} has voxel spacing {tuple(round(v, 4) for v in spatial)} mm; spacing must be positive")
-    expected = int(vox_offset) + int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]])) * _NIFTI_BYTES_PER_TYPE.get(datatype, 1)
-    if size < expected:
-        raise InputError(f"cannot read {path}: the file is truncated ({size} of {expected} bytes)")
-
-
 def run_discs(input_path: str | os.PathLike, output_dir: str | os.PathLike, *, model: DiscModel | str | None = None,
               device: str = "auto", overwrite: bool = False, progress: ProgressCallback = no_progress) -> DiscsResult:
     """Label the discs of one MRI file and write discs.mrk.json, discs.json and discs.png.
@@ -187,7 +137,6 @@ def run_discs(input_path: str | os.PathLike, output_dir: str | os.PathLike, *, m
         ModelError: the model cannot be loaded.
     """
     progress(0.0, f"reading {input_path}")
-    check_image_file(input_path)
     volume = read_volume(input_path)
     check_volume(volume)
     if not isinstance(model, DiscModel):

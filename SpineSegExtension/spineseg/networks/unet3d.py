@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-__all__ = ["IterativeFCNConfig", "IterativeFCN", "ConvBlock", "DownBlock", "UpBlock", "FCNOutput"]
+__all__ = ["IterativeFCNConfig", "IterativeFCN", "ConvBlock", "DownBlock", "UpBlock", "FCNOutput", "VertebraHeads"]
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,41 @@ class FCNOutput:
     level: torch.Tensor
 
 
+class VertebraHeads(nn.Module):
+    """Completeness and level of the vertebra being segmented, from features that still carry content.
+
+    The paper pools the bottleneck. After instance (or batch-size-1 batch)
+    normalisation, a plain spatial mean of a feature map is the same for every
+    patch, so a head on it can only learn a constant; the first bundled model
+    did exactly that. These heads see three summaries instead: the mean of an
+    unnormalised convolution of the bottleneck (spatial patterns), the maximum
+    of the bottleneck, and the decoder features averaged under the predicted
+    mask (the target vertebra itself).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.context = nn.Sequential(nn.Conv3d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.hidden = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(inplace=True))
+        self.completeness = nn.Linear(channels, 1)
+        self.level = nn.Linear(channels, 1)
+        # Start the level regression mid-spine (T6 = 13) instead of 0, so early steps fit shapes, not an offset.
+        nn.init.constant_(self.level.bias, 13.0)
+
+    def forward(
+        self, bottleneck: torch.Tensor, decoded: torch.Tensor, mask_probability: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (completeness logit, level), each of shape N."""
+        context = self.context(bottleneck).mean(dim=(2, 3, 4))
+        strongest = bottleneck.amax(dim=(2, 3, 4))
+        weight = mask_probability.sum(dim=(2, 3, 4)) + 1.0
+        target = (decoded * mask_probability).sum(dim=(2, 3, 4)) / weight
+        hidden = self.hidden(torch.cat([context, strongest, target], dim=1))
+        return self.completeness(hidden).squeeze(1), self.level(hidden).squeeze(1)
+
+
 class IterativeFCN(nn.Module):
-    """3D U-Net with completeness and level heads on the bottleneck.
+    """3D U-Net with completeness and level heads (see :class:`VertebraHeads`).
 
     ``forward`` takes N x in_channels x D x H x W with D, H, W multiples of
     ``config.divisor`` and returns logits (no sigmoid) in an :class:`FCNOutput`.
@@ -108,10 +141,7 @@ class IterativeFCN(nn.Module):
         self.down = nn.ModuleList(DownBlock(f) for _ in range(self.config.levels - 1))
         self.up = nn.ModuleList(UpBlock(f) for _ in range(self.config.levels - 1))
         self.mask_head = nn.Conv3d(f, 1, 1)
-        self.completeness_head = nn.Linear(f, 1)
-        self.level_head = nn.Linear(f, 1)
-        # Start the level regression mid-spine (T6 = 13) instead of 0, so early steps fit shapes, not an offset.
-        nn.init.constant_(self.level_head.bias, 13.0)
+        self.heads = VertebraHeads(f)
 
     def forward(self, x: torch.Tensor) -> FCNOutput:
         divisor = self.config.divisor
@@ -121,12 +151,9 @@ class IterativeFCN(nn.Module):
         for block in self.down:
             skips.append(block(skips[-1]))
         bottleneck = skips.pop()
-        pooled = bottleneck.mean(dim=(2, 3, 4))
         y = bottleneck
         for block, skip in zip(self.up, reversed(skips)):
             y = block(y, skip)
-        return FCNOutput(
-            mask_logits=self.mask_head(y),
-            completeness_logit=self.completeness_head(pooled).squeeze(1),
-            level=self.level_head(pooled).squeeze(1),
-        )
+        mask_logits = self.mask_head(y)
+        completeness_logit, level = self.heads(bottleneck, y, torch.sigmoid(mask_logits))
+        return FCNOutput(mask_logits=mask_logits, completeness_logit=completeness_logit, level=level)

@@ -45,7 +45,7 @@ class LossTerms:
 class IterativeFCNLoss:
     """Combined loss; ``level_weight`` scales the level term (positions are 1..25)."""
 
-    def __init__(self, fp_fn_weight: float = 1.0, level_weight: float = 0.1) -> None:
+    def __init__(self, fp_fn_weight: float = 1.0, level_weight: float = 0.2) -> None:
         self.fp_fn_weight = fp_fn_weight
         self.level_weight = level_weight
 

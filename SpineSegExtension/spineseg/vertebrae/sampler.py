@@ -5,7 +5,8 @@ instance labels. Traversal goes head to foot, so for a chosen vertebra the
 instance memory holds every vertebra above it. One patch in
 ``empty_every`` has no target: the memory holds all vertebrae. A target is
 "complete" when the whole vertebra lies in the scan and at least 98 % of it
-lies in the patch.
+lies in the patch. Augmentation: smooth elastic warps, scan ends blanked,
+left-right mirroring, blur, intensity scale/shift and noise.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class SamplerConfig:
     intensity_shift: float = 0.03
     intensity_scale: float = 0.05
     blur_probability: float = 0.2
+    elastic_probability: float = 0.3
+    elastic_displacement_mm: float = 4.0
+    elastic_smoothness_mm: float = 20.0
 
 
 class PatchSampler:
@@ -118,6 +122,8 @@ class PatchSampler:
             memory = np.isin(labels, above)
             target = labels == level
 
+        if self.rng.random() < cfg.elastic_probability:
+            image, memory, target = self._deform(image, memory, target, case.spacing_mm)
         if self.rng.random() < cfg.blank_probability:
             # A scan that ends inside the patch: blank one end along the head-foot axis.
             cut = int(self.rng.integers(size // 8, size // 2))
@@ -144,6 +150,29 @@ class PatchSampler:
             position=float(level_to_position(level)) if has_target else 0.0,
             has_target=has_target,
         )
+
+    def _deform(
+        self, image: np.ndarray, memory: np.ndarray, target: np.ndarray, spacing_mm: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Warp the patch by a smooth random displacement field (same field for image and masks).
+
+        Displacements peak near ``elastic_displacement_mm`` and vary over about
+        ``elastic_smoothness_mm``, so vertebrae bend and bulge but keep their topology.
+        """
+        cfg = self.config
+        shape = image.shape
+        sigma = cfg.elastic_smoothness_mm / spacing_mm
+        field = []
+        for _ in range(3):
+            noise = ndimage.gaussian_filter(self.rng.standard_normal(shape), sigma, mode="wrap")
+            scale = cfg.elastic_displacement_mm / spacing_mm / (np.abs(noise).max() + 1e-8)
+            field.append(noise * scale)
+        grid = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+        coordinates = [axis + shift for axis, shift in zip(grid, field)]
+        warped_image = ndimage.map_coordinates(image, coordinates, order=1, mode="nearest").astype(np.float32)
+        warped_memory = ndimage.map_coordinates(memory.astype(np.uint8), coordinates, order=0, mode="nearest") > 0
+        warped_target = ndimage.map_coordinates(target.astype(np.uint8), coordinates, order=0, mode="nearest") > 0
+        return warped_image, warped_memory, warped_target
 
     def _augment_intensity(self, image: np.ndarray) -> np.ndarray:
         cfg = self.config

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train a vertebra model on phantoms and save it as a loadable model."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--out", required=True, type=Path, help="folder for the model files")
-    parser.add_argument("--name", default="vertebrae-ct-phantom-v1")
+    parser.add_argument("--name", default="vertebrae-ct-phantom-v2")
     parser.add_argument("--iterations", type=int, default=VertebraTrainingConfig.iterations)
     parser.add_argument("--phantoms", type=int, default=VertebraTrainingConfig.phantom_count)
     parser.add_argument("--filters", type=int, default=16)
