@@ -96,18 +96,17 @@ CONFIDENT_BONE_HU = 100.0
 CANDIDATE_PROBABILITY = 0.2
 
 
-def _refine_with_bone(labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarray, level: int) -> None:
+def _refine_with_bone(
+    labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarray, level: int, box: tuple[slice, ...]
+) -> None:
     """Snap one vertebra's boundary to the bone in the full-resolution CT, in place.
 
     The network works on a coarse grid; its interpolated probability says which
     vertebra a voxel belongs to, and the CT says where bone ends. A voxel keeps
     the label if it is bone (>= 200 HU, or >= 100 HU where the network is sure)
-    or lies in a cavity enclosed by such bone (the cancellous core).
+    or lies in a cavity enclosed by such bone (the cancellous core). ``box``
+    bounds the vertebra's voxels.
     """
-    where = ndimage.find_objects((labels == level).astype(np.uint8))
-    if not where or where[0] is None:
-        return
-    box = where[0]
     region = labels[box] == level
     values = hounsfield[box]
     bone = region & ((values >= BONE_HU) | ((values >= CONFIDENT_BONE_HU) & (best[box] >= 0.5)))
@@ -115,12 +114,8 @@ def _refine_with_bone(labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarr
     labels[box][region & ~keep] = 0
 
 
-def _remove_small_pieces(labels: np.ndarray, level: int, keep_fraction: float = 0.05) -> None:
-    """Remove detached pieces of one label smaller than ``keep_fraction`` of its largest piece, in place."""
-    where = ndimage.find_objects((labels == level).astype(np.uint8))
-    if not where or where[0] is None:
-        return
-    box = where[0]
+def _remove_small_pieces(labels: np.ndarray, level: int, box: tuple[slice, ...], keep_fraction: float = 0.05) -> None:
+    """Remove detached pieces of one label (inside ``box``) smaller than ``keep_fraction`` of its largest, in place."""
     mask = labels[box] == level
     components, count = ndimage.label(mask)
     if count > 1:
@@ -185,17 +180,19 @@ def segment_vertebrae(
     found = sorted(drop_fragments(walk.vertebrae, image.shape), key=lambda v: -v.centroid[2])
     levels = assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found])
     progress(0.9, "painting vertebrae onto the input grid")
-    if refine_with_bone:
-        labels, best = _paint(found, levels, grid, volume, CANDIDATE_PROBABILITY)
-        for level in levels:
-            _refine_with_bone(labels, best, volume.array, level)
-    else:
-        labels, _ = _paint(found, levels, grid, volume)
+    labels, best = _paint(found, levels, grid, volume, CANDIDATE_PROBABILITY if refine_with_bone else 0.5)
+    # One pass for every vertebra's bounding box; refinement only shrinks them, so they stay valid.
+    boxes = ndimage.find_objects(labels)
     records = []
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     for vertebra, level in zip(found, levels):
-        _remove_small_pieces(labels, level)
-        voxels = np.argwhere(labels == level)
+        box = boxes[level - 1] if level <= len(boxes) else None
+        if box is None:
+            continue
+        if refine_with_bone:
+            _refine_with_bone(labels, best, volume.array, level, box)
+        _remove_small_pieces(labels, level, box)
+        voxels = np.argwhere(labels[box] == level) + [s.start for s in box]
         if len(voxels) == 0:
             continue
         centroid = volume.ijk_to_ras(voxels.mean(axis=0))[0]
