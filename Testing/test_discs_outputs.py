@@ -13,9 +13,10 @@ import SimpleITK as sitk
 from spineseg.discs.network import AttentionHourglassNet, HourglassConfig
 from spineseg.discs.outputs import OUTPUT_NAMES, run_discs
 from spineseg.discs.pipeline import DiscModel
-from spineseg.discs.training import TrainConfig, save_model
+from spineseg.discs.training import disc_manifest
 from spineseg.errors import InputError, ModelError
 from spineseg.io import write_volume
+from spineseg.model_store import save_model
 from spineseg.phantoms.mri import make_mri_phantom
 from spineseg.volume import Volume, affine_from_geometry
 
@@ -25,9 +26,10 @@ def tiny_model(tmp_path_factory) -> DiscModel:
     import torch
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_model(AttentionHourglassNet(HourglassConfig(features=8)), path, TrainConfig(features=8), steps=0, seconds=0)
-    return DiscModel.from_file(path)
+    network = AttentionHourglassNet(HourglassConfig(features=8))
+    entry = save_model(network.state_dict(), disc_manifest(network.config, 256, 1.25),
+                       tmp_path_factory.mktemp("model"), "tiny")
+    return DiscModel.from_file(entry.weights_path)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +138,7 @@ def test_bad_input_gives_clear_error_and_no_outputs(case, tiny_model, tmp_path):
 
 
 def test_damaged_model_is_refused(tmp_path, tiny_model):
-    weights = tmp_path / "m.safetensors"
-    save_model(tiny_model.network, weights, TrainConfig(features=8), steps=0, seconds=0)
+    weights = save_model(tiny_model.network.state_dict(), tiny_model.manifest, tmp_path, "m").weights_path
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelError, match="sha256"):
         DiscModel.from_file(weights)

@@ -23,6 +23,7 @@ from . import __version__
 from .errors import CancelledError, InputError, ModelError, SpineSegError
 from .io import output_directory, read_volume, write_volume
 from .progress import ProgressCallback
+from .training.command import add_arguments as add_training_arguments
 from .volume import VolumeKind
 
 __all__ = ["main", "build_parser"]
@@ -166,6 +167,12 @@ def _run_disc_demo(out: Path, args: argparse.Namespace, progress: ProgressCallba
     return outputs
 
 
+def _run_train(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
+    from .training.command import run_training
+
+    return run_training(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spineseg", description="Segment and name vertebrae in CT, find and name intervertebral discs in MRI."
@@ -204,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     demo.add_argument("--overwrite", action="store_true")
     demo.set_defaults(runner=_run_demo, progress_format="text")
+
+    train = commands.add_parser("train", help="train the vertebra or disc network on a data set (README: Training)",
+                                description="Train the vertebra or disc network; resumable, validated, exported "
+                                            "as a model SpineSeg loads.")
+    add_training_arguments(train)
+    train.set_defaults(runner=_run_train, progress_format="text")
     return parser
 
 

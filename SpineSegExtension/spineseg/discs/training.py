@@ -1,53 +1,61 @@
-"""Train the disc heatmap network on generated MRI phantoms (T1w and T2w).
+"""The disc task of :mod:`spineseg.training`: slabs, augmentation, loss, validation and manifest.
 
-Data: ``random_mri_phantom`` volumes go through the same slab extraction as
-inference (:func:`spineseg.discs.slab.extract_slab`, plane found from the
-image), and the phantoms' disc centres are projected onto the slab. Slabs are
-generated once and cached in memory (optionally on disk, ``.npz``); variety
-then comes from on-the-fly augmentation:
+Data: MRI phantoms (``random_mri_phantom``) or MRIs with disc point labels
+go through the same slab extraction as inference
+(:func:`spineseg.discs.slab.extract_slab`, plane found from the image), and
+the disc centres are projected onto the slab. Slabs are made once and kept in
+memory; variety then comes from on-the-fly augmentation:
 
 * geometry: rotation (+-12 deg), scale (0.8-1.2), shift (+-12 %), and a
   front-back (left-right in the picture) flip, which keeps every label valid;
   head-foot flips are never used because they would reverse the disc order;
 * intensity: contrast and brightness change, gamma-like curve, Gaussian noise.
 
-Optimiser: the published RMSprop (lr 2.5e-4) is the default. The bundled CPU
-model used Adam (lr 1e-3, cosine decay over the wall-time budget) because it
-reached a usable model in far fewer steps, which is what a 20-minute,
-one-thread CPU training needs.
+Validation decodes each validation slab exactly as inference does
+(:func:`spineseg.discs.decode.decode_heatmaps`) and scores the discs with
+:func:`spineseg.discs.metrics.score_discs` in the slab plane (8 mm
+threshold). The score that picks the best model is the number of discs
+found with the right label divided by the larger of the reference and
+predicted counts, so misses, spurious discs and wrong labels all lower it.
 
-Command line: ``python -m spineseg.discs.training --out model.safetensors``.
+Optimiser: the published RMSprop (lr 2.5e-4) is the default. The bundled CPU
+model used Adam (lr 1e-3, cosine decay) because it reaches a usable model in
+far fewer steps, which is what a short one-thread CPU training needs.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import logging
 import math
-import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..errors import InputError
+from ..io import read_volume
 from ..labels import DISC_NUMBERS
 from ..phantoms.anatomy import STANDARD_LEVELS
 from ..phantoms.mri import random_mri_phantom
 from ..progress import ProgressCallback, no_progress
+from ..training.config import Layout, TrainingConfig
+from ..training.datasets import DataSplit
+from ..volume import VolumeKind
+from .decode import decode_heatmaps
 from .loss import heatmap_loss
+from .metrics import DiscScores, score_discs, summarise
 from .network import AttentionHourglassNet, HourglassConfig
 from .slab import extract_slab
-from .targets import render_heatmaps
+from .targets import N_CHANNELS, render_heatmaps
 
-__all__ = ["SlabSample", "phantom_sample", "make_training_set", "save_training_set", "load_training_set", "augment_batch", "TrainConfig", "train", "save_model"]
+__all__ = ["SlabSample", "phantom_sample", "make_training_set", "slab_sample_from_files", "augment_batch",
+           "disc_manifest", "DiscTask"]
 
-log = logging.getLogger(__name__)
+OUTPUT_STRIDE = 4  # input pixels per heatmap pixel
+SLAB_THICKNESS_MM = 6.0
 
 
 @dataclass
@@ -81,7 +89,7 @@ def phantom_sample(rng: np.random.Generator, size: int = 256) -> SlabSample:
     return SlabSample(slab.image, points, slab.slab_to_ras, dict(phantom.disc_points), phantom.contrast)
 
 
-def make_training_set(count: int, seed: int, size: int = 256, progress: ProgressCallback = no_progress,
+def make_training_set(count: int, seed: int | Sequence[int], size: int = 256, progress: ProgressCallback = no_progress,
                       show_bar: bool = True) -> list[SlabSample]:
     """Generate ``count`` phantom slabs (about 1 s each on one CPU thread)."""
     rng = np.random.default_rng(seed)
@@ -89,27 +97,6 @@ def make_training_set(count: int, seed: int, size: int = 256, progress: Progress
     for index in tqdm(range(count), desc="phantoms", disable=not show_bar):
         samples.append(phantom_sample(rng, size))
         progress((index + 1) / count, f"phantom {index + 1}/{count}")
-    return samples
-
-
-def save_training_set(samples: list[SlabSample], path: str | Path) -> None:
-    """Cache slabs and points in one ``.npz`` (arrays only, loads without pickle)."""
-    points = np.full((len(samples), len(DISC_NUMBERS), 2), np.nan, dtype=np.float32)
-    for index, sample in enumerate(samples):
-        for number, point in sample.points.items():
-            points[index, number - DISC_NUMBERS[0]] = point
-    np.savez_compressed(path, images=np.stack([s.image for s in samples]).astype(np.float16), points=points,
-                        slab_to_ras=np.stack([s.slab_to_ras for s in samples]),
-                        contrasts=np.array([s.contrast for s in samples]))
-
-
-def load_training_set(path: str | Path) -> list[SlabSample]:
-    """Inverse of :func:`save_training_set` (RAS truth is not kept)."""
-    with np.load(path, allow_pickle=False) as data:
-        samples = []
-        for image, points, matrix, contrast in zip(data["images"], data["points"], data["slab_to_ras"], data["contrasts"]):
-            present = {DISC_NUMBERS[c]: points[c].astype(float) for c in range(len(DISC_NUMBERS)) if np.isfinite(points[c, 0])}
-            samples.append(SlabSample(image.astype(np.float32), present, matrix, {}, str(contrast)))
     return samples
 
 
@@ -155,176 +142,128 @@ def augment_batch(
     return warped, torch.from_numpy(np.stack(heatmaps)), torch.from_numpy(np.stack(visibilities))
 
 
-@dataclass
-class TrainConfig:
-    """Training settings; the defaults are the published ones where there are any."""
-
-    features: int = 48
-    stacks: int = 2
-    depth: int = 4
-    input_size: int = 256
-    batch_size: int = 6
-    steps: int = 100000
-    minutes: float | None = None  # wall-time budget; the cosine schedule follows it when set
-    optimizer: str = "rmsprop"  # "rmsprop" (published, lr 2.5e-4) or "adam"
-    lr: float = 2.5e-4
-    phantoms: int = 200
-    seed: int = 0
-    sigma: float = 1.25
-    threads: int = 1
-    foreground_weight: float = 0.0  # 0 = published plain MSE
-    cache: str | None = None  # .npz of generated slabs, reused when present
-    init: str | None = None  # safetensors weights to continue from
-    previous_steps: int = 0  # steps already done by ``init`` (recorded in the manifest)
 
 
-def _schedule(progress_fraction: float, lr: float) -> float:
-    return 1e-2 * lr + 0.5 * (lr - 1e-2 * lr) * (1 + math.cos(math.pi * min(progress_fraction, 1.0)))
+def slab_sample_from_files(image_path: Path, labels_path: Path, size: int = 256, contrast: str = "") -> SlabSample:
+    """An MRI and its disc point labels (voxel value n marks disc n, Spinal Cord Toolbox numbering) as a slab.
 
+    Each disc's point is the centre of its labelled voxels; values that are not
+    disc numbers (SCT's 1, 49, 50 and the like) are ignored.
 
-def train(
-    config: TrainConfig,
-    samples: list[SlabSample] | None = None,
-    out: str | Path | None = None,
-    progress: ProgressCallback = no_progress,
-    show_bar: bool = True,
-) -> tuple[AttentionHourglassNet, list[float]]:
-    """Train a network; return it (eval mode) and the loss of every step.
-
-    Saves ``out`` (safetensors plus a ``.json`` manifest beside it) every 200
-    steps and at the end, when given.
+    Raises:
+        InputError: unreadable files, an image too small for a slab, or no disc label at all.
     """
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed + 1)
-    start = time.time()
-    if samples is None and config.cache and Path(config.cache).exists():
-        samples = load_training_set(config.cache)
-        log.info("loaded %d cached slabs from %s", len(samples), config.cache)
-    if samples is None:
-        samples = make_training_set(config.phantoms, config.seed, config.input_size, show_bar=show_bar)
-        if config.cache:
-            save_training_set(samples, config.cache)
-    generation_s = time.time() - start
-    net_config = HourglassConfig(out_channels=len(DISC_NUMBERS), features=config.features,
-                                 stacks=config.stacks, depth=config.depth)
-    model = AttentionHourglassNet(net_config)
-    if config.init:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(config.init)))
-        log.info("starting from the weights in %s", config.init)
-    if config.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    elif config.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}")
-    losses: list[float] = []
-    train_start = time.time()
-    bar = tqdm(total=config.steps, desc="training", disable=not show_bar)
-    model.train()
-    step = 0
-    for step in range(1, config.steps + 1):
-        elapsed = time.time() - train_start
-        fraction = elapsed / (config.minutes * 60) if config.minutes else step / config.steps
-        if config.minutes and fraction >= 1.0:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = _schedule(fraction, config.lr)
-        batch = [samples[i] for i in rng.integers(0, len(samples), config.batch_size)]
-        images, targets, visibility = augment_batch(batch, rng, sigma=config.sigma)
-        loss = heatmap_loss(model(images), targets, visibility, config.foreground_weight)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
-        progress(min(fraction, 1.0), f"step {step} loss {losses[-1]:.5f}")
-        if out is not None and step % 200 == 0:
-            save_model(model, out, config, steps=config.previous_steps + step, seconds=time.time() - start, generation_s=generation_s)
-    bar.close()
-    model.eval()
-    if out is not None:
-        save_model(model, out, config, steps=config.previous_steps + len(losses), seconds=time.time() - start, generation_s=generation_s)
-    return model, losses
+    volume = read_volume(image_path)
+    labels = read_volume(labels_path, VolumeKind.LABEL)
+    values = [int(v) for v in np.unique(labels.array) if v != 0]
+    points_ras = {value: labels.ijk_to_ras(np.argwhere(labels.array == value).mean(axis=0))[0]
+                  for value in values if value in DISC_NUMBERS}
+    if not points_ras:
+        raise InputError(f"{labels_path} holds no disc label (voxel values 2-25, Spinal Cord Toolbox numbering: "
+                         f"2 = C1/C2 ... 25 = L5/S1); found {values[:10] or 'only zeros'}")
+    try:
+        slab = extract_slab(volume, size=size, thickness_mm=SLAB_THICKNESS_MM)
+    except InputError as error:
+        raise InputError(f"{image_path}: {error}") from None
+    points = {number: slab.ras_to_pixel(point)[0] for number, point in points_ras.items()}
+    return SlabSample(slab.image, points, slab.slab_to_ras, points_ras, contrast)
 
 
-def save_model(model: AttentionHourglassNet, out: str | Path, config: TrainConfig, *, steps: int,
-               seconds: float, generation_s: float = 0.0, extra: dict | None = None) -> dict:
-    """Write weights (safetensors) and a manifest entry (same name, ``.json``); return the manifest."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
-    temporary = out.with_name(out.name + ".partial")
-    save_file(state, str(temporary))
-    temporary.replace(out)
-    out.chmod(0o644)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    manifest_path = out.with_suffix(".json")
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest.update({
-        "name": out.stem,
-        "version": manifest.get("version", "1.0.0"),
+def disc_manifest(network: HourglassConfig, input_size: int, sigma: float) -> dict:
+    """The manifest part :class:`~spineseg.discs.pipeline.DiscModel` needs to rebuild and run a network."""
+    return {
         "task": "discs",
-        "file": out.name,
-        "sha256": digest,
-        "architecture": {"type": "AttentionHourglassNet", **model.config.to_dict()},
-        "input_size": [config.input_size, config.input_size],
-        "output_stride": 4,
-        "heatmap_sigma_px": config.sigma,
-        "channels": {"input": ["mid-sagittal slab, 6 mm mean, z-scored"],
+        "architecture": {"type": "AttentionHourglassNet", **network.to_dict()},
+        "input_size": [input_size, input_size],
+        "output_stride": OUTPUT_STRIDE,
+        "heatmap_sigma_px": sigma,
+        "channels": {"input": [f"mid-sagittal slab, {SLAB_THICKNESS_MM:g} mm mean, z-scored"],
                      "output": [f"disc {n}" for n in DISC_NUMBERS]},
-        "slab_thickness_mm": 6.0,
-        "training": {
-            "data": f"{config.phantoms} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom, seed {config.seed}), augmented on the fly",
-            "steps": steps,
-            "batch_size": config.batch_size,
-            "optimizer": f"{config.optimizer} lr {config.lr} cosine",
-            "loss": f"visibility-weighted MSE per stack, foreground weight {config.foreground_weight}",
-            "hardware": f"CPU, {config.threads} thread(s), {platform.processor() or platform.machine()}",
-            "seconds": round(seconds, 1),
-            "phantom_generation_seconds": round(generation_s, 1),
-        },
-    })
-    if extra:
-        manifest.update(extra)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+        "slab_thickness_mm": SLAB_THICKNESS_MM,
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: train and save a disc model."""
-    parser = argparse.ArgumentParser(description="Train the SpineSeg disc network on MRI phantoms.")
-    parser.add_argument("--out", required=True, help="weights file (.safetensors); a .json manifest is written beside it")
-    parser.add_argument("--features", type=int, default=48)
-    parser.add_argument("--phantoms", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=100000)
-    parser.add_argument("--minutes", type=float, default=None, help="stop after this much training wall time")
-    parser.add_argument("--batch-size", type=int, default=6)
-    parser.add_argument("--optimizer", choices=["rmsprop", "adam"], default="rmsprop")
-    parser.add_argument("--lr", type=float, default=None, help="default 2.5e-4 (rmsprop) or 1e-3 (adam)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--init", default=None, help="continue from these safetensors weights")
-    parser.add_argument("--previous-steps", type=int, default=0, help="steps already done by --init")
-    parser.add_argument("--cache", default=None, help=".npz cache of generated slabs (written if missing)")
-    parser.add_argument("--foreground-weight", type=float, default=0.0, help="extra loss weight on disc pixels")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 2.5e-4)
-    config = TrainConfig(features=args.features, phantoms=args.phantoms, steps=args.steps, minutes=args.minutes,
-                         batch_size=args.batch_size, optimizer=args.optimizer, lr=lr, seed=args.seed,
-                         threads=args.threads, foreground_weight=args.foreground_weight,
-                         cache=args.cache, init=args.init, previous_steps=args.previous_steps)
-    _, losses = train(config, out=args.out)
-    log.info("trained %d steps, final loss %.5f", len(losses), float(np.mean(losses[-50:])))
-    return 0
+def _slab_truth(sample: SlabSample) -> dict[int, np.ndarray]:
+    """Reference discs inside the slab image, in RAS on the slab plane."""
+    size = sample.image.shape[0]
+    return {number: np.array([row, col, 1.0]) @ sample.slab_to_ras.T
+            for number, (row, col) in sample.points.items() if 0 <= row <= size - 1 and 0 <= col <= size - 1}
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+class DiscTask:
+    """Training pieces of the attention hourglass for :func:`spineseg.training.trainer.train`."""
+
+    loss_terms: tuple[str, ...] = ()
+    validation_metrics = ("score", "median_distance_mm", "false_negative_rate", "false_positive_rate",
+                          "label_accuracy")
+
+    def __init__(self, config: TrainingConfig, train_samples: list[SlabSample],
+                 validation_samples: list[SlabSample], rng: np.random.Generator, data_description: str) -> None:
+        if not train_samples:
+            raise InputError("the disc task needs at least one training image")
+        self.config = config
+        self.network_config = HourglassConfig(out_channels=N_CHANNELS, features=config.model.features,
+                                              stacks=config.model.stacks, depth=config.model.depth)
+        self.train_samples = train_samples
+        self.validation_samples = validation_samples
+        self.rng = rng
+        self.data_description = data_description
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.validation_samples)
+
+    @classmethod
+    def from_split(cls, config: TrainingConfig, split: DataSplit, rng: np.random.Generator) -> "DiscTask":
+        """Generate the phantom slabs or cut the slabs of the MRIs of ``split``."""
+        size = config.model.input_size
+        if split.layout is Layout.PHANTOMS:
+            train = make_training_set(len(split.train), config.seed, size)
+            validation = make_training_set(len(split.validation), (config.seed, 1), size)
+            description = (f"{len(train)} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom "
+                           f"via spineseg.discs.training.phantom_sample, seed {config.seed}), augmented on the fly; "
+                           f"validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
+        else:
+            def read(subjects):
+                return [slab_sample_from_files(s.image, s.labels, size, s.contrast)
+                        for s in tqdm(subjects, desc="reading MRIs", leave=False)]
+
+            train, validation = read(split.train), read(split.validation)
+            description = (f"{len(train)} MRIs with disc labels from {config.data.path} ({split.layout.value} layout), "
+                           f"augmented on the fly; validation: {len(validation)} MRIs (split by subject, see split.json)")
+        return cls(config, train, validation, rng, description)
+
+    def build_network(self) -> AttentionHourglassNet:
+        return AttentionHourglassNet(self.network_config)
+
+    def next_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
+        chosen = [self.train_samples[i] for i in self.rng.integers(0, len(self.train_samples), self.config.batch_size)]
+        images, targets, visibility = augment_batch(chosen, self.rng, OUTPUT_STRIDE, self.config.model.sigma,
+                                                    self.config.sampler.augmentation_strength)
+        return {"images": images.to(device), "targets": targets.to(device), "visibility": visibility.to(device)}
+
+    def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = heatmap_loss(network(batch["images"]), batch["targets"], batch["visibility"],
+                            self.config.loss.foreground_weight)
+        return loss, {}
+
+    @torch.inference_mode()
+    def validate(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        network.eval()
+        scores: list[DiscScores] = []
+        for sample in self.validation_samples:
+            image = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))[None, None].to(device)
+            heatmaps = network(image)[-1][0].float().cpu().numpy()
+            pixel_mm = float(np.linalg.norm(sample.slab_to_ras[:, 0]))
+            found = decode_heatmaps(heatmaps, sample.slab_to_ras, pixel_mm, OUTPUT_STRIDE)
+            scores.append(score_discs(found, _slab_truth(sample)))
+        summary = summarise(scores)
+        correct = sum(s.correct_labels for s in scores)
+        return {"score": correct / max(summary["reference_discs"], summary["predicted_discs"], 1),
+                **{name: summary[name] for name in self.validation_metrics[1:]}}
+
+    def manifest(self) -> dict:
+        return disc_manifest(self.network_config, self.config.model.input_size, self.config.model.sigma)
+
+    def describe_data(self) -> str:
+        return self.data_description

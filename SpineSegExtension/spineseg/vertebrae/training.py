@@ -1,52 +1,53 @@
-"""Training the iterative FCN on phantoms (the loop that builds the bundled model).
+"""The vertebra task of :mod:`spineseg.training`: cases, batches, loss, validation and manifest.
 
-Run as ``python -m spineseg.vertebrae.training --out DIR``. The loop follows
-the paper: Adam, learning rate 1e-3, batch size 1, the published sampler and
-loss; it saves safetensors weights plus a manifest that SpineSeg loads.
+Training follows the paper: batch size 1 by default, the published sampler
+(:mod:`.sampler`) and loss (:mod:`.loss`). Cases are CT phantoms generated on
+the model's grid, or CTs with VerSe label maps resampled onto it exactly as
+inference does (:func:`~spineseg.vertebrae.pipeline.prepare_working_image`).
+
+Validation runs the network on a fixed set of patches drawn once, without
+augmentation, from the validation cases: Dice of the mask (empty patches
+count 1 when nothing is predicted), level error, identification (rounded
+level right) and completeness accuracy. The score that picks the best model
+is the mean of Dice, identification and completeness accuracy.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import platform
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..model_store import ModelEntry, save_model
+from ..errors import InputError
+from ..geometry import resample_to
+from ..io import read_volume
+from ..metrics import dice
 from ..networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ..phantoms.ct import random_ct_phantom
+from ..training.config import Layout, TrainingConfig
+from ..training.datasets import DataSplit
+from ..volume import VolumeKind
+from .levels import POSITIONS
 from .loss import IterativeFCNLoss
 from .model import VertebraModelSettings
-from .sampler import PatchSampler, SamplerConfig, TrainingCase
+from .pipeline import prepare_working_image
+from .sampler import PatchSampler, TrainingCase, TrainingPatch
 
-__all__ = ["VertebraTrainingConfig", "phantom_cases", "train_vertebra_network", "main"]
+__all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
-
-@dataclass
-class VertebraTrainingConfig:
-    """Everything that decides a training run."""
-
-    iterations: int = 3000
-    learning_rate: float = 1e-3
-    batch_size: int = 1
-    phantom_count: int = 40
-    seed: int = 0
-    threads: int = 2
-    model: VertebraModelSettings = field(default_factory=VertebraModelSettings)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+# Label values a case may hold: background, the named levels, and L6 / T13 (cases with those are skipped).
+_UNMODELLED = {25: "L6", 28: "T13"}
+_VALIDATION_BATCH = 8
 
 
-def phantom_cases(count: int, spacing_mm: float, seed: int) -> list[TrainingCase]:
+def phantom_cases(count: int, spacing_mm: float, seed: int | Sequence[int]) -> list[TrainingCase]:
     """Generate ``count`` random CT phantoms directly on the model's isotropic grid."""
     rng = np.random.default_rng(seed)
     cases = []
@@ -56,118 +57,140 @@ def phantom_cases(count: int, spacing_mm: float, seed: int) -> list[TrainingCase
     return cases
 
 
-def _batch(sampler: PatchSampler, size: int, device: torch.device) -> dict[str, torch.Tensor]:
-    patches = [sampler.sample() for _ in range(size)]
-    as_tensor = lambda values: torch.as_tensor(np.asarray(values), dtype=torch.float32, device=device)  # noqa: E731
+def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float) -> TrainingCase | None:
+    """A CT and its VerSe label map on the model's grid; None (with a warning) if it holds L6 or T13.
+
+    Raises:
+        InputError: unreadable files, different grids, label values that are not VerSe numbers, or no vertebra.
+    """
+    image = read_volume(image_path)
+    labels = read_volume(labels_path, VolumeKind.LABEL)
+    if not labels.same_grid(image, tolerance=1e-3):
+        raise InputError(f"{labels_path} is not on the grid of {image_path} (shape or geometry differ); "
+                         "resample the label map onto its CT")
+    values = set(np.unique(labels.array).tolist()) - {0}
+    unknown = sorted(values - set(POSITIONS) - set(_UNMODELLED))
+    if unknown or not values:
+        raise InputError(f"{labels_path} must hold vertebrae in VerSe numbering (1-24, 25 L6, 26 sacrum, 28 T13); "
+                         + (f"found values {unknown[:10]}" if unknown else "it is empty"))
+    unmodelled = sorted(_UNMODELLED[v] for v in values & set(_UNMODELLED))
+    if unmodelled:
+        log.warning("%s holds %s, which the model does not name; the case is skipped", labels_path.name,
+                    " and ".join(unmodelled))
+        return None
+    working, grid = prepare_working_image(image, spacing_mm)
+    resampled = resample_to(labels, grid).array
+    return TrainingCase(working, resampled.astype(np.uint8), spacing_mm)
+
+
+def stack_patches(patches: list[TrainingPatch], device: torch.device) -> dict[str, torch.Tensor]:
+    """Patches as one batch of tensors on ``device`` (the keys the loss takes)."""
+    def tensor(values) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=device)
+
     return {
-        "inputs": as_tensor([p.inputs for p in patches]),
-        "target": as_tensor([p.target for p in patches]),
-        "weights": as_tensor([p.weights for p in patches]),
-        "complete": as_tensor([p.complete for p in patches]),
-        "level": as_tensor([p.position for p in patches]),
-        "has_target": as_tensor([p.has_target for p in patches]),
+        "inputs": tensor([p.inputs for p in patches]),
+        "target": tensor([p.target for p in patches]),
+        "weights": tensor([p.weights for p in patches]),
+        "complete": tensor([p.complete for p in patches]),
+        "level": tensor([p.position for p in patches]),
+        "has_target": tensor([p.has_target for p in patches]),
     }
 
 
-def train_vertebra_network(
-    cases: list[TrainingCase],
-    config: VertebraTrainingConfig,
-    device: torch.device | None = None,
-    log_every: int = 50,
-    on_checkpoint: Callable[[IterativeFCN, list[dict]], None] | None = None,
-    checkpoint_every: int = 500,
-) -> tuple[IterativeFCN, list[dict]]:
-    """Train a fresh network on ``cases``; returns it and the loss history (one row per ``log_every``).
+class VertebraTask:
+    """Training pieces of the iterative FCN for :func:`spineseg.training.trainer.train`."""
 
-    ``on_checkpoint(network, history)`` is called every ``checkpoint_every`` iterations, so a
-    long run that is stopped still leaves a usable model behind.
-    """
-    device = device or torch.device("cpu")
-    torch.manual_seed(config.seed)
-    network = IterativeFCN(config.model.network).to(device).train()
-    optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
-    # Short CPU runs settle better with a lower rate for the last fifth (the paper kept 1e-3).
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, [int(0.8 * config.iterations)], gamma=0.3)
-    sampler = PatchSampler(cases, config.sampler, np.random.default_rng(config.seed + 1))
-    loss_function = IterativeFCNLoss()
-    history, running = [], []
-    bar = tqdm(range(config.iterations), desc="training", unit="it")
-    for iteration in bar:
-        batch = _batch(sampler, config.batch_size, device)
-        output = network(batch["inputs"])
-        terms = loss_function(
-            output, batch["target"], batch["weights"], batch["complete"], batch["level"], batch["has_target"]
-        )
-        optimiser.zero_grad(set_to_none=True)
-        terms.total.backward()
-        optimiser.step()
-        schedule.step()
-        running.append([float(terms.total.detach()), float(terms.mask), float(terms.completeness), float(terms.level)])
-        if (iteration + 1) % log_every == 0 or iteration + 1 == config.iterations:
-            mean = np.mean(running, axis=0)
-            running = []
-            history.append({"iteration": iteration + 1, "loss": mean[0], "mask": mean[1],
-                            "completeness": mean[2], "level": mean[3]})
-            bar.set_postfix(loss=f"{mean[0]:.3f}", mask=f"{mean[1]:.3f}", level=f"{mean[3]:.2f}")
-        if on_checkpoint is not None and (iteration + 1) % checkpoint_every == 0:
-            network.eval()
-            on_checkpoint(network, history)
-            network.train()
-    return network.eval(), history
+    loss_terms = ("mask", "completeness", "level")
+    validation_metrics = ("score", "dice", "level_error", "identification", "completeness_accuracy")
 
+    def __init__(self, config: TrainingConfig, train_cases: list[TrainingCase],
+                 validation_cases: list[TrainingCase], rng: np.random.Generator, data_description: str) -> None:
+        self.config = config
+        self.settings = VertebraModelSettings(
+            config.model.spacing_mm, config.sampler.patch_size,
+            IterativeFCNConfig(filters=config.model.filters, levels=config.model.levels))
+        self.sampler = PatchSampler(train_cases, config.sampler, rng)
+        self.loss_function = IterativeFCNLoss(config.loss.fp_fn_weight, config.loss.level_weight)
+        self.data_description = data_description
+        self.validation_patches: list[TrainingPatch] = []
+        if validation_cases:
+            plain = replace(config.sampler, blank_probability=0.0, flip_probability=0.0, noise_std=0.0,
+                            intensity_shift=0.0, intensity_scale=0.0, blur_probability=0.0, elastic_probability=0.0)
+            fixed = PatchSampler(validation_cases, plain, np.random.default_rng(config.seed))
+            self.validation_patches = [fixed.sample() for _ in range(config.validation.patches)]
 
-def main(argv: list[str] | None = None) -> int:
-    """Train a vertebra model on phantoms and save it as a loadable model."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--out", required=True, type=Path, help="folder for the model files")
-    parser.add_argument("--name", default="vertebrae-ct-phantom-v2")
-    parser.add_argument("--iterations", type=int, default=VertebraTrainingConfig.iterations)
-    parser.add_argument("--phantoms", type=int, default=VertebraTrainingConfig.phantom_count)
-    parser.add_argument("--filters", type=int, default=16)
-    parser.add_argument("--patch-size", type=int, default=40)
-    parser.add_argument("--spacing", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    config = VertebraTrainingConfig(
-        iterations=args.iterations,
-        phantom_count=args.phantoms,
-        seed=args.seed,
-        threads=args.threads,
-        model=VertebraModelSettings(args.spacing, args.patch_size, IterativeFCNConfig(filters=args.filters)),
-    )
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    started = time.time()
-    cases = phantom_cases(config.phantom_count, config.model.spacing_mm, config.seed)
+    @property
+    def rng(self) -> np.random.Generator:
+        return self.sampler.rng
 
-    def save(network: IterativeFCN, history: list[dict]) -> None:
-        done = history[-1]["iteration"] if history else 0
-        manifest = {
-            "task": "vertebrae",
-            "version": "1",
-            "architecture": "IterativeFCN (Lessmann et al. 2018/2019), 3D U-Net with completeness and level heads",
-            "input": config.model.to_dict(),
-            "channels": ["CT (HU clipped to [-1000, 3096], divided by 1000; outside scan -2)", "instance memory"],
-            "training": {
-                "data": f"{config.phantom_count} random CT phantoms (spineseg.phantoms.ct.random_ct_phantom, seed {config.seed})",
-                "iterations": done,
-                "optimiser": f"Adam lr {config.learning_rate}, x0.3 after 80 %, batch {config.batch_size}",
-                "sampler": asdict(config.sampler),
-                "hardware": f"{device.type}, {platform.processor() or platform.machine()}, {args.threads} threads",
-                "seconds": round(time.time() - started, 1),
-                "final_loss": history[-1] if history else None,
-            },
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.validation_patches)
+
+    @classmethod
+    def from_split(cls, config: TrainingConfig, split: DataSplit, rng: np.random.Generator) -> "VertebraTask":
+        """Generate the phantoms or read the CTs of ``split``."""
+        spacing = config.model.spacing_mm
+        if split.layout is Layout.PHANTOMS:
+            train = phantom_cases(len(split.train), spacing, config.seed)
+            validation = phantom_cases(len(split.validation), spacing, (config.seed, 1))
+            description = (f"{len(train)} random CT phantoms (spineseg.phantoms.ct.random_ct_phantom, seed "
+                           f"{config.seed}); validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
+        else:
+            loaded = {}
+            for subject in tqdm(split.train + split.validation, desc="reading CTs", leave=False):
+                loaded[subject.case] = case_from_files(subject.image, subject.labels, spacing)
+            train = [loaded[s.case] for s in split.train if loaded[s.case] is not None]
+            validation = [loaded[s.case] for s in split.validation if loaded[s.case] is not None]
+            if not train:
+                raise InputError(f"no usable training case in {config.data.path} (all hold L6 or T13)")
+            description = (f"{len(train)} CTs with VerSe label maps from {config.data.path} ({split.layout.value} "
+                           f"layout); validation: {len(validation)} CTs (split by subject, see split.json)")
+        return cls(config, train, validation, rng, description)
+
+    def build_network(self) -> IterativeFCN:
+        return IterativeFCN(self.settings.network)
+
+    def next_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
+        return stack_patches([self.sampler.sample() for _ in range(self.config.batch_size)], device)
+
+    def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        terms = self.loss_function(network(batch["inputs"]), batch["target"], batch["weights"], batch["complete"],
+                                   batch["level"], batch["has_target"])
+        return terms.total, {"mask": terms.mask, "completeness": terms.completeness, "level": terms.level}
+
+    @torch.inference_mode()
+    def validate(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        network.eval()
+        dices, errors, identified, completeness = [], [], [], []
+        for start in range(0, len(self.validation_patches), _VALIDATION_BATCH):
+            patches = self.validation_patches[start:start + _VALIDATION_BATCH]
+            output = network(stack_patches(patches, device)["inputs"])
+            masks = (output.mask_logits > 0).cpu().numpy()
+            levels = output.level.float().cpu().numpy()
+            complete = (output.completeness_logit > 0).cpu().numpy()
+            for patch, mask, level, is_complete in zip(patches, masks, levels, complete):
+                dices.append(dice(mask[0], patch.target[0] > 0.5))
+                if patch.has_target:
+                    errors.append(abs(float(level) - patch.position))
+                    identified.append(round(float(level)) == patch.position)
+                    completeness.append(bool(is_complete) == bool(patch.complete))
+        scores = {
+            "dice": float(np.mean(dices)),
+            "level_error": float(np.mean(errors)) if errors else float("nan"),
+            "identification": float(np.mean(identified)) if identified else 0.0,
+            "completeness_accuracy": float(np.mean(completeness)) if completeness else 0.0,
         }
-        entry: ModelEntry = save_model(network.state_dict(), manifest, args.out, args.name)
-        (args.out / f"{args.name}-history.json").write_text(json.dumps(history, indent=1) + "\n")
-        logger.info("saved %s after %d iterations", entry.weights_path, done)
+        return {"score": (scores["dice"] + scores["identification"] + scores["completeness_accuracy"]) / 3, **scores}
 
-    network, history = train_vertebra_network(cases, config, device, on_checkpoint=save)
-    save(network, history)
-    return 0
+    def manifest(self) -> dict:
+        return {
+            "task": "vertebrae",
+            "architecture": "IterativeFCN (Lessmann et al. 2018/2019), 3D U-Net with completeness and level heads",
+            "input": self.settings.to_dict(),
+            "channels": ["CT (HU clipped to [-1000, 3096], divided by 1000; outside scan -2)", "instance memory"],
+        }
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def describe_data(self) -> str:
+        return self.data_description

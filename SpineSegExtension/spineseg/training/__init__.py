@@ -1,0 +1,12 @@
+"""Headless training of both networks on the user's data sets (``spineseg train``).
+
+Modules: :mod:`.config` (settings from a file plus overrides),
+:mod:`.datasets` (VerSe, images/labels pairs, BIDS spine-generic, phantoms;
+the subject split), :mod:`.trainer` (the loop: checkpoints, resume,
+validation, metrics, mixed precision, DistributedDataParallel, export),
+:mod:`.checkpoint`, :mod:`.history`, :mod:`.distributed` and :mod:`.command`
+(the command line). The task-specific pieces live in
+:mod:`spineseg.vertebrae.training` and :mod:`spineseg.discs.training`.
+
+Several GPUs or machines: ``torchrun --nproc-per-node N -m spineseg.training TASK --data DIR --out RUNDIR``.
+"""

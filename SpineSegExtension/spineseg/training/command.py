@@ -1,0 +1,61 @@
+"""The ``spineseg train`` command line (also ``python -m spineseg.training`` under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run_training"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``spineseg train``; settings not listed here go through ``--set KEY=VALUE``."""
+    parser.add_argument("task", choices=["vertebrae", "discs"], help="which network to train")
+    parser.add_argument("--data", help="data folder (VerSe, images/+labels/, or BIDS layout), or 'phantoms'")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, exported model)")
+    parser.add_argument("--config", type=Path, help="configuration file (.json or .toml); task defaults otherwise")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set optimiser.learning_rate=3e-4 (repeatable)")
+    parser.add_argument("--name", help="name of the exported model")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the configuration's (auto)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+
+
+def run_training(args: argparse.Namespace) -> dict[str, str]:
+    """Resolve the configuration, train, and return the paths of what was written."""
+    from ..errors import CancelledError, InputError
+    from .config import config_from_dict, load_config
+    from .trainer import train
+
+    if args.resume:
+        if args.config or args.overrides or args.data or args.name or args.device:
+            raise InputError(f"--resume continues the configuration stored in {args.out / 'config.json'}; "
+                             "leave out --config, --set, --data, --name and --device")
+        stored = args.out / "config.json"
+        if not stored.is_file():
+            raise InputError(f"{args.out} holds no run to resume (no config.json); start it without --resume")
+        config = config_from_dict(json.loads(stored.read_text()))
+        if config.task.value != args.task:
+            raise InputError(f"{args.out} holds a {config.task.value} run, not {args.task}")
+    else:
+        flags = []
+        if args.data:
+            path = args.data if args.data == "phantoms" else str(Path(args.data).resolve())
+            flags.append(f"data.path={json.dumps(path)}")
+        if args.name:
+            flags.append(f"name={json.dumps(args.name)}")
+        if args.device:
+            flags.append(f"device={json.dumps(args.device)}")
+        config = load_config(args.task, args.config, [*flags, *args.overrides])
+    try:
+        result = train(config, args.out, resume=args.resume)
+    except (KeyboardInterrupt, CancelledError):
+        print(f"spineseg: training stopped; the last checkpoint in {args.out / 'checkpoints'} is kept. "
+              f"Continue with: spineseg train {args.task} --out {args.out} --resume", file=sys.stderr)
+        raise
+    if result is None:  # not the first of several processes
+        return {}
+    return {"model": str(result.model.weights_path), "manifest": str(result.model.manifest_path),
+            "metrics": str(args.out / "metrics.csv"), "curves": str(args.out / "metrics.png")}

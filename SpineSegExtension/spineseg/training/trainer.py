@@ -1,0 +1,339 @@
+"""The training loop shared by both tasks: resumable, validated, on one device or many.
+
+A task adapter (:class:`TrainingTask`, implemented in
+:mod:`spineseg.vertebrae.training` and :mod:`spineseg.discs.training`)
+supplies the network, batches, loss, validation metrics and the model
+manifest; this module does the rest:
+
+* run folder: ``config.json`` (resolved configuration), ``split.json``
+  (cases per side), ``metrics.csv`` and ``metrics.png``, ``checkpoints/``,
+  ``best.safetensors`` (best validation score), ``snapshots/`` (for weight
+  averaging), and ``model/NAME.safetensors`` + ``NAME.json``, the exported model;
+* a checkpoint every ``checkpoint_interval`` iterations and at the end;
+  ``resume=True`` continues from the latest one exactly (same weights as an
+  uninterrupted run with the same seed);
+* mixed precision (float16 autocast with gradient scaling) on CUDA;
+* DistributedDataParallel when launched by torchrun; each process draws its
+  own batches (sampler seeded with ``seed + 1 + rank``), gradients are
+  averaged, the first process validates and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..model_store import ModelEntry, save_model
+from ..progress import ProgressCallback, no_progress
+from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
+from .config import OptimiserName, ScheduleKind, Task, TrainingConfig, config_to_dict, save_config
+from .datasets import DataSplit, check_split, read_dataset, save_split
+from .distributed import Processes, barrier, gather, start_processes, stop_processes
+from .history import MetricsLog
+
+__all__ = ["TrainingTask", "TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
+
+log = logging.getLogger(__name__)
+
+PLOT_INTERVAL_S = 60.0  # metrics.png is redrawn at checkpoints at most this often, and at the end
+
+
+class TrainingTask(Protocol):
+    """What the loop needs from a task; ``validation_metrics[0]`` is ``"score"`` (higher is better)."""
+
+    loss_terms: tuple[str, ...]
+    validation_metrics: tuple[str, ...]
+    rng: np.random.Generator  # draws the batches; saved in checkpoints
+
+    @property
+    def has_validation(self) -> bool: ...
+
+    def build_network(self) -> nn.Module: ...
+
+    def next_batch(self, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+    def loss(self, network: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def validate(self, network: nn.Module, device: torch.device) -> dict[str, float]: ...
+
+    def manifest(self) -> dict: ...
+
+    def describe_data(self) -> str: ...
+
+
+@dataclass
+class TrainingResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    model: ModelEntry
+    iterations: int
+    scores: dict[str, float] | None
+
+
+def learning_rate_at(config: TrainingConfig, iteration: int, total: int) -> float:
+    """Learning rate of (0-based) ``iteration`` of ``total``; a pure function, so resuming needs no scheduler state."""
+    base = config.optimiser.learning_rate
+    schedule = config.schedule
+    if schedule.kind is ScheduleKind.STEP:
+        passed = sum(iteration >= int(m * total) for m in schedule.milestones)
+        return base * schedule.gamma**passed
+    if schedule.kind is ScheduleKind.COSINE:
+        floor = schedule.final_fraction * base
+        return floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * iteration / total))
+    return base
+
+
+def build_optimiser(config: TrainingConfig, parameters) -> torch.optim.Optimizer:
+    """Adam, RMSprop or SGD with the configured learning rate, weight decay and momentum."""
+    settings = config.optimiser
+    if settings.name is OptimiserName.ADAM:
+        return torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    if settings.name is OptimiserName.RMSPROP:
+        return torch.optim.RMSprop(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay,
+                                   momentum=settings.momentum)
+    return torch.optim.SGD(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay,
+                           momentum=settings.momentum)
+
+
+def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Mean of several state dicts; integer buffers (batch-norm counters) come from the last one."""
+    if not states:
+        raise ValueError("average_weights needs at least one state dict")
+    averaged = {}
+    for name, last in states[-1].items():
+        if last.is_floating_point():
+            averaged[name] = torch.stack([s[name].double() for s in states]).mean(dim=0).to(last.dtype)
+        else:
+            averaged[name] = last.clone()
+    return averaged
+
+
+def _build_task(config: TrainingConfig, split: DataSplit, rank: int) -> TrainingTask:
+    rng = np.random.default_rng(config.seed + 1 + rank)
+    if config.task is Task.VERTEBRAE:
+        from ..vertebrae.training import VertebraTask
+
+        return VertebraTask.from_split(config, split, rng)
+    from ..discs.training import DiscTask
+
+    return DiscTask.from_split(config, split, rng)
+
+
+def _prepare_run_dir(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool) -> None:
+    if resume:
+        check_split(split, run_dir / "split.json")
+        return
+    if (run_dir / "config.json").exists():
+        raise InputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.json")
+    save_split(split, run_dir / "split.json")
+
+
+def _hardware(processes: Processes) -> str:
+    if processes.device.type == "cuda":
+        name = torch.cuda.get_device_name(processes.device)
+    else:
+        name = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)"
+    return f"{processes.world_size} process(es), {name}"
+
+
+def train(
+    config: TrainingConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    progress: ProgressCallback = no_progress,
+) -> TrainingResult | None:
+    """Train a network for ``config`` in ``run_dir`` and export the model.
+
+    Args:
+        config: the resolved configuration (on resume, the one stored in ``run_dir``).
+        run_dir: the run folder (created); must not hold a run unless ``resume``.
+        resume: continue from the latest checkpoint in ``run_dir``.
+        show_progress: draw a progress bar with loss and ETA on stderr.
+        progress: callback (fraction, message) at every log interval; may raise
+            :class:`~spineseg.errors.CancelledError` (the last checkpoint stays).
+
+    Returns:
+        The exported model and its scores, on the first process; None on the others.
+
+    Raises:
+        InputError: bad data, a run folder already in use, or nothing to resume.
+    """
+    run_dir = Path(run_dir)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    processes = start_processes(config.device)
+    try:
+        return _train(config, run_dir, resume, show_progress, progress, processes)
+    finally:
+        stop_processes(processes)
+
+
+def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: bool,
+           progress: ProgressCallback, processes: Processes) -> TrainingResult | None:
+    device, main = processes.device, processes.is_main
+    split = read_dataset(config.task, config.data, config.seed)
+    if main:
+        _prepare_run_dir(config, run_dir, split, resume)
+    barrier(processes)
+    task = _build_task(config, split, processes.rank)
+    total = config.total_iterations(len(split.train), processes.world_size)
+    torch.manual_seed(config.seed)
+    network = task.build_network().to(device)
+    optimiser = build_optimiser(config, network.parameters())
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    metrics = MetricsLog(run_dir / "metrics.csv", list(task.loss_terms), list(task.validation_metrics))
+    start, seconds_before, best = 0, 0.0, None
+    if resume:
+        state = read_latest_checkpoint(run_dir / "checkpoints")
+        network.load_state_dict(state.weights)
+        optimiser.load_state_dict(state.optimiser)
+        scaler.load_state_dict(state.scaler)
+        if len(state.numpy_rng) != processes.world_size:
+            raise InputError(f"the run was checkpointed with {len(state.numpy_rng)} process(es); "
+                             f"resume it with the same number, not {processes.world_size}")
+        task.rng.bit_generator.state = state.numpy_rng[processes.rank]
+        torch.set_rng_state(state.torch_rng[processes.rank])
+        if device.type == "cuda" and state.cuda_rng[processes.rank]:
+            torch.cuda.set_rng_state(state.cuda_rng[processes.rank][0], device)
+        start, seconds_before, best = state.iteration, state.seconds, state.best
+        if main:
+            metrics.resume(start)
+            log.info("resuming %s at iteration %d of %d", run_dir, start, total)
+    model: nn.Module = network
+    if processes.world_size > 1:
+        model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+
+    bar = tqdm(total=total, initial=start, desc=f"training {config.task.value}", unit="it",
+               disable=not (main and show_progress), dynamic_ncols=True)
+    session_start = plotted = time.time()
+    sums: dict[str, float] = {}
+    count = 0
+    network.train()
+    for iteration in range(start, total):
+        rate = learning_rate_at(config, iteration, total)
+        for group in optimiser.param_groups:
+            group["lr"] = rate
+        batch = task.next_batch(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            loss, terms = task.loss(model, batch)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        for name, value in {"loss": loss, **terms}.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        count += 1
+        done = iteration + 1
+        seconds = seconds_before + time.time() - session_start
+        if done % config.log_interval and done != total:
+            continue
+        row = {"iteration": done, "seconds": seconds, "learning_rate": rate,
+               **{name: value / count for name, value in sums.items()}}
+        sums, count = {}, 0
+        validate = task.has_validation and (done % config.validation.interval == 0 or done == total)
+        if validate and main:
+            scores = task.validate(network, device)
+            network.train()
+            row.update({f"validation_{name}": value for name, value in scores.items()})
+            if best is None or scores["score"] > best["score"]:
+                best = {"iteration": done, "score": scores["score"]}
+                save_weights(run_dir / "best.safetensors", network.state_dict(), {"iteration": done, "scores": scores})
+        if main:
+            metrics.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **({"score": f"{row['validation_score']:.3f}"}
+                                                          if "validation_score" in row else {}))
+            progress(done / total, f"iteration {done}/{total}, loss {row['loss']:.4f}")
+        if _is_snapshot(config, done, total) and main:
+            save_weights(run_dir / "snapshots" / f"iter-{done:07d}.safetensors", network.state_dict())
+        if done % config.checkpoint_interval == 0 or done == total:
+            _checkpoint(run_dir, processes, network, optimiser, scaler, task, done, seconds, best)
+            if main and (done == total or time.time() - plotted > PLOT_INTERVAL_S):
+                metrics.plot(run_dir / "metrics.png", f"{config.name}: {config.task.value}")
+                plotted = time.time()
+        bar.update(done - bar.n)
+    bar.close()
+    barrier(processes)
+    if not main:
+        return None
+    return _export(config, run_dir, task, network, split, total, processes)
+
+
+def _is_snapshot(config: TrainingConfig, done: int, total: int) -> bool:
+    """Snapshots for averaging: the last ``snapshots`` iterations that are ``interval`` apart, ending at ``total``."""
+    averaging = config.averaging
+    remaining = total - done
+    return averaging.snapshots > 0 and remaining % averaging.interval == 0 and remaining < averaging.snapshots * averaging.interval
+
+
+def _checkpoint(run_dir: Path, processes: Processes, network: nn.Module, optimiser: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, task: TrainingTask, done: int, seconds: float, best: dict | None) -> None:
+    """Gather every process's random state; the first process writes the checkpoint."""
+    cuda_rng = [torch.cuda.get_rng_state(processes.device)] if processes.device.type == "cuda" else []
+    states = gather(processes, (task.rng.bit_generator.state, torch.get_rng_state(), cuda_rng))
+    if processes.is_main:
+        write_checkpoint(run_dir / "checkpoints", Checkpoint(
+            iteration=done, weights=network.state_dict(), optimiser=optimiser.state_dict(),
+            scaler=scaler.state_dict(), numpy_rng=[s[0] for s in states], torch_rng=[s[1] for s in states],
+            cuda_rng=[s[2] for s in states], seconds=seconds, best=best))
+    barrier(processes)
+
+
+def _export(config: TrainingConfig, run_dir: Path, task: TrainingTask, network: nn.Module, split: DataSplit,
+            total: int, processes: Processes) -> TrainingResult:
+    """The averaged snapshots, else the best validated weights, else the last ones, as a model entry."""
+    scores = None
+    snapshots = sorted((run_dir / "snapshots").glob("iter-*.safetensors"))
+    if config.averaging.snapshots and snapshots:
+        weights = average_weights([load_weights(path)[0] for path in snapshots])
+        source = f"average of {len(snapshots)} snapshots ({', '.join(p.stem for p in snapshots)})"
+        if task.has_validation:
+            network.load_state_dict(weights)
+            scores = task.validate(network, processes.device)
+    elif (run_dir / "best.safetensors").exists():
+        weights, metadata = load_weights(run_dir / "best.safetensors")
+        scores = metadata["scores"]
+        source = f"best validation score, iteration {metadata['iteration']}"
+    else:
+        weights = network.state_dict()
+        source = f"last iteration ({total}); no validation data"
+    checkpoint = read_latest_checkpoint(run_dir / "checkpoints")
+    manifest = {
+        **task.manifest(),
+        "version": "1",
+        "training": {
+            "data": task.describe_data(),
+            "layout": split.layout.value,
+            "cases": {"train": len(split.train), "validation": len(split.validation)},
+            "iterations": total,
+            "batch_size": config.batch_size,
+            "optimiser": f"{config.optimiser.name.value} lr {config.optimiser.learning_rate}, "
+                         f"{config.schedule.kind.value} schedule",
+            "hardware": _hardware(processes),
+            "seconds": round(checkpoint.seconds, 1),
+            "exported": source,
+            "run_config": str((run_dir / "config.json").resolve()),
+            "config": config_to_dict(config),
+        },
+        "scores": {"validation": scores},
+    }
+    entry = save_model(weights, manifest, run_dir / "model", config.name)
+    log.info("exported %s (%s)", entry.weights_path, source)
+    return TrainingResult(run_dir, entry, total, scores)

@@ -1,0 +1,216 @@
+"""The training loop: loss goes down, resume is exact, a killed checkpoint write is harmless,
+the exported models load, and two gloo processes train together. Tiny networks, one thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from spineseg.cli import main as cli_main
+from spineseg.discs import training as disc_training
+from spineseg.discs.pipeline import DiscModel
+from spineseg.errors import CancelledError, InputError
+from spineseg.training import trainer
+from spineseg.training.checkpoint import read_latest_checkpoint
+from spineseg.training.config import load_config
+from spineseg.training.datasets import read_dataset
+from spineseg.vertebrae.model import VertebraModel
+from spineseg.vertebrae import training as vertebra_training
+from spineseg.vertebrae.training import stack_patches
+
+TINY = {
+    "vertebrae": ["model.filters=4", "sampler.patch_size=16", "model.spacing_mm=6", "data.phantoms=2",
+                  "data.validation_phantoms=1", "validation.patches=8"],
+    "discs": ["model.features=8", "model.depth=2", "model.input_size=64", "batch_size=2", "data.phantoms=2",
+              "data.validation_phantoms=1"],
+}
+
+
+def tiny_config(task: str, *overrides: str):
+    """A seconds-long run on one thread; intervals of 2 unless overridden."""
+    common = ["threads=1", 'device="cpu"', "iterations=6", "log_interval=1", "checkpoint_interval=2",
+              "validation.interval=2"]
+    return load_config(task, None, [*common, *TINY[task], *overrides])
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_phantoms_made_once(monkeypatch):
+    """Runs use one thread; phantoms are generated once per module (generation is deterministic)."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(vertebra_training, "phantom_cases", _made_once(vertebra_training.phantom_cases))
+    monkeypatch.setattr(disc_training, "make_training_set", _made_once(disc_training.make_training_set))
+    yield
+    torch.set_num_threads(threads)
+
+
+_PHANTOMS: dict = {}
+
+
+def _made_once(generate):
+    def cached(*args):
+        key = (generate.__name__, *args)
+        if key not in _PHANTOMS:
+            _PHANTOMS[key] = generate(*args)
+        return _PHANTOMS[key]
+
+    return cached
+
+
+def _held_out_loss(config, weights=None) -> float:
+    """Loss on the fixed validation patches, for fresh weights (seeded as the trainer does) or given ones."""
+    task = trainer._build_task(config, read_dataset(config.task, config.data, config.seed), 0)
+    torch.manual_seed(config.seed)
+    network = task.build_network().eval()
+    if weights is not None:
+        network.load_state_dict(weights)
+    with torch.no_grad():
+        return float(task.loss(network, stack_patches(task.validation_patches, torch.device("cpu")))[0])
+
+
+def test_a_few_steps_on_phantoms_lower_the_loss(tmp_path):
+    config = tiny_config("vertebrae", "iterations=40", "log_interval=5", "checkpoint_interval=20",
+                         "validation.interval=20", "optimiser.learning_rate=0.003", 'schedule.kind="constant"')
+    result = trainer.train(config, tmp_path / "run", show_progress=False)
+    before = _held_out_loss(config)
+    after = _held_out_loss(config, read_latest_checkpoint(tmp_path / "run" / "checkpoints").weights)
+    assert after < 0.92 * before, (before, after)
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,seconds,learning_rate,loss,mask,completeness,level,validation_score")
+    assert len(rows) == 1 + 8
+    assert (tmp_path / "run" / "metrics.png").stat().st_size > 10_000
+    # The exported model is what `spineseg vertebrae --model PATH` loads.
+    model = VertebraModel.from_checkpoint(result.model.weights_path, "cpu")
+    assert model.settings.patch_size == 16 and model.name == "vertebrae-model"
+    manifest = result.model.manifest
+    assert manifest["training"]["exported"].startswith("best validation score")
+    assert set(manifest["scores"]["validation"]) >= {"score", "dice", "level_error"}
+    assert Path(manifest["training"]["run_config"]) == (tmp_path / "run" / "config.json").resolve()
+
+
+def _cancel_after(iteration: int):
+    def report(fraction: float, message: str) -> None:
+        if message.startswith(f"iteration {iteration}/"):
+            raise CancelledError("stopped by the test")
+
+    return report
+
+
+@pytest.mark.parametrize("task", ["vertebrae", "discs"])
+def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, task):
+    config = tiny_config(task)
+    trainer.train(config, tmp_path / "straight", show_progress=False)
+    with pytest.raises(CancelledError):  # stopped at iteration 3: the checkpoint of iteration 2 is kept
+        trainer.train(config, tmp_path / "resumed", show_progress=False, progress=_cancel_after(3))
+    assert read_latest_checkpoint(tmp_path / "resumed" / "checkpoints").iteration == 2
+    trainer.train(config, tmp_path / "resumed", resume=True, show_progress=False)
+
+    straight = read_latest_checkpoint(tmp_path / "straight" / "checkpoints")
+    resumed = read_latest_checkpoint(tmp_path / "resumed" / "checkpoints")
+    assert resumed.iteration == straight.iteration == 6
+    for name, tensor in straight.weights.items():
+        assert torch.equal(tensor, resumed.weights[name]), name
+    losses = [[line.split(",")[3] for line in (tmp_path / run / "metrics.csv").read_text().splitlines()]
+              for run in ("straight", "resumed")]
+    assert losses[0] == losses[1] and len(losses[0]) == 7
+
+
+def test_averaging_exports_the_mean_of_the_last_snapshots(tmp_path):
+    config = tiny_config("discs", "iterations=4", "averaging.snapshots=2", "averaging.interval=1")
+    result = trainer.train(config, tmp_path / "run", show_progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
+        "iter-0000003.safetensors", "iter-0000004.safetensors"]
+    assert result.model.manifest["training"]["exported"].startswith("average of 2 snapshots")
+    model = DiscModel.from_file(result.model.weights_path)  # what `spineseg discs --model PATH` loads
+    assert model.input_size == 64
+    assert "label_accuracy" in result.scores
+
+
+_KILL_SECOND_CHECKPOINT = textwrap.dedent("""
+    import os, signal, sys
+    from spineseg.training import checkpoint, trainer
+    from spineseg.training.config import config_from_dict
+    import json, torch
+
+    calls, save = [], torch.save
+    def save_then_die(state, path):
+        calls.append(path)
+        if len(calls) == 2:  # the second checkpoint: half a file, then the process is killed
+            open(path, "wb").write(b"partial")
+            os.kill(os.getpid(), signal.SIGKILL)
+        save(state, path)
+
+    checkpoint.torch.save = save_then_die
+    trainer.train(config_from_dict(json.loads(sys.argv[1])), sys.argv[2], show_progress=False)
+""")
+
+
+def test_run_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
+    from spineseg.training.config import config_to_dict
+
+    config = tiny_config("vertebrae")
+    run = tmp_path / "run"
+    process = subprocess.run([sys.executable, "-c", _KILL_SECOND_CHECKPOINT, json.dumps(config_to_dict(config)),
+                              str(run)], capture_output=True, text=True, timeout=120)
+    assert process.returncode == -9, process.stderr[-2000:]
+    assert any(p.name.startswith(".partial-") for p in (run / "checkpoints").iterdir())
+    assert read_latest_checkpoint(run / "checkpoints").iteration == 2
+    trainer.train(config, run, resume=True, show_progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter-0000006", "latest.json"]
+
+
+def test_command_line_trains_and_refuses_misuse(tmp_path, capsys):
+    run = tmp_path / "run"
+    arguments = ["train", "vertebrae", "--data", "phantoms", "--out", str(run), "--name", "mine",
+                 *[f"--set={item}" for item in ["threads=1", "iterations=2", "log_interval=1", "checkpoint_interval=1",
+                                                "validation.interval=1", *TINY["vertebrae"]]]]
+    assert cli_main(arguments) == 0
+    assert str(run / "model" / "mine.safetensors") in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["name"] == "mine"
+
+    assert cli_main(arguments) == 2  # the folder holds a run
+    assert "--resume" in capsys.readouterr().err
+    assert cli_main(["train", "vertebrae", "--out", str(run), "--resume", "--set", "iterations=9"]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert cli_main(["train", "vertebrae", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "data folder not found" in error and "empty" in error
+
+
+def _train_rank(rank: int, port: int, run_dir: str, out: str) -> None:
+    """One of two gloo processes (as torchrun would start them); saves the weights it ends with."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    parameters = []
+    build = trainer.build_optimiser
+
+    def keep_parameters(config, params):
+        parameters.extend(params)
+        return build(config, parameters)
+
+    trainer.build_optimiser = keep_parameters
+    trainer.train(tiny_config("vertebrae", "iterations=4"), run_dir, show_progress=False)
+    torch.save([p.detach() for p in parameters], Path(out) / f"rank{rank}.pt")
+
+
+def test_two_gloo_processes_train_together(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_train_rank, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    state = read_latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert state.iteration == 4 and len(state.numpy_rng) == 2
+    assert state.numpy_rng[0] != state.numpy_rng[1]  # each process drew its own patches
+    assert "2 process(es)" in json.loads((tmp_path / "run" / "model" / "vertebrae-model.json").read_text())[
+        "training"]["hardware"]
+    with pytest.raises(InputError, match="same number"):  # resuming needs as many processes
+        trainer.train(tiny_config("vertebrae", "iterations=4"), tmp_path / "run", resume=True, show_progress=False)
