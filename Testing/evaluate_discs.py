@@ -1,6 +1,6 @@
 """Scores of a disc model on held-out phantoms and on the real MRIs in shared/data/real.
 
-Usage (reproduces the figures in the model card and docs/discs.md):
+Usage (reproduces the figures in the model card and the README):
 
     python Testing/evaluate_discs.py [--model PATH] [--phantoms 40] [--seed 1000] [--out scores.json]
 

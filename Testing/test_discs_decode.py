@@ -74,3 +74,12 @@ def test_spurious_peak_is_left_out():
 
 def test_empty_heatmaps_give_no_discs():
     assert decode_heatmaps(np.zeros((N_CHANNELS, 64, 64), np.float32), SLAB_TO_RAS, PIXEL_MM, STRIDE) == []
+
+
+def test_small_and_large_spines_keep_all_discs_and_labels():
+    # A person 18 % smaller or larger than the typical adult of the spacing prior.
+    for scale in (0.82, 1.2):
+        rows = {n: 20.0 + scale * (r - 20.0) for n, r in _disc_rows(list(range(20, 26)), first_row=20.0).items()}
+        points = {n: (r, 120.0) for n, r in rows.items()}
+        discs = decode_heatmaps(_heatmaps(points, peak=0.6), SLAB_TO_RAS, PIXEL_MM, STRIDE)
+        assert [d.number for d in discs] == list(range(20, 26)), scale
