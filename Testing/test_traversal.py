@@ -11,7 +11,8 @@ from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.vertebrae.levels import assign_levels, level_to_position
 from spineseg.vertebrae.model import PatchPrediction, VertebraModel, VertebraModelSettings
 from spineseg.vertebrae.patches import OUTSIDE_VALUE, normalise_ct
-from spineseg.vertebrae.traversal import TraversalSettings, traverse
+from spineseg.vertebrae.pipeline import keep_spine_column
+from spineseg.vertebrae.traversal import FoundVertebra, TraversalSettings, traverse
 
 SMALL = TraversalSettings(patch_size=32, spacing_mm=4.0)
 
@@ -66,7 +67,7 @@ def test_greedy_predictor_that_claims_everything_still_terminates():
     image = np.random.default_rng(0).normal(0.5, 1.0, (50, 50, 80)).astype(np.float32)
     always = lambda i, m: PatchPrediction(np.ones(i.shape, np.float32), 1.0, 10.0)  # noqa: E731
     result = traverse(image, always, SMALL)
-    assert len(result.vertebrae) <= SMALL.max_vertebrae
+    assert len(result.vertebrae) <= SMALL.max_pieces
     assert result.forward_passes <= SMALL.max_forward_passes
 
 
@@ -82,7 +83,7 @@ def test_wandering_predictor_is_stopped_by_the_step_limit():
         probability[offset:offset + 8, 4:12, 4:12] = 1.0
         return PatchPrediction(probability, 0.5, 5.0)
 
-    settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_vertebrae=3)
+    settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_pieces=3)
     result = traverse(image, wandering, settings)
     assert result.forward_passes <= 3 * (settings.max_refinement_steps + 4) + 40
 
@@ -101,4 +102,22 @@ def test_untrained_network_terminates_on_noise_and_a_block_of_bone(kind):
     walk_settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_forward_passes=25)
     result = traverse(image, model.predict, walk_settings)
     assert result.forward_passes == model.forward_passes <= 25
-    assert len(result.vertebrae) <= walk_settings.max_vertebrae
+    assert len(result.vertebrae) <= walk_settings.max_pieces
+
+
+def _piece(centroid_voxels, voxel_count=1000):
+    return FoundVertebra(
+        corner=np.zeros(3, int), probability=np.zeros((2, 2, 2), np.float16), voxel_count=voxel_count,
+        completeness=0.9, position=10.0, centroid=np.asarray(centroid_voxels, float),
+    )
+
+
+def test_stray_pieces_off_the_spinal_column_are_dropped_even_when_found_first():
+    """3 mm grid: six vertebrae 30 mm apart in one column; a rib-like run 75 mm to the side, found first."""
+    strays = [_piece([14, 40, z], 1500) for z in (60, 50, 40)]
+    spine = [_piece([40 + (z % 2), 40 - z // 10, z]) for z in (55, 45, 35, 25, 15, 5)]
+    kept = keep_spine_column(strays + spine, spacing_mm=3.0)
+    assert [v.centroid[2] for v in kept] == [55, 45, 35, 25, 15, 5]
+    # A gap of one missed vertebra (60 mm) keeps the column in one piece; 120 mm splits it.
+    assert len(keep_spine_column(spine[:2] + spine[3:], spacing_mm=3.0)) == 5
+    assert len(keep_spine_column(spine[:2] + spine[-1:], spacing_mm=3.0)) == 2

@@ -13,6 +13,7 @@ import logging
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse.csgraph import connected_components
 
 from ..errors import InputError
 from ..geometry import Grid, resample_to, working_grid
@@ -24,7 +25,7 @@ from .model import VertebraModel
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import FoundVertebra, TraversalResult, TraversalSettings, traverse
 
-__all__ = ["check_ct_intensities", "prepare_working_image", "segment_vertebrae"]
+__all__ = ["check_ct_intensities", "prepare_working_image", "segment_vertebrae", "keep_spine_column", "drop_fragments"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,31 @@ def _remove_small_pieces(labels: np.ndarray, level: int, box: tuple[slice, ...],
         labels[box][np.isin(components, small)] = 0
 
 
+def keep_spine_column(
+    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = 25.0, max_gap_mm: float = 80.0
+) -> list[FoundVertebra]:
+    """Keep the largest run of found vertebrae that lines up as one spinal column.
+
+    Once its trail ends, the walk keeps searching the scan and may accept a
+    rib, an iliac wing or a calcified vessel far to the side. Two found
+    vertebrae are linked when their centroids are at most ``max_offset_mm``
+    apart in the axial plane and ``max_gap_mm`` apart head to foot (room for
+    one missed vertebra); the linked group with the most members (then the
+    most voxels) is the spine. Naming fits one consecutive sequence, so
+    every stray piece kept would shift the names.
+    """
+    if len(found) < 2:
+        return found
+    centres = np.array([v.centroid for v in found]) * spacing_mm
+    axial = np.linalg.norm(centres[:, None, :2] - centres[None, :, :2], axis=2)
+    vertical = np.abs(centres[:, None, 2] - centres[None, :, 2])
+    _, group = connected_components((axial <= max_offset_mm) & (vertical <= max_gap_mm))
+    sizes = np.bincount(group)
+    voxels = np.bincount(group, weights=[v.voxel_count for v in found])
+    best = max(range(len(sizes)), key=lambda g: (sizes[g], voxels[g]))
+    return [v for v, g in zip(found, group) if g == best]
+
+
 def drop_fragments(found: list[FoundVertebra], image_shape: tuple[int, int, int], fraction: float = 0.35) -> list[FoundVertebra]:
     """Remove "vertebrae" much smaller than the typical one found, unless cut by the scan's edge.
 
@@ -177,7 +203,10 @@ def segment_vertebrae(
         len(walk.vertebrae), walk.forward_passes, walk.stop_reason,
     )
     # Head to foot by the working grid's superior axis, whatever the order of discovery.
-    found = sorted(drop_fragments(walk.vertebrae, image.shape), key=lambda v: -v.centroid[2])
+    column = keep_spine_column(walk.vertebrae, model.settings.spacing_mm)
+    if len(column) < len(walk.vertebrae):
+        logger.info("dropped %d found pieces off the spinal column", len(walk.vertebrae) - len(column))
+    found = sorted(drop_fragments(column, image.shape), key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
     levels = assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found])
     progress(0.9, "painting vertebrae onto the input grid")
     labels, best = _paint(found, levels, grid, volume, CANDIDATE_PROBABILITY if refine_with_bone else 0.5)

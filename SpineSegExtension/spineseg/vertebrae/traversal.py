@@ -40,15 +40,16 @@ class TraversalSettings:
     next_fragment_mm3: float = 500.0
     converged_voxels: float = 2.0
     max_refinement_steps: int = 10
-    max_vertebrae: int = 25
+    max_vertebrae: int = 25  # in the result, after stray pieces are dropped
+    max_pieces: int = 40  # accepted by the walk: vertebrae plus strays off the spine
     max_forward_passes: int = 2000
     bone_threshold: float = 0.15  # normalised CT (150 HU): patches without such voxels hold no vertebra
 
     def __post_init__(self) -> None:
         if self.patch_size < 8:
             raise ValueError(f"patch_size must be at least 8, got {self.patch_size}")
-        if self.max_vertebrae < 1 or self.max_forward_passes < 1:
-            raise ValueError("max_vertebrae and max_forward_passes must be at least 1")
+        if self.max_vertebrae < 1 or self.max_pieces < 1 or self.max_forward_passes < 1:
+            raise ValueError("max_vertebrae, max_pieces and max_forward_passes must be at least 1")
 
 
 @dataclass
@@ -176,8 +177,8 @@ def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebr
     next_search = 0
     current: np.ndarray | None = None
     while True:
-        if len(found) >= settings.max_vertebrae:
-            return f"found the maximum of {settings.max_vertebrae} vertebrae"
+        if len(found) >= settings.max_pieces:
+            return f"accepted the maximum of {settings.max_pieces} pieces"
         min_mm3 = settings.next_fragment_mm3 if found else settings.first_fragment_mm3
         fragment_centre = None
         # 1) Follow the trail: where the last vertebra was, then half a patch further down.
