@@ -18,6 +18,7 @@ from spineseg.cli import main as cli_main
 from spineseg.discs import training as disc_training
 from spineseg.discs.pipeline import DiscModel
 from spineseg.errors import CancelledError, InputError
+from spineseg.model_store import load_state_dict
 from spineseg.training import trainer
 from spineseg.training.checkpoint import read_latest_checkpoint
 from spineseg.training.config import load_config
@@ -131,6 +132,34 @@ def test_averaging_exports_the_mean_of_the_last_snapshots(tmp_path):
     model = DiscModel.from_file(result.model.weights_path)  # what `spineseg discs --model PATH` loads
     assert model.input_size == 64
     assert "label_accuracy" in result.scores
+
+
+def test_run_from_initial_weights_starts_from_exactly_those_weights(tmp_path, monkeypatch):
+    first = trainer.train(tiny_config("discs", "iterations=2"), tmp_path / "first", show_progress=False)
+    given = first.model.manifest_path
+    seen: list[dict[str, torch.Tensor]] = []
+    loss = disc_training.DiscTask.loss
+
+    def record_first_weights(self, network, batch):
+        if not seen:
+            seen.append({name: tensor.clone() for name, tensor in network.state_dict().items()})
+        return loss(self, network, batch)
+
+    monkeypatch.setattr(disc_training.DiscTask, "loss", record_first_weights)
+    config = tiny_config("discs", "iterations=2", f"model.initial_weights={json.dumps(str(given))}")
+    result = trainer.train(config, tmp_path / "second", show_progress=False)
+    start = load_state_dict(first.model)
+    assert seen[0].keys() == start.keys()
+    for name, tensor in start.items():
+        assert torch.equal(seen[0][name], tensor), name
+    recorded = json.loads((tmp_path / "second" / "config.json").read_text())["model"]["initial_weights"]
+    assert recorded == str(given)
+    assert result.model.manifest["training"]["initial_weights"] == {
+        "model": first.model.name, "file": first.model.weights_path.name, "sha256": first.model.manifest["sha256"]}
+    # A network of another shape cannot start from them.
+    with pytest.raises(InputError, match="initial_weights"):
+        trainer.train(tiny_config("discs", "model.features=6", f"model.initial_weights={json.dumps(str(given))}"),
+                      tmp_path / "third", show_progress=False)
 
 
 _KILL_SECOND_CHECKPOINT = textwrap.dedent("""

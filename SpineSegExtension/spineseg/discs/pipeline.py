@@ -27,7 +27,7 @@ __all__ = ["DiscModel", "label_discs", "BUNDLED_MODEL", "check_volume", "MIN_SPI
 
 log = logging.getLogger(__name__)
 
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "discs-mri-phantom-v1.safetensors"
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "discs-mri-phantom-v2.safetensors"
 
 # Two discs are at least ~15 mm apart; an image shorter than this cannot show a labelled spine.
 MIN_SPINE_EXTENT_MM = 30.0

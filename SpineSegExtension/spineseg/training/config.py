@@ -93,6 +93,7 @@ class VertebraModelConfig:
     spacing_mm: float = 3.0
     filters: int = 16
     levels: int = 4
+    initial_weights: str | None = None  # start from a model (bundled name or manifest/weights path); None = random
 
 
 @dataclass
@@ -110,6 +111,7 @@ class DiscModelConfig:
     depth: int = 4
     input_size: int = 256
     sigma: float = 1.25  # heatmap Gaussian width in output pixels
+    initial_weights: str | None = None  # start from a model (bundled name or manifest/weights path); None = random
 
 
 @dataclass

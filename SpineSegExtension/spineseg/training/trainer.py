@@ -12,6 +12,8 @@ manifest; this module does the rest:
 * a checkpoint every ``checkpoint_interval`` iterations and at the end;
   ``resume=True`` continues from the latest one exactly (same weights as an
   uninterrupted run with the same seed);
+* ``model.initial_weights``: start from the weights of a model (fine-tuning)
+  instead of random ones; the architecture must match;
 * mixed precision (float16 autocast with gradient scaling) on CUDA;
 * DistributedDataParallel when launched by torchrun; each process draws its
   own batches (sampler seeded with ``seed + 1 + rank``), gradients are
@@ -35,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..model_store import ModelEntry, save_model
+from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
 from .config import OptimiserName, ScheduleKind, Task, TrainingConfig, config_to_dict, save_config
@@ -132,6 +134,27 @@ def _build_task(config: TrainingConfig, split: DataSplit, rank: int) -> Training
     return DiscTask.from_split(config, split, rng)
 
 
+def _load_initial_weights(config: TrainingConfig, network: nn.Module) -> ModelEntry | None:
+    """Load ``model.initial_weights`` (a model name or path, see :func:`find_model`) into ``network``.
+
+    Returns:
+        The model the weights came from, or None when the run starts from random weights.
+
+    Raises:
+        ModelError: the model cannot be found or read. InputError: its architecture differs.
+    """
+    reference = config.model.initial_weights
+    if not reference:
+        return None
+    entry = find_model(reference, config.task.value)
+    try:
+        network.load_state_dict(load_state_dict(entry))
+    except RuntimeError as error:
+        raise InputError(f"model.initial_weights: {entry.weights_path} does not fit the configured network "
+                         f"(check the model section against its manifest): {error}") from None
+    return entry
+
+
 def _prepare_run_dir(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool) -> None:
     if resume:
         check_split(split, run_dir / "split.json")
@@ -195,7 +218,11 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: b
     task = _build_task(config, split, processes.rank)
     total = config.total_iterations(len(split.train), processes.world_size)
     torch.manual_seed(config.seed)
-    network = task.build_network().to(device)
+    network = task.build_network()
+    initial = None if resume else _load_initial_weights(config, network)  # a resumed run has its checkpoint
+    network = network.to(device)
+    if initial is not None and main:
+        log.info("starting from the weights of %s", initial.weights_path)
     optimiser = build_optimiser(config, network.parameters())
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -296,6 +323,12 @@ def _checkpoint(run_dir: Path, processes: Processes, network: nn.Module, optimis
     barrier(processes)
 
 
+def _describe_initial(config: TrainingConfig) -> dict:
+    """Name, file and sha256 of the model a fine-tuning run started from (for the manifest)."""
+    entry = find_model(config.model.initial_weights, config.task.value)
+    return {"model": entry.name, "file": entry.weights_path.name, "sha256": entry.manifest.get("sha256")}
+
+
 def _export(config: TrainingConfig, run_dir: Path, task: TrainingTask, network: nn.Module, split: DataSplit,
             total: int, processes: Processes) -> TrainingResult:
     """The averaged snapshots, else the best validated weights, else the last ones, as a model entry."""
@@ -329,6 +362,7 @@ def _export(config: TrainingConfig, run_dir: Path, task: TrainingTask, network: 
             "hardware": _hardware(processes),
             "seconds": round(checkpoint.seconds, 1),
             "exported": source,
+            **({"initial_weights": _describe_initial(config)} if config.model.initial_weights else {}),
             "run_config": str((run_dir / "config.json").resolve()),
             "config": config_to_dict(config),
         },
