@@ -73,6 +73,6 @@ def test_shipped_recipes_express_the_bundled_model_runs():
     assert (vertebrae.model.filters, vertebrae.sampler.patch_size, vertebrae.model.spacing_mm) == (16, 40, 3.0)
     assert vertebrae.loss.level_weight == 0.2 and vertebrae.optimiser.learning_rate == 1e-3
     assert (vertebrae.schedule.kind, vertebrae.schedule.milestones, vertebrae.schedule.gamma) == (ScheduleKind.STEP, [0.8], 0.3)
-    discs = load_config("discs", RECIPES / "discs-mri-phantom-v2.json")
+    discs = load_config("discs", RECIPES / "discs-mri-phantom-v1.json")
     assert (discs.model.features, discs.batch_size, discs.loss.foreground_weight) == (48, 6, 4.0)
     assert config_to_dict(discs)["optimiser"]["name"] == "adam"
