@@ -15,7 +15,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -81,6 +81,14 @@ _NIFTI_BYTES_PER_TYPE = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4,
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 
+class _NiftiLayout(NamedTuple):
+    """Where a NIfTI-1 file's voxels are, and their type when it is floating point (checked for NaN)."""
+
+    data_offset: int
+    data_bytes: int
+    float_dtype: np.dtype | None
+
+
 def _check_file_integrity(path: Path) -> None:
     """Catch damage SimpleITK reads silently: truncated data, zero NIfTI spacing, NaN in NIfTI.
 
@@ -96,27 +104,28 @@ def _check_file_integrity(path: Path) -> None:
             header = stream.read(352)
             layout = _nifti_layout(path, header) if is_nifti else None
             size, non_finite = len(header), 0
-            if layout is not None and layout[2] is not None:
-                stream.read(max(layout[0] - len(header), 0))
-                size = max(size, layout[0])
+            float_dtype = layout.float_dtype if layout is not None else None
+            if float_dtype is not None:
+                stream.read(max(layout.data_offset - len(header), 0))
+                size = max(size, layout.data_offset)
             while chunk := stream.read(1 << 22):
-                if layout is not None and layout[2] is not None:
-                    usable = len(chunk) - len(chunk) % layout[2].itemsize
-                    non_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(chunk[:usable], layout[2]))))
+                if float_dtype is not None:
+                    usable = len(chunk) - len(chunk) % float_dtype.itemsize
+                    non_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(chunk[:usable], float_dtype))))
                 size += len(chunk)
     except (OSError, EOFError, zlib.error) as error:
         raise InputError(f"cannot read {path}: the file is truncated or damaged ({error})") from None
     if layout is None:
         return
-    data_offset, data_bytes, _ = layout
-    if size < data_offset + data_bytes:
-        raise InputError(f"cannot read {path}: the file is truncated ({size} of {data_offset + data_bytes} bytes)")
+    expected = layout.data_offset + layout.data_bytes
+    if size < expected:
+        raise InputError(f"cannot read {path}: the file is truncated ({size} of {expected} bytes)")
     if non_finite:
         raise InputError(f"{path} has {non_finite} NaN or infinite voxel(s); fix or mask them first")
 
 
-def _nifti_layout(path: Path, header: bytes) -> tuple[int, int, np.dtype | None] | None:
-    """(data offset, data bytes, float dtype or None) of a NIfTI-1 header; None if it is not one.
+def _nifti_layout(path: Path, header: bytes) -> _NiftiLayout | None:
+    """The voxel layout a NIfTI-1 header describes; None if ``header`` is not one.
 
     Raises InputError for non-positive spatial spacing.
     """
@@ -138,7 +147,7 @@ def _nifti_layout(path: Path, header: bytes) -> tuple[int, int, np.dtype | None]
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]]))
     float_type = _NIFTI_FLOAT_TYPES.get(datatype)
     dtype = np.dtype(order + float_type) if float_type else None
-    return data_offset, voxels * _NIFTI_BYTES_PER_TYPE.get(datatype, 1), dtype
+    return _NiftiLayout(data_offset, voxels * _NIFTI_BYTES_PER_TYPE.get(datatype, 1), dtype)
 
 
 def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:

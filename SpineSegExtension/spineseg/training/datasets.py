@@ -85,6 +85,13 @@ def _require_folder(path: Path, what: str, layout_help: str) -> None:
         raise InputError(f"{path} is missing: {what}. Expected {layout_help}")
 
 
+def _require_pairing(root: Path, missing: str, orphans: str, advice: str = "") -> None:
+    """Raise one error naming unpaired images (``missing``) and unpaired labels (``orphans``) (empty string: none)."""
+    problems = [text for text in (missing, orphans) if text]
+    if problems:
+        raise InputError(f"{root} is inconsistent: " + "; ".join(problems) + advice)
+
+
 _VERSE_HELP = "DIR/rawdata/sub-*/..._ct.nii.gz and DIR/derivatives/sub-*/..._seg-vert_msk.nii.gz (VerSe layout)"
 _PAIRS_HELP = "DIR/images/NAME.nii.gz and DIR/labels/NAME.nii.gz or NAME_label.nii.gz (images/labels layout)"
 _BIDS_HELP = ("DIR/sub-*/anat/sub-*_T2w.nii.gz (or _T1w) and "
@@ -103,15 +110,14 @@ def read_verse(root: str | Path) -> list[Subject]:
         raise InputError(f"no CT found in {root / 'rawdata'}: expected files named *_ct.nii.gz")
     missing = sorted(set(images) - set(masks))
     orphans = sorted(set(masks) - set(images))
-    if missing or orphans:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} CT(s) without a mask in {root / 'derivatives'} "
-                            f"({_listing([name + '_seg-vert_msk.nii.gz' for name in missing])})")
-        if orphans:
-            problems.append(f"{len(orphans)} mask(s) without a CT in {root / 'rawdata'} "
-                            f"({_listing([name + '_ct.nii.gz' for name in orphans])})")
-        raise InputError(f"{root} is inconsistent: " + "; ".join(problems) + ". Add or remove files so they pair up")
+    _require_pairing(
+        root,
+        f"{len(missing)} CT(s) without a mask in {root / 'derivatives'} "
+        f"({_listing([name + '_seg-vert_msk.nii.gz' for name in missing])})" if missing else "",
+        f"{len(orphans)} mask(s) without a CT in {root / 'rawdata'} "
+        f"({_listing([name + '_ct.nii.gz' for name in orphans])})" if orphans else "",
+        ". Add or remove files so they pair up",
+    )
     return [Subject(name.split("_")[0], name, images[name], masks[name]) for name in images]
 
 
@@ -136,14 +142,12 @@ def read_pairs(root: str | Path) -> list[Subject]:
         used.add(found[0])
         subjects.append(Subject(stem, stem, image, labels[found[0]]))
     orphans = sorted(labels[name].name for name in set(labels) - used)
-    if missing or orphans:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} image(s) without a label file ({_listing(missing)}; "
-                            f"expected labels/NAME.nii.gz or labels/NAME_label.nii.gz)")
-        if orphans:
-            problems.append(f"{len(orphans)} label file(s) without an image ({_listing(orphans)})")
-        raise InputError(f"{root} is inconsistent: " + "; ".join(problems))
+    _require_pairing(
+        root,
+        f"{len(missing)} image(s) without a label file ({_listing(missing)}; "
+        f"expected labels/NAME.nii.gz or labels/NAME_label.nii.gz)" if missing else "",
+        f"{len(orphans)} label file(s) without an image ({_listing(orphans)})" if orphans else "",
+    )
     return subjects
 
 
