@@ -229,11 +229,24 @@ def _train_rank(rank: int, port: int, run_dir: str, out: str) -> None:
     torch.save([p.detach() for p in parameters], Path(out) / f"rank{rank}.pt")
 
 
-def test_two_gloo_processes_train_together(tmp_path):
+def _refused_rank(rank: int, port: int, run_dir: str, out: str) -> None:
+    """One of two processes started on a folder that already holds a run; writes the error it got."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    try:
+        trainer.train(tiny_config("vertebrae", "iterations=4"), run_dir, show_progress=False)
+    except InputError as error:
+        (Path(out) / f"refused{rank}.txt").write_text(str(error))
+
+
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(_train_rank, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2)
+        return probe.getsockname()[1]
+
+
+def test_two_gloo_processes_train_together(tmp_path):
+    torch.multiprocessing.spawn(_train_rank, args=(_free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2)
     first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     state = read_latest_checkpoint(tmp_path / "run" / "checkpoints")
@@ -243,3 +256,7 @@ def test_two_gloo_processes_train_together(tmp_path):
         "training"]["hardware"]
     with pytest.raises(InputError, match="same number"):  # resuming needs as many processes
         trainer.train(tiny_config("vertebrae", "iterations=4"), tmp_path / "run", resume=True, show_progress=False)
+    # A second start on the same folder: the first process's refusal reaches both, with no timeout wait.
+    torch.multiprocessing.spawn(_refused_rank, args=(_free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        assert "already holds a run" in (tmp_path / f"refused{rank}.txt").read_text()

@@ -212,9 +212,19 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: b
            progress: ProgressCallback, processes: Processes) -> TrainingResult | None:
     device, main = processes.device, processes.is_main
     split = read_dataset(config.task, config.data, config.seed)
+    problem = None
     if main:
-        _prepare_run_dir(config, run_dir, split, resume)
-    barrier(processes)
+        try:
+            _prepare_run_dir(config, run_dir, split, resume)
+        except InputError as error:
+            problem = str(error)
+        except OSError as error:
+            problem = f"cannot prepare the run folder {run_dir}: {error}"
+    # Every process learns whether the run folder is usable (this also waits for it to be written),
+    # so an error on the first process stops all of them at once instead of leaving them waiting.
+    problem = gather(processes, problem)[0]
+    if problem is not None:
+        raise InputError(problem)
     task = _build_task(config, split, processes.rank)
     total = config.total_iterations(len(split.train), processes.world_size)
     torch.manual_seed(config.seed)
