@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import SpineSegBatch as batch  # noqa: E402  (imports no slicer at module level)
 from spineseg.io import read_volume, write_volume  # noqa: E402
+from spineseg.phantoms.ct import make_ct_phantom  # noqa: E402
+from spineseg.phantoms.mri import make_mri_phantom  # noqa: E402
 from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraRecord  # noqa: E402
 from spineseg.volume import Volume, VolumeKind, affine_from_geometry  # noqa: E402
 
@@ -165,25 +167,15 @@ def test_script_runs_under_plain_python(tmp_path):
 
 @pytest.mark.parametrize("task", ["vertebrae", "discs"])
 def test_real_core_functions_on_a_phantom(tmp_path, task):
-    """The batch with the core's own task function on a small phantom (skipped until it and its model exist)."""
+    """The batch with the core's own task function and bundled model on a small phantom."""
     needs_slicer_core()
     if task == "vertebrae":
-        pipeline = pytest.importorskip("spineseg.vertebrae.pipeline")
-        phantoms = pytest.importorskip("spineseg.phantoms.ct")
-        image = phantoms.make_ct_phantom([20, 21], spacing=(2.0, 2.0, 2.0)).image
-        function_name = "segment_vertebrae"
+        image = make_ct_phantom([20, 21], spacing=(2.0, 2.0, 2.0)).image
     else:
-        pipeline = pytest.importorskip("spineseg.discs.pipeline")
-        phantoms = pytest.importorskip("spineseg.phantoms.mri")
-        image = phantoms.make_mri_phantom([20, 21, 22], spacing=(4.0, 2.0, 2.0)).image
-        function_name = "label_discs"
-    if not hasattr(pipeline, function_name):
-        pytest.skip(f"spineseg has no {function_name} yet")
+        image = make_mri_phantom([20, 21, 22], spacing=(4.0, 2.0, 2.0)).image
     (tmp_path / "in").mkdir()
     write_volume(image, tmp_path / "in" / "phantom.nii.gz")
     summary = batch.run_batch(tmp_path / "in", tmp_path / "out", task, device="cpu")
-    if any(message.startswith("ModelError") for message in summary.failed.values()):
-        pytest.skip(f"no bundled {task} model: {summary.failed}")
     assert summary.done == ["phantom"], summary.text()
     for name in batch.OUTPUT_FILES[task]:
         assert (tmp_path / "out" / "phantom" / name).exists()

@@ -17,19 +17,25 @@ def test_positions_skip_the_verse_gap_before_the_sacrum():
 
 def test_one_bad_estimate_does_not_break_the_sequence():
     # T10..L3 with the third estimate far off.
-    regressed = [17.1, 17.9, 24.0, 20.2, 20.8, 22.1]
-    assert assign_levels(regressed) == [17, 18, 19, 20, 21, 22]
+    assert assign_levels([17.1, 17.9, 24.0, 20.2, 20.8, 22.1]) == [17, 18, 19, 20, 21, 22]
 
 
 def test_incomplete_vertebrae_do_not_vote():
-    regressed = [3.0, 20.0, 21.0, 22.1]
-    assert assign_levels(regressed, [False, True, True, True]) == [19, 20, 21, 22]
+    assert assign_levels([3.0, 20.0, 21.0, 22.1], [False, True, True, True]) == [19, 20, 21, 22]
+
+
+def test_a_sacrum_found_in_two_pieces_is_named_once_and_shifts_nothing():
+    # L3, L4, L5 and a sacrum split in two by the walk: no "L5" on the sacrum's upper half.
+    assert assign_levels([22.2, 23.1, 23.8, 25.0, 25.3]) == [22, 23, 24, 26, 26]
+    assert assign_levels([22.2, 23.1, 23.8, 25.0]) == [22, 23, 24, 26]
 
 
 def test_sequence_stays_inside_the_spine():
-    assert assign_levels([24.6, 25.4, 26.3]) == [23, 24, 26]
+    assert assign_levels([23.9, 25.4, 26.3]) == [24, 26, 26]
     assert assign_levels([-3.0, 0.0]) == [1, 2]
     assert assign_levels([]) == []
+    with pytest.raises(ValueError, match="only 25 levels"):
+        assign_levels(list(range(1, 29)))
 
 
 def test_names_and_codes():

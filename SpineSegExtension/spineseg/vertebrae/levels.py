@@ -1,10 +1,10 @@
 """Anatomical positions and the consistent naming of a run of vertebrae.
 
-The network regresses an anatomical *position* (C1 = 1 ... L5 = 24,
-sacrum = 25) rather than the VerSe number, because positions of consecutive
-vertebrae differ by exactly one. Naming then fits one consecutive sequence to
-all regressed positions at once, so a single poor estimate cannot break the
-order.
+The network regresses each vertebra's anatomical *position* (C1 = 1 ...
+L5 = 24, sacrum = 25) rather than its VerSe number, because positions of
+consecutive vertebrae differ by exactly one. Naming then picks the one
+consecutive sequence that the whole run supports best, so a single poor
+estimate cannot break the order.
 """
 
 from __future__ import annotations
@@ -15,10 +15,20 @@ import numpy as np
 
 from ..labels import SACRUM
 
-__all__ = ["POSITIONS", "level_to_position", "position_to_level", "assign_levels"]
+__all__ = ["POSITIONS", "MAX_SACRUM_PIECES", "level_to_position", "position_to_level", "assign_levels"]
 
 # Position n (1-based) -> VerSe number: C1..L5, then the sacrum.
 POSITIONS: list[int] = list(range(1, 25)) + [SACRUM]
+
+# The sacrum is taller than a model patch (120 mm at the bundled size), so the walk may find it
+# as up to this many pieces; naming may give all of them the sacrum's name.
+MAX_SACRUM_PIECES = 3
+
+# The level head's error model: Laplace with this scale (levels), which is what its L1 loss fits,
+# mixed with this chance of being simply wrong (a fragment, an odd vertebra), so that one wild
+# estimate costs a naming a bounded amount instead of outvoting the rest.
+LEVEL_ERROR_SCALE = 1.0
+OUTLIER_PROBABILITY = 0.05
 
 
 def level_to_position(level: int) -> int:
@@ -35,34 +45,57 @@ def position_to_level(position: int) -> int:
     return POSITIONS[position - 1]
 
 
-def assign_levels(
-    regressed: Sequence[float], complete: Sequence[bool] | None = None
-) -> list[int]:
-    """Name a head-to-foot run of vertebrae with one consecutive sequence of levels.
+def _candidate_sequences(count: int) -> list[np.ndarray]:
+    """Every naming of ``count`` head-to-foot pieces: consecutive positions, the foot end
+    possibly repeating the sacrum (a sacrum found in pieces)."""
+    sacrum = len(POSITIONS)
+    candidates = []
+    for start in range(1, sacrum + 1):
+        positions = np.minimum(start + np.arange(count), sacrum)
+        if (positions == sacrum).sum() <= MAX_SACRUM_PIECES:
+            candidates.append(positions)
+    return candidates
 
-    Chooses the first position ``p`` that minimises the summed absolute error
-    ``sum |regressed[i] - (p + i)|`` over complete vertebrae (all of them if
-    none is complete), with every position kept in 1..25.
+
+def _log_likelihoods(regressed: np.ndarray) -> np.ndarray:
+    """Per vertebra (rows) and position 1..25 (columns): log-likelihood of the regressed value."""
+    positions = np.arange(1, len(POSITIONS) + 1)
+    laplace = np.exp(-np.abs(regressed[:, None] - positions[None, :]) / LEVEL_ERROR_SCALE)
+    laplace /= laplace.sum(axis=1, keepdims=True)
+    return np.log((1.0 - OUTLIER_PROBABILITY) * laplace + OUTLIER_PROBABILITY / len(POSITIONS))
+
+
+def assign_levels(regressed: Sequence[float], complete: Sequence[bool] | None = None) -> list[int]:
+    """Name a head-to-foot run of vertebrae with the most likely consecutive sequence of levels.
+
+    The likelihood of a naming is the product over the pieces of how well each
+    regressed position fits the position the naming gives it (Laplace errors,
+    see ``LEVEL_ERROR_SCALE``, with a small outlier chance). The foot end may
+    repeat the sacrum: a sacrum found in pieces is named once, not as "L5"
+    and "sacrum". As in the paper, only complete vertebrae vote (all of them
+    if none is complete); the others are named by the sequence.
 
     Args:
-        regressed: the level head's output per vertebra, in traversal order.
-        complete: which vertebrae are complete; incomplete ones are named by
-            the sequence but do not vote.
+        regressed: the level head's output per vertebra, in traversal order (head first).
+        complete: which vertebrae are complete in their patch.
 
     Returns:
-        VerSe numbers, one per vertebra.
+        VerSe numbers, one per vertebra; up to ``MAX_SACRUM_PIECES`` foot-end pieces may all be 26.
+
+    Raises:
+        ValueError: more pieces than the spine has levels and sacrum pieces.
     """
     count = len(regressed)
     if count == 0:
         return []
-    if count > len(POSITIONS):
+    candidates = _candidate_sequences(count)
+    if not candidates:
         raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(POSITIONS)} levels")
-    values = np.asarray(regressed, dtype=float)
     votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)
     if not votes.any():
         votes[:] = True
-    offsets = np.arange(count)
-    candidates = np.arange(1, len(POSITIONS) - count + 2)
-    errors = [np.abs(values[votes] - (start + offsets[votes])).sum() for start in candidates]
-    start = int(candidates[int(np.argmin(errors))])
-    return [position_to_level(start + i) for i in range(count)]
+    scores = _log_likelihoods(np.asarray(regressed, dtype=float))
+    rows = np.flatnonzero(votes)
+    likelihoods = [scores[rows, positions[rows] - 1].sum() for positions in candidates]
+    best = candidates[int(np.argmax(likelihoods))]
+    return [position_to_level(int(p)) for p in best]

@@ -95,24 +95,45 @@ def _paint(
 BONE_HU = 200.0
 CONFIDENT_BONE_HU = 100.0
 CANDIDATE_PROBABILITY = 0.2
+# Depth of the surface band judged by the half-way rule: a CT's blur spreads bright cortex about this far.
+# Grids coarser than this get no band (each voxel is already its own mixture of bone and tissue).
+EDGE_BAND_MM = 2.0
 
 
 def _refine_with_bone(
-    labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarray, level: int, box: tuple[slice, ...]
+    labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarray, level: int, box: tuple[slice, ...],
+    spacing_mm: tuple[float, float, float],
 ) -> None:
     """Snap one vertebra's boundary to the bone in the full-resolution CT, in place.
 
     The network works on a coarse grid; its interpolated probability says which
     vertebra a voxel belongs to, and the CT says where bone ends. A voxel keeps
     the label if it is bone (>= 200 HU, or >= 100 HU where the network is sure)
-    or lies in a cavity enclosed by such bone (the cancellous core). ``box``
-    bounds the vertebra's voxels.
+    or lies in a cavity enclosed by such bone (the cancellous core). On grids
+    finer than ``EDGE_BAND_MM``, the outer band of that is partly bone, partly
+    soft tissue (partial volume and blur); there a voxel keeps the label only
+    where it is at least half-way from the surrounding tissue to the cortex
+    (see ``_half_way_edge_hu``) or enclosed by such voxels. ``box`` bounds the
+    vertebra's voxels.
     """
     region = labels[box] == level
     values = hounsfield[box]
     bone = region & ((values >= BONE_HU) | ((values >= CONFIDENT_BONE_HU) & (best[box] >= 0.5)))
-    keep = ndimage.binary_fill_holes(bone) & region
-    labels[box][region & ~keep] = 0
+    body = ndimage.binary_fill_holes(bone) & region
+    band_voxels = int(EDGE_BAND_MM / max(spacing_mm))
+    if band_voxels > 0 and body.any():
+        edge_hu = _half_way_edge_hu(values, body)
+        surface = body & ~ndimage.binary_erosion(body, iterations=band_voxels)
+        body = ndimage.binary_fill_holes(body & ~(surface & (values < edge_hu))) & body
+    labels[box][region & ~body] = 0
+
+
+def _half_way_edge_hu(values: np.ndarray, body: np.ndarray) -> float:
+    """The intensity half-way between the tissue around ``body`` (median of a 1-voxel ring) and its cortex
+    (99th percentile inside); never below ``BONE_HU``. Where a blurred surface crosses it is the true edge."""
+    ring = ndimage.binary_dilation(body) & ~body
+    around = float(np.median(values[ring])) if ring.any() else float(values[~body].min(initial=0.0))
+    return max(BONE_HU, (around + float(np.percentile(values[body], 99))) / 2.0)
 
 
 def _remove_small_pieces(labels: np.ndarray, level: int, box: tuple[slice, ...], keep_fraction: float = 0.05) -> None:
@@ -214,12 +235,16 @@ def segment_vertebrae(
     boxes = ndimage.find_objects(labels)
     records = []
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    # Pieces named alike (a sacrum found in parts) are one vertebra; dict keeps head-to-foot order.
+    completeness_by_level: dict[int, float] = {}
     for vertebra, level in zip(found, levels):
+        completeness_by_level[level] = max(completeness_by_level.get(level, 0.0), float(vertebra.completeness))
+    for level, completeness in completeness_by_level.items():
         box = boxes[level - 1] if level <= len(boxes) else None
         if box is None:
             continue
         if refine_with_bone:
-            _refine_with_bone(labels, best, volume.array, level, box)
+            _refine_with_bone(labels, best, volume.array, level, box, volume.spacing)
         _remove_small_pieces(labels, level, box)
         voxels = np.argwhere(labels[box] == level) + [s.start for s in box]
         if len(voxels) == 0:
@@ -230,7 +255,7 @@ def segment_vertebrae(
                 level=level,
                 voxel_count=len(voxels),
                 volume_ml=round(len(voxels) * voxel_ml, 3),
-                completeness=round(float(vertebra.completeness), 4),
+                completeness=round(completeness, 4),
                 centroid_ras=tuple(float(x) for x in centroid),
             )
         )
