@@ -73,6 +73,9 @@ def test_shipped_recipes_express_the_bundled_model_runs():
     assert (vertebrae.model.filters, vertebrae.sampler.patch_size, vertebrae.model.spacing_mm) == (16, 40, 3.0)
     assert vertebrae.loss.level_weight == 0.2 and vertebrae.optimiser.learning_rate == 1e-3
     assert (vertebrae.schedule.kind, vertebrae.schedule.milestones, vertebrae.schedule.gamma) == (ScheduleKind.STEP, [0.8], 0.3)
+    finetune = load_config("vertebrae", RECIPES / "vertebrae-ct-phantom-v3.json")
+    assert finetune.model.initial_weights == "vertebrae-ct-phantom-v2"
+    assert (finetune.iterations, finetune.data.phantoms, finetune.seed, finetune.optimiser.learning_rate) == (6000, 100, 1, 3e-4)
     discs = load_config("discs", RECIPES / "discs-mri-phantom-v1.json")
     assert (discs.model.features, discs.batch_size, discs.loss.foreground_weight) == (48, 6, 4.0)
     assert config_to_dict(discs)["optimiser"]["name"] == "adam"
