@@ -28,5 +28,5 @@ def test_a_generous_mask_snaps_to_the_edge_of_blurred_bone():
         _refine_with_bone(labels, confident, hounsfield, 7, box, (1.0, 1.0, 1.0))
         refined = labels == 7
         assert dice(refined, truth) > 0.97, cortex_hu
-        assert refined[truth].all() or (truth & ~refined).sum() < 0.01 * truth.sum()
+        assert (truth & ~refined).sum() < 0.01 * truth.sum()  # almost nothing of the bone lost
         assert not (refined & ~ndimage.binary_dilation(truth)).any()  # nothing beyond one voxel outside

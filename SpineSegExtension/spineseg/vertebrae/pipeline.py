@@ -129,10 +129,11 @@ def _refine_with_bone(
 
 
 def _half_way_edge_hu(values: np.ndarray, body: np.ndarray) -> float:
-    """The intensity half-way between the tissue around ``body`` (median of a 1-voxel ring) and its cortex
-    (99th percentile inside); never below ``BONE_HU``. Where a blurred surface crosses it is the true edge."""
+    """The intensity half-way between the tissue around ``body`` (median of a 1-voxel ring; water, 0 HU,
+    if the body fills its box) and its cortex (99th percentile inside); never below ``BONE_HU``.
+    Where a blurred surface crosses it is the true edge."""
     ring = ndimage.binary_dilation(body) & ~body
-    around = float(np.median(values[ring])) if ring.any() else float(values[~body].min(initial=0.0))
+    around = float(np.median(values[ring])) if ring.any() else 0.0
     return max(BONE_HU, (around + float(np.percentile(values[body], 99))) / 2.0)
 
 
