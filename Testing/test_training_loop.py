@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,13 +79,15 @@ def _held_out_loss(config, weights=None) -> float:
 
 def test_a_few_steps_on_phantoms_lower_the_loss(tmp_path):
     config = tiny_config("vertebrae", "iterations=40", "log_interval=5", "checkpoint_interval=20",
-                         "validation.interval=20", "optimiser.learning_rate=0.003", 'schedule.kind="constant"')
+                         "validation.interval=20", "optimiser.learning_rate=0.003", 'schedule.kind="constant"',
+                         "validation.scans=1")
     result = trainer.train(config, tmp_path / "run", show_progress=False)
     before = _held_out_loss(config)
     after = _held_out_loss(config, read_latest_checkpoint(tmp_path / "run" / "checkpoints").weights)
     assert after < 0.92 * before, (before, after)
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,seconds,learning_rate,loss,mask,completeness,level,validation_score")
+    assert rows[0].endswith("validation_scan_dice,validation_scan_identification")
     assert len(rows) == 1 + 8
     assert (tmp_path / "run" / "metrics.png").stat().st_size > 10_000
     # The exported model is what `spineseg vertebrae --model PATH` loads.
@@ -92,7 +95,7 @@ def test_a_few_steps_on_phantoms_lower_the_loss(tmp_path):
     assert model.settings.patch_size == 16 and model.name == "vertebrae-model"
     manifest = result.model.manifest
     assert manifest["training"]["exported"].startswith("best validation score")
-    assert set(manifest["scores"]["validation"]) >= {"score", "dice", "level_error"}
+    assert set(manifest["scores"]["validation"]) >= {"score", "dice", "level_error", "scan_dice"}
     assert Path(manifest["training"]["run_config"]) == (tmp_path / "run" / "config.json").resolve()
 
 
@@ -260,3 +263,31 @@ def test_two_gloo_processes_train_together(tmp_path):
     torch.multiprocessing.spawn(_refused_rank, args=(_free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         assert "already holds a run" in (tmp_path / f"refused{rank}.txt").read_text()
+
+
+def _bundled_vertebra_task(validation_scans: int):
+    """The vertebra task at the bundled model's geometry, validating on one T5-L4 phantom (3 mm)."""
+    from spineseg.phantoms.ct import make_ct_phantom
+    from spineseg.vertebrae.sampler import TrainingCase
+
+    config = load_config("vertebrae", None, ['device="cpu"', "validation.patches=8", f"validation.scans={validation_scans}"])
+    phantom = make_ct_phantom(list(range(12, 24)), spacing=(3.0, 3.0, 3.0), seed=2024)
+    case = TrainingCase.from_hounsfield(phantom.image.array, phantom.labels.array, 3.0)
+    task = vertebra_training.VertebraTask(config, [case], [case], np.random.default_rng(0), "one phantom")
+    network = task.build_network()
+    network.load_state_dict(VertebraModel.from_checkpoint(None, "cpu").network.state_dict())
+    return task, network
+
+
+def test_whole_scan_validation_scores_what_the_pipeline_delivers():
+    """With validation.scans, the score is the level-matched Dice of whole validation scans walked and named
+    by the inference code: the bundled model outlines and names a T5-L4 phantom; a net with its level head
+    shifted by three levels keeps its patch Dice but scores nothing."""
+    task, network = _bundled_vertebra_task(validation_scans=1)
+    scores = task.validate(network, torch.device("cpu"))
+    assert task.validation_metrics[-2:] == ("scan_dice", "scan_identification")
+    assert scores["score"] == scores["scan_dice"] > 0.75 and scores["scan_identification"] >= 0.9
+    with torch.no_grad():
+        network.heads.level.bias += 3.0
+    shifted = task.validate(network, torch.device("cpu"))
+    assert shifted["dice"] == pytest.approx(scores["dice"]) and shifted["scan_dice"] < 0.05

@@ -121,3 +121,13 @@ def test_stray_pieces_off_the_spinal_column_are_dropped_even_when_found_first():
     # A gap of one missed vertebra (60 mm) keeps the column in one piece; 120 mm splits it.
     assert len(keep_spine_column(spine[:2] + spine[3:], spacing_mm=3.0)) == 5
     assert len(keep_spine_column(spine[:2] + spine[-1:], spacing_mm=3.0)) == 2
+
+
+def test_sacrum_behind_the_last_lumbar_vertebra_stays_in_the_column_but_iliac_wings_do_not():
+    """3 mm grid (axes R, A, S): the sacrum's centroid lies 43 mm behind and 42 mm below L5's (as in the real CT);
+    iliac-wing pieces lie 60-75 mm to the side between L5 and the sacrum."""
+    lumbar = [_piece([39, 41 + z // 20, z], 1800) for z in (63, 51, 39, 25)]
+    sacrum = _piece([39.5, 28.0, 11.0], 3400)
+    strays = [_piece([14.8, 37.8, 19.9], 1000), _piece([63.0, 46.0, 10.8], 600)]
+    kept = keep_spine_column(lumbar + strays + [sacrum], spacing_mm=3.0)
+    assert [v.centroid[2] for v in kept] == [63, 51, 39, 25, 11.0]

@@ -25,7 +25,10 @@ from .model import VertebraModel
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import FoundVertebra, TraversalResult, TraversalSettings, traverse
 
-__all__ = ["check_ct_intensities", "prepare_working_image", "segment_vertebrae", "keep_spine_column", "drop_fragments"]
+__all__ = [
+    "check_ct_intensities", "prepare_working_image", "find_vertebrae", "label_working_grid", "segment_vertebrae",
+    "keep_spine_column", "drop_fragments",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +60,16 @@ def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray
 
 
 def _paint(
-    found: list[FoundVertebra], levels: list[int], grid: Grid, volume: Volume, threshold: float = 0.5
+    found: list[FoundVertebra], levels: list[int], grid: Grid, target: Grid, threshold: float = 0.5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Label map on the input grid: each voxel gets the vertebra of highest probability above ``threshold``.
+    """Label map on ``target`` (from the working ``grid``): each voxel gets the vertebra of highest probability
+    above ``threshold``.
 
     Returns the labels and that highest probability per voxel.
     """
-    labels = np.zeros(volume.shape, dtype=np.uint8)
-    best = np.zeros(volume.shape, dtype=np.float16)
-    input_to_work = np.linalg.inv(grid.affine) @ volume.affine
+    labels = np.zeros(target.shape, dtype=np.uint8)
+    best = np.zeros(target.shape, dtype=np.float16)
+    input_to_work = np.linalg.inv(grid.affine) @ target.affine
     for vertebra, level in zip(found, levels):
         support = np.argwhere(vertebra.probability > 0.05)
         if len(support) == 0:
@@ -75,7 +79,7 @@ def _paint(
         corners = np.array(np.meshgrid(*zip(low, high), indexing="ij")).reshape(3, -1).T
         input_corners = (corners @ np.linalg.inv(input_to_work)[:3, :3].T) + np.linalg.inv(input_to_work)[:3, 3]
         start = np.maximum(np.floor(input_corners.min(axis=0)).astype(int), 0)
-        stop = np.minimum(np.ceil(input_corners.max(axis=0)).astype(int) + 1, volume.shape)
+        stop = np.minimum(np.ceil(input_corners.max(axis=0)).astype(int) + 1, target.shape)
         if np.any(stop <= start):
             continue
         box = tuple(slice(a, b) for a, b in zip(start, stop))
@@ -148,24 +152,32 @@ def _remove_small_pieces(labels: np.ndarray, level: int, box: tuple[slice, ...],
 
 
 def keep_spine_column(
-    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = 25.0, max_gap_mm: float = 80.0
+    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = 25.0, max_gap_mm: float = 80.0,
+    max_sagittal_tilt_deg: float = 55.0,
 ) -> list[FoundVertebra]:
     """Keep the largest run of found vertebrae that lines up as one spinal column.
 
     Once its trail ends, the walk keeps searching the scan and may accept a
-    rib, an iliac wing or a calcified vessel far to the side. Two found
-    vertebrae are linked when their centroids are at most ``max_offset_mm``
-    apart in the axial plane and ``max_gap_mm`` apart head to foot (room for
-    one missed vertebra); the linked group with the most members (then the
-    most voxels) is the spine. Naming fits one consecutive sequence, so
-    every stray piece kept would shift the names.
+    rib, an iliac wing or a calcified vessel beside or in front of the spine.
+    Two found vertebrae (centroids on the working grid, whose axes are R, A,
+    S) are linked when they are at most ``max_gap_mm`` apart head to foot
+    (room for one missed vertebra), at most ``max_offset_mm`` apart left to
+    right, and front to back at most ``max_offset_mm`` apart or within
+    ``max_sagittal_tilt_deg`` of the head-foot axis: the sacrum's centroid
+    lies 30-45 mm behind L5's, down the lumbosacral curve, while stray bone
+    lies beside or in front of the spine at about the same height. The linked
+    group with the most members (then the most voxels) is the spine. Naming
+    fits one consecutive sequence, so every stray piece kept would shift the
+    names.
     """
     if len(found) < 2:
         return found
     centres = np.array([v.centroid for v in found]) * spacing_mm
-    axial = np.linalg.norm(centres[:, None, :2] - centres[None, :, :2], axis=2)
-    vertical = np.abs(centres[:, None, 2] - centres[None, :, 2])
-    _, group = connected_components((axial <= max_offset_mm) & (vertical <= max_gap_mm))
+    offsets = np.abs(centres[:, None, :] - centres[None, :, :])
+    lateral, front_back, vertical = offsets[..., 0], offsets[..., 1], offsets[..., 2]
+    sagittal_limit = np.maximum(max_offset_mm, vertical * np.tan(np.deg2rad(max_sagittal_tilt_deg)))
+    linked = (lateral <= max_offset_mm) & (front_back <= sagittal_limit) & (vertical <= max_gap_mm)
+    _, group = connected_components(linked)
     sizes = np.bincount(group)
     voxels = np.bincount(group, weights=[v.voxel_count for v in found])
     best = max(range(len(sizes)), key=lambda g: (sizes[g], voxels[g]))
@@ -188,6 +200,34 @@ def drop_fragments(found: list[FoundVertebra], image_shape: tuple[int, int, int]
         return bool(vertebra.centroid[2] < margin or vertebra.centroid[2] > image_shape[2] - 1 - margin)
 
     return [v for v in found if v.voxel_count >= fraction * typical or cut_by_scan_end(v)]
+
+
+def find_vertebrae(
+    image: np.ndarray, model: VertebraModel, settings: TraversalSettings, progress: ProgressCallback = no_progress
+) -> tuple[list[FoundVertebra], list[int]]:
+    """Walk a working-grid CT (see ``prepare_working_image``), keep the spinal column and name it.
+
+    Returns:
+        The vertebrae head to foot and their VerSe numbers (a sacrum found in pieces repeats 26).
+    """
+    walk: TraversalResult = traverse(image, model.predict, settings, progress)
+    logger.info(
+        "traversal: %d vertebrae, %d forward passes, stopped because it %s",
+        len(walk.vertebrae), walk.forward_passes, walk.stop_reason,
+    )
+    column = keep_spine_column(walk.vertebrae, settings.spacing_mm)
+    if len(column) < len(walk.vertebrae):
+        logger.info("dropped %d found pieces off the spinal column", len(walk.vertebrae) - len(column))
+    # Head to foot by the working grid's superior axis, whatever the order of discovery.
+    found = sorted(drop_fragments(column, image.shape), key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
+    return found, assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found])
+
+
+def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tuple[int, int, int],
+                       spacing_mm: float) -> np.ndarray:
+    """The label map of named vertebrae on the working grid itself (no bone refinement): for validation."""
+    grid = Grid(shape, np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]))
+    return _paint(found, levels, grid, grid)[0]
 
 
 def segment_vertebrae(
@@ -219,19 +259,9 @@ def segment_vertebrae(
     )
     progress(0.02, "resampling to the model's grid")
     image, grid = prepare_working_image(volume, model.settings.spacing_mm)
-    walk: TraversalResult = traverse(image, model.predict, settings, scaled(progress, 0.05, 0.9))
-    logger.info(
-        "traversal: %d vertebrae, %d forward passes, stopped because it %s",
-        len(walk.vertebrae), walk.forward_passes, walk.stop_reason,
-    )
-    # Head to foot by the working grid's superior axis, whatever the order of discovery.
-    column = keep_spine_column(walk.vertebrae, model.settings.spacing_mm)
-    if len(column) < len(walk.vertebrae):
-        logger.info("dropped %d found pieces off the spinal column", len(walk.vertebrae) - len(column))
-    found = sorted(drop_fragments(column, image.shape), key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
-    levels = assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found])
+    found, levels = find_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
     progress(0.9, "painting vertebrae onto the input grid")
-    labels, best = _paint(found, levels, grid, volume, CANDIDATE_PROBABILITY if refine_with_bone else 0.5)
+    labels, best = _paint(found, levels, grid, Grid(volume.shape, volume.affine), CANDIDATE_PROBABILITY if refine_with_bone else 0.5)
     # One pass for every vertebra's bounding box; refinement only shrinks them, so they stay valid.
     boxes = ndimage.find_objects(labels)
     records = []
