@@ -553,7 +553,7 @@ def _draw_subject(rng: np.random.Generator) -> _Subject:
         body_scale=float(rng.uniform(0.9, 1.1)),
         fat_mm=float(rng.uniform(8.0, 30.0)),
         contrast=bool(rng.random() < 0.5),
-        cancellous_base=float(rng.uniform(150.0, 290.0)),
+        cancellous_base=float(rng.uniform(110.0, 290.0)),  # osteoporotic to young: real lumbar cores 50-250 HU
         cortical=float(rng.uniform(700.0, 1050.0)),
         cortex_mm=float(rng.uniform(1.0, 1.5)),
         gas=gas,
