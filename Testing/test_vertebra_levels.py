@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spineseg.labels import disc_name, disc_number, vertebra_name, vertebra_segment_name, vertebra_terminology
-from spineseg.vertebrae.levels import assign_levels, level_to_position, position_to_level
+from spineseg.vertebrae.levels import assign_levels, level_to_position, missed_levels, position_to_level
 
 
 def test_positions_skip_the_verse_gap_before_the_sacrum():
@@ -45,3 +45,21 @@ def test_names_and_codes():
     assert vertebra_terminology(28).value == "51282000"  # T13: vertebra, level unspecified
     assert disc_name(3) == "C2/C3" and disc_name(20) == "T12/L1" and disc_name(25) == "L5/S1"
     assert disc_number("L4/L5") == 24
+
+
+def test_a_vertebra_missed_by_the_walk_is_skipped_by_the_naming():
+    """Phantom seed 1002's walk: T11-L4 found, L5 missed, the sacrum found as three pieces (heights in mm)."""
+    heights = [261.6, 235.2, 203.7, 169.2, 134.7, 96.6, 35.7, 25.2, 2.4]
+    missed = missed_levels(heights)
+    assert missed == [0, 0, 0, 0, 0, 0, 1, 0, 0]
+    regressed = [17.4, 18.7, 20.0, 21.4, 22.0, 22.7, 25.0, 20.0, 18.4]
+    complete = [False, True, True, True, True, True, False, False, False]
+    assert assign_levels(regressed, complete, missed) == [18, 19, 20, 21, 22, 23, 26, 26, 26]
+    assert assign_levels(regressed, complete) == [18, 19, 20, 21, 22, 23, 24, 26, 26]  # without: sacrum named L5
+
+
+def test_steps_of_a_normal_spine_and_a_split_sacrum_show_no_missed_vertebra():
+    cervical_to_thoracic = [300, 284, 268, 251, 233, 213, 192, 170]  # C3-T2: the steps grow by a quarter
+    assert missed_levels(cervical_to_thoracic) == [0] * 8
+    assert missed_levels([200, 164, 128, 90, 78, 66]) == [0] * 6  # L3-L5, then the sacrum in three pieces
+    assert missed_levels([100, 60]) == [0, 0]

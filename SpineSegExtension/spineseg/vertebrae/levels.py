@@ -15,7 +15,9 @@ import numpy as np
 
 from ..labels import SACRUM
 
-__all__ = ["POSITIONS", "MAX_SACRUM_PIECES", "level_to_position", "position_to_level", "assign_levels"]
+__all__ = [
+    "POSITIONS", "MAX_SACRUM_PIECES", "level_to_position", "position_to_level", "missed_levels", "assign_levels",
+]
 
 # Position n (1-based) -> VerSe number: C1..L5, then the sacrum.
 POSITIONS: list[int] = list(range(1, 25)) + [SACRUM]
@@ -29,6 +31,10 @@ MAX_SACRUM_PIECES = 3
 # estimate costs a naming a bounded amount instead of outvoting the rest.
 LEVEL_ERROR_SCALE = 1.0
 OUTLIER_PROBABILITY = 0.05
+
+# A step between found vertebrae this many times the typical step around it has a vertebra missing in it:
+# one missed vertebra doubles the step; heights change by at most about a third between neighbours.
+MISSED_STEP_RATIO = 1.6
 
 
 def level_to_position(level: int) -> int:
@@ -45,13 +51,39 @@ def position_to_level(position: int) -> int:
     return POSITIONS[position - 1]
 
 
-def _candidate_sequences(count: int) -> list[np.ndarray]:
-    """Every naming of ``count`` head-to-foot pieces: consecutive positions, the foot end
-    possibly repeating the sacrum (a sacrum found in pieces)."""
+def missed_levels(heights_mm: Sequence[float]) -> list[int]:
+    """How many vertebrae the walk missed before each found one, from the head-foot height of their centroids.
+
+    A step between two found vertebrae of about ``k + 1`` times the typical step holds ``k`` missed
+    vertebrae once it exceeds ``MISSED_STEP_RATIO`` times it. The typical step is the larger of the medians
+    of up to two steps above and two below, so the short steps between pieces of one split sacrum do not
+    make a normal step look long. Runs of fewer than three steps give no evidence and no misses.
+
+    Args:
+        heights_mm: centroid heights head to foot (decreasing along the spine).
+
+    Returns:
+        Missed vertebrae before each piece (the first is always 0).
+    """
+    steps = np.abs(np.diff(np.asarray(heights_mm, dtype=float)))
+    missed = [0] * len(heights_mm)
+    if len(steps) < 3:
+        return missed
+    for index, step in enumerate(steps):
+        typical = max(float(np.median(side)) for side in (steps[max(index - 2, 0):index], steps[index + 1:index + 3])
+                      if len(side))
+        if typical > 0 and step > MISSED_STEP_RATIO * typical:
+            missed[index + 1] = max(int(round(step / typical)) - 1, 1)
+    return missed
+
+
+def _candidate_sequences(count: int, missed: Sequence[int]) -> list[np.ndarray]:
+    """Every naming of ``count`` head-to-foot pieces: consecutive positions except for ``missed``
+    vertebrae, the foot end possibly repeating the sacrum (a sacrum found in pieces)."""
     sacrum = len(POSITIONS)
     candidates = []
     for start in range(1, sacrum + 1):
-        positions = np.minimum(start + np.arange(count), sacrum)
+        positions = np.minimum(start + np.arange(count) + np.cumsum(missed), sacrum)
         if (positions == sacrum).sum() <= MAX_SACRUM_PIECES:
             candidates.append(positions)
     return candidates
@@ -65,7 +97,9 @@ def _log_likelihoods(regressed: np.ndarray) -> np.ndarray:
     return np.log((1.0 - OUTLIER_PROBABILITY) * laplace + OUTLIER_PROBABILITY / len(POSITIONS))
 
 
-def assign_levels(regressed: Sequence[float], complete: Sequence[bool] | None = None) -> list[int]:
+def assign_levels(
+    regressed: Sequence[float], complete: Sequence[bool] | None = None, missed: Sequence[int] | None = None
+) -> list[int]:
     """Name a head-to-foot run of vertebrae with the most likely consecutive sequence of levels.
 
     The likelihood of a naming is the product over the pieces of how well each
@@ -78,6 +112,7 @@ def assign_levels(regressed: Sequence[float], complete: Sequence[bool] | None = 
     Args:
         regressed: the level head's output per vertebra, in traversal order (head first).
         complete: which vertebrae are complete in their patch.
+        missed: vertebrae missed by the walk before each one (see ``missed_levels``): the sequence skips them.
 
     Returns:
         VerSe numbers, one per vertebra; up to ``MAX_SACRUM_PIECES`` foot-end pieces may all be 26.
@@ -88,7 +123,7 @@ def assign_levels(regressed: Sequence[float], complete: Sequence[bool] | None = 
     count = len(regressed)
     if count == 0:
         return []
-    candidates = _candidate_sequences(count)
+    candidates = _candidate_sequences(count, [0] * count if missed is None else missed)
     if not candidates:
         raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(POSITIONS)} levels")
     votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)
