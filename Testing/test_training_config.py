@@ -76,6 +76,9 @@ def test_shipped_recipes_express_the_bundled_model_runs():
     finetune = load_config("vertebrae", RECIPES / "vertebrae-ct-phantom-v3.json")
     assert finetune.model.initial_weights == "vertebrae-ct-phantom-v2"
     assert (finetune.iterations, finetune.data.phantoms, finetune.seed, finetune.optimiser.learning_rate) == (6000, 100, 1, 3e-4)
+    v4 = load_config("vertebrae", RECIPES / "vertebrae-ct-phantom-v4.json")
+    assert v4.model.initial_weights == "vertebrae-ct-phantom-v3" and v4.validation.scans == 4
+    assert (v4.iterations, v4.data.phantoms, v4.seed, v4.optimiser.learning_rate) == (9000, 150, 2, 2e-4)
     discs = load_config("discs", RECIPES / "discs-mri-phantom-v1.json")
     assert (discs.model.features, discs.batch_size, discs.loss.foreground_weight) == (48, 6, 4.0)
     assert config_to_dict(discs)["optimiser"]["name"] == "adam"

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
-DEFAULT_MODELS = {"vertebrae": "vertebrae-ct-phantom-v3", "discs": "discs-mri-phantom-v2"}
+DEFAULT_MODELS = {"vertebrae": "vertebrae-ct-phantom-v4", "discs": "discs-mri-phantom-v2"}
 
 
 class ModelEntry:
