@@ -73,7 +73,7 @@ def missed_levels(heights_mm: Sequence[float]) -> list[int]:
         typical = max(float(np.median(side)) for side in (steps[max(index - 2, 0):index], steps[index + 1:index + 3])
                       if len(side))
         if typical > 0 and step > MISSED_STEP_RATIO * typical:
-            missed[index + 1] = max(int(round(step / typical)) - 1, 1)
+            missed[index + 1] = int(round(step / typical)) - 1  # at least 1: the ratio is over 1.6
     return missed
 
 

@@ -203,13 +203,17 @@ def drop_fragments(found: list[FoundVertebra], image_shape: tuple[int, int, int]
 
 
 def find_vertebrae(
-    image: np.ndarray, model: VertebraModel, settings: TraversalSettings, progress: ProgressCallback = no_progress
+    image: np.ndarray, model: VertebraModel, settings: TraversalSettings | None = None,
+    progress: ProgressCallback = no_progress,
 ) -> tuple[list[FoundVertebra], list[int]]:
     """Walk a working-grid CT (see ``prepare_working_image``), keep the spinal column and name it.
+
+    ``settings`` default to the walk rules with the model's patch size and spacing.
 
     Returns:
         The vertebrae head to foot and their VerSe numbers (a sacrum found in pieces repeats 26).
     """
+    settings = settings or TraversalSettings(patch_size=model.settings.patch_size, spacing_mm=model.settings.spacing_mm)
     walk: TraversalResult = traverse(image, model.predict, settings, progress)
     logger.info(
         "traversal: %d vertebrae, %d forward passes, stopped because it %s",
@@ -226,10 +230,9 @@ def find_vertebrae(
     return found, assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found], missed)
 
 
-def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tuple[int, int, int],
-                       spacing_mm: float) -> np.ndarray:
+def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tuple[int, int, int]) -> np.ndarray:
     """The label map of named vertebrae on the working grid itself (no bone refinement): for validation."""
-    grid = Grid(shape, np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]))
+    grid = Grid(shape, np.eye(4))  # painting onto its own grid: only the shape matters
     return _paint(found, levels, grid, grid)[0]
 
 
@@ -257,14 +260,12 @@ def segment_vertebrae(
     check_ct_intensities(volume)
     progress(0.0, "loading the model")
     model = model or VertebraModel.from_checkpoint(None, device)
-    settings = settings or TraversalSettings(
-        patch_size=model.settings.patch_size, spacing_mm=model.settings.spacing_mm
-    )
     progress(0.02, "resampling to the model's grid")
     image, grid = prepare_working_image(volume, model.settings.spacing_mm)
     found, levels = find_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
     progress(0.9, "painting vertebrae onto the input grid")
-    labels, best = _paint(found, levels, grid, Grid(volume.shape, volume.affine), CANDIDATE_PROBABILITY if refine_with_bone else 0.5)
+    threshold = CANDIDATE_PROBABILITY if refine_with_bone else 0.5
+    labels, best = _paint(found, levels, grid, Grid(volume.shape, volume.affine), threshold)
     # One pass for every vertebra's bounding box; refinement only shrinks them, so they stay valid.
     boxes = ndimage.find_objects(labels)
     records = []

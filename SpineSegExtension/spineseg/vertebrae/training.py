@@ -41,7 +41,6 @@ from .loss import IterativeFCNLoss
 from .model import VertebraModel, VertebraModelSettings
 from .pipeline import find_vertebrae, label_working_grid, prepare_working_image
 from .sampler import PatchSampler, TrainingCase, TrainingPatch
-from .traversal import TraversalSettings
 
 __all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
 
@@ -199,11 +198,10 @@ class VertebraTask:
         """Walk, name and paint each validation scan on the working grid; mean level-matched Dice and
         identification rate over its vertebrae."""
         model = VertebraModel(network, self.settings, device)
-        walk = TraversalSettings(patch_size=self.settings.patch_size, spacing_mm=self.settings.spacing_mm)
         dices, identified = [], []
         for case in self.validation_scans:
-            found, levels = find_vertebrae(case.image, model, walk)
-            labels = label_working_grid(found, levels, case.image.shape, case.spacing_mm)
+            found, levels = find_vertebrae(case.image, model)
+            labels = label_working_grid(found, levels, case.image.shape)
             scores = score_vertebrae(labels, case.labels, (case.spacing_mm,) * 3)
             dices.append(scores.mean_dice)
             identified.append(scores.identification_rate)
