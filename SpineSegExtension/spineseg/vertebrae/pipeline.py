@@ -99,6 +99,12 @@ def _paint(
 BONE_HU = 200.0
 CONFIDENT_BONE_HU = 100.0
 CANDIDATE_PROBABILITY = 0.2
+# Voxels deeper than this inside the network's confident region (probability >= 0.5) stay vertebra
+# whatever their HU: the CT decides only the outer millimetre and the uncertain fringe. Marrow of
+# osteoporotic bone, fatty sacral marrow and low-dose noise read below 100 HU, and where the cortex has a
+# gap (thin endplates, the region's own edge) filling holes cannot recover them. Held-out phantoms: mean
+# Dice of seeds 1000 and 1002 0.732 without this rule, 0.805 at 1 mm, 0.795 at 2 mm, 0.782 at 3 mm.
+CORE_DEPTH_MM = 1.0
 # Depth of the surface band judged by the half-way rule: a CT's blur spreads bright cortex about this far.
 # Grids coarser than this get no band (each voxel is already its own mixture of bone and tissue).
 EDGE_BAND_MM = 2.0
@@ -112,23 +118,26 @@ def _refine_with_bone(
 
     The network works on a coarse grid; its interpolated probability says which
     vertebra a voxel belongs to, and the CT says where bone ends. A voxel keeps
-    the label if it is bone (>= 200 HU, or >= 100 HU where the network is sure)
-    or lies in a cavity enclosed by such bone (the cancellous core). On grids
-    finer than ``EDGE_BAND_MM``, the outer band of that is partly bone, partly
-    soft tissue (partial volume and blur); there a voxel keeps the label only
-    where it is at least half-way from the surrounding tissue to the cortex
-    (see ``_half_way_edge_hu``) or enclosed by such voxels. ``box`` bounds the
-    vertebra's voxels.
+    the label if it lies deeper than ``CORE_DEPTH_MM`` inside the confident
+    region (probability >= 0.5), if it is bone (>= 200 HU, or >= 100 HU where
+    the network is confident), or if it lies in a cavity enclosed by these. On
+    grids finer than ``EDGE_BAND_MM``, the outer band of that is partly bone,
+    partly soft tissue (partial volume and blur); there a voxel outside the core
+    keeps the label only where it is at least half-way from the surrounding
+    tissue to the cortex (see ``_half_way_edge_hu``) or enclosed by such voxels.
+    ``box`` bounds the vertebra's voxels.
     """
     region = labels[box] == level
     values = hounsfield[box]
-    bone = region & ((values >= BONE_HU) | ((values >= CONFIDENT_BONE_HU) & (best[box] >= 0.5)))
-    body = ndimage.binary_fill_holes(bone) & region
+    confident = region & (best[box] >= 0.5)
+    core = ndimage.distance_transform_edt(confident, sampling=spacing_mm) > CORE_DEPTH_MM
+    bone = region & ((values >= BONE_HU) | ((values >= CONFIDENT_BONE_HU) & confident))
+    body = ndimage.binary_fill_holes(bone | core) & region
     band_voxels = int(EDGE_BAND_MM / max(spacing_mm))
     if band_voxels > 0 and body.any():
         edge_hu = _half_way_edge_hu(values, body)
         surface = body & ~ndimage.binary_erosion(body, iterations=band_voxels)
-        body = ndimage.binary_fill_holes(body & ~(surface & (values < edge_hu))) & body
+        body = ndimage.binary_fill_holes(body & ~(surface & (values < edge_hu) & ~core)) & body
     labels[box][region & ~body] = 0
 
 
