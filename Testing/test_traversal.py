@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from spineseg.networks.unet3d import IterativeFCN, IterativeFCNConfig
 from spineseg.phantoms.ct import make_ct_phantom
-from spineseg.vertebrae.levels import assign_levels, level_to_position
+from spineseg.metrics import dice
+from spineseg.vertebrae.levels import assign_levels, level_to_position, position_to_level
 from spineseg.vertebrae.model import PatchPrediction, VertebraModel, VertebraModelSettings
 from spineseg.vertebrae.patches import OUTSIDE_VALUE, normalise_ct
-from spineseg.vertebrae.pipeline import keep_spine_column
+from spineseg.vertebrae.pipeline import keep_spine_column, label_working_grid
 from spineseg.vertebrae.traversal import FoundVertebra, TraversalSettings, traverse
 
 SMALL = TraversalSettings(patch_size=32, spacing_mm=4.0)
@@ -56,6 +58,42 @@ def test_oracle_walk_finds_every_vertebra_head_to_foot_and_names_them():
         assert np.all(vertebra.centroid >= voxels.min(axis=0)) and np.all(vertebra.centroid <= voxels.max(axis=0))
 
 
+class OverreachingOracle(OraclePredictor):
+    """The oracle, but like the real network it also reaches, unsure (0.6), one voxel into the next vertebra."""
+
+    def __call__(self, image: np.ndarray, memory: np.ndarray) -> PatchPrediction:
+        sure = super().__call__(image, memory)
+        if not sure.position:
+            return sure
+        inside = np.argwhere(image >= 1.0)
+        flat = (image[tuple(inside.T)] - 1).astype(np.int64)
+        patch = np.zeros(image.shape, self.labels.dtype)
+        patch[tuple(inside.T)] = self.labels.ravel()[flat]
+        below = position_to_level(int(sure.position) + 1) if sure.position < 25 else None
+        reach = ndimage.binary_dilation(sure.probability > 0.5) & (patch == below) & ~memory
+        probability = np.where(reach, 0.6, sure.probability).astype(np.float32)
+        return PatchPrediction(probability, sure.completeness, sure.position)
+
+
+@pytest.mark.parametrize("memory_probability", [0.5, 0.8])
+def test_the_next_vertebra_takes_back_what_the_one_above_reached_into(memory_probability):
+    """With the paper's memory (every voxel above 0.5) the overreach stays with the vertebra above;
+    remembering only sure voxels lets the next vertebra claim it, and painting gives it the right label."""
+    phantom = make_ct_phantom(list(range(18, 25)), spacing=(4.0, 4.0, 4.0), seed=3)
+    labels = phantom.labels.array
+    oracle = OverreachingOracle(labels)
+    settings = TraversalSettings(patch_size=32, spacing_mm=4.0, memory_probability=memory_probability)
+    found = sorted(traverse(oracle.encoded, oracle, settings).vertebrae, key=lambda v: -v.centroid[2])
+    levels = assign_levels([v.position for v in found])
+    painted = label_working_grid(found, levels, labels.shape)
+    wrong = int(((painted != labels) & (painted > 0) & (labels > 0)).sum())
+    if memory_probability == 0.5:
+        assert wrong > 100
+    else:
+        assert wrong == 0
+        assert all(dice(painted == level, labels == level) > 0.99 for level in levels)
+
+
 def test_empty_volume_needs_no_forward_pass():
     image = np.full((32, 32, 48), normalise_ct(np.array(-1000.0)), np.float32)
     calls = []
@@ -63,9 +101,10 @@ def test_empty_volume_needs_no_forward_pass():
     assert result.vertebrae == [] and result.forward_passes == 0 and not calls
 
 
-def test_greedy_predictor_that_claims_everything_still_terminates():
+@pytest.mark.parametrize("probability", [1.0, 0.6])  # sure: all goes to memory; unsure: nothing does
+def test_greedy_predictor_that_claims_everything_still_terminates(probability):
     image = np.random.default_rng(0).normal(0.5, 1.0, (50, 50, 80)).astype(np.float32)
-    always = lambda i, m: PatchPrediction(np.ones(i.shape, np.float32), 1.0, 10.0)  # noqa: E731
+    always = lambda i, m: PatchPrediction(np.full(i.shape, probability, np.float32), 1.0, 10.0)  # noqa: E731
     result = traverse(image, always, SMALL)
     assert len(result.vertebrae) <= SMALL.max_pieces
     assert result.forward_passes <= SMALL.max_forward_passes

@@ -58,6 +58,13 @@ def test_a_vertebra_missed_by_the_walk_is_skipped_by_the_naming():
     assert assign_levels(regressed, complete) == [18, 19, 20, 21, 22, 23, 24, 26, 26]  # without: sacrum named L5
 
 
+def test_a_run_too_long_to_skip_its_misses_is_named_without_them():
+    """25 pieces (a walk that went astray) with four supposed misses cannot all fit: naming ignores them."""
+    missed = [0] * 25
+    missed[5] = missed[10] = 2
+    assert assign_levels(list(range(1, 26)), missed=missed) == list(range(1, 25)) + [26]
+
+
 def test_steps_of_a_normal_spine_and_a_split_sacrum_show_no_missed_vertebra():
     cervical_to_thoracic = [300, 284, 268, 251, 233, 213, 192, 170]  # C3-T2: the steps grow by a quarter
     assert missed_levels(cervical_to_thoracic) == [0] * 8

@@ -112,7 +112,8 @@ def assign_levels(
     Args:
         regressed: the level head's output per vertebra, in traversal order (head first).
         complete: which vertebrae are complete in their patch.
-        missed: vertebrae missed by the walk before each one (see ``missed_levels``): the sequence skips them.
+        missed: vertebrae missed by the walk before each one (see ``missed_levels``): the sequence skips them,
+            unless the run is too long for that.
 
     Returns:
         VerSe numbers, one per vertebra; up to ``MAX_SACRUM_PIECES`` foot-end pieces may all be 26.
@@ -123,7 +124,11 @@ def assign_levels(
     count = len(regressed)
     if count == 0:
         return []
-    candidates = _candidate_sequences(count, [0] * count if missed is None else missed)
+    no_misses = [0] * count
+    # Misses are a step-length guess; a run too long to hold them all is named without them.
+    candidates = _candidate_sequences(count, no_misses if missed is None else missed) or _candidate_sequences(
+        count, no_misses
+    )
     if not candidates:
         raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(POSITIONS)} levels")
     votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)

@@ -11,6 +11,16 @@ positions are finite and only advance, refinement has a step limit, the
 number of vertebrae and forward passes are capped), patch centres are
 clamped in all three axes, memory is pasted at the patch's own place, and
 the search begins wherever the spine is, not at a fixed corner.
+
+Beyond the paper: a vertebra's uncertain fringe stays open to the next one.
+The network tends to reach into the vertebra below (nothing there is in
+memory yet); with the published rule that overreach entered the memory and
+the next vertebra could never take it back, so an L4 holding part of L5 left
+an L5 remainder that merged with the sacrum. Here the memory the network sees
+holds only voxels above ``memory_probability``; the voxels the walk has
+claimed (every accepted mask) decide what counts as a new fragment, so each
+acceptance still adds new voxels and the walk still ends. A voxel two
+vertebrae claim goes to the more probable one when the labels are painted.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ class TraversalSettings:
     max_pieces: int = 40  # accepted by the walk: vertebrae plus strays off the spine
     max_forward_passes: int = 2000
     bone_threshold: float = 0.15  # normalised CT (150 HU): patches without such voxels hold no vertebra
+    memory_probability: float = 0.8  # the network's memory gets a vertebra's voxels above this (0.5: the paper)
 
     def __post_init__(self) -> None:
         if self.patch_size < 8:
@@ -102,7 +113,8 @@ class _Walker:
         self.image = image
         self.predict = predict
         self.settings = settings
-        self.memory = np.zeros(image.shape, dtype=bool)
+        self.memory = np.zeros(image.shape, dtype=bool)  # the network's input: the vertebrae's sure voxels
+        self.claimed = np.zeros(image.shape, dtype=bool)  # every accepted mask: what is no longer new
         self.passes = 0
         self.voxel_mm3 = settings.spacing_mm**3
         self.upper = np.array(image.shape, dtype=float) - 1
@@ -126,9 +138,10 @@ class _Walker:
         self.passes += 1
         return corner, self.predict(image, memory), memory
 
-    def new_fragment(self, prediction: PatchPrediction, memory: np.ndarray, min_mm3: float) -> np.ndarray | None:
-        """The largest connected component of the mask not yet in memory, if big enough."""
-        candidate = (prediction.probability > 0.5) & ~memory
+    def new_fragment(self, prediction: PatchPrediction, corner: np.ndarray, min_mm3: float) -> np.ndarray | None:
+        """The largest connected component of the mask that no accepted vertebra claimed, if big enough."""
+        claimed = extract_patch(self.claimed, corner, self.settings.patch_size, False)
+        candidate = (prediction.probability > 0.5) & ~claimed
         components, count = ndimage.label(candidate)
         if count == 0:
             return None
@@ -185,8 +198,8 @@ def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebr
         if current is not None:
             for shift in (0, settings.patch_size // 2):
                 centre = walker.clamp(current - np.array([0, 0, shift]))
-                corner, prediction, memory = walker.run(centre)
-                fragment = walker.new_fragment(prediction, memory, min_mm3)
+                corner, prediction, _ = walker.run(centre)
+                fragment = walker.new_fragment(prediction, corner, min_mm3)
                 if fragment is not None:
                     fragment_centre = corner + np.argwhere(fragment).mean(axis=0)
                     break
@@ -197,8 +210,8 @@ def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebr
             progress(next_search / len(positions), f"searching ({len(found)} vertebrae so far)")
             if not walker.has_bone(centre):
                 continue
-            corner, prediction, memory = walker.run(centre)
-            fragment = walker.new_fragment(prediction, memory, min_mm3)
+            corner, prediction, _ = walker.run(centre)
+            fragment = walker.new_fragment(prediction, corner, min_mm3)
             if fragment is not None:
                 fragment_centre = corner + np.argwhere(fragment).mean(axis=0)
         if fragment_centre is None:
@@ -218,8 +231,8 @@ def _refine_and_accept(walker: _Walker, centre: np.ndarray, min_mm3: float) -> F
     settings = walker.settings
     history = [centre]
     for _ in range(settings.max_refinement_steps):
-        corner, prediction, memory = walker.run(centre)
-        fragment = walker.new_fragment(prediction, memory, min_mm3)
+        corner, prediction, _ = walker.run(centre)
+        fragment = walker.new_fragment(prediction, corner, min_mm3)
         if fragment is None:
             return None
         moved_to = walker.clamp(corner + np.argwhere(fragment).mean(axis=0))
@@ -231,18 +244,20 @@ def _refine_and_accept(walker: _Walker, centre: np.ndarray, min_mm3: float) -> F
         # No convergence after the step limit: settle between the last two positions.
         centre = walker.clamp((history[-1] + history[-2]) / 2)
     corner, prediction, memory = walker.run(centre)
-    fragment = walker.new_fragment(prediction, memory, min_mm3)
+    fragment = walker.new_fragment(prediction, corner, min_mm3)
     if fragment is None:
         return None
-    # The whole new mask joins the memory (a vertebra may fall apart into pieces at coarse
-    # resolution); the probability is kept only around it, for smooth upsampling.
+    # The whole new mask is claimed (a vertebra may fall apart into pieces at coarse resolution),
+    # including fringe voxels of the vertebra above; its sure part joins the memory. The
+    # probability is kept only around the mask, for smooth upsampling.
     mask = (prediction.probability > 0.5) & ~memory
     support = ndimage.binary_dilation(mask, iterations=2) & ~memory
     probability = np.where(support, prediction.probability, 0.0).astype(np.float16)
     overlap = overlap_slices(corner, settings.patch_size, walker.memory.shape)
     if overlap is None:
         return None
-    walker.memory[overlap[0]] |= mask[overlap[1]]
+    walker.claimed[overlap[0]] |= mask[overlap[1]]
+    walker.memory[overlap[0]] |= (mask & (prediction.probability > settings.memory_probability))[overlap[1]]
     return FoundVertebra(
         corner=corner,
         probability=probability,
