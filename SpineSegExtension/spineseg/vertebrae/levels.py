@@ -124,11 +124,9 @@ def assign_levels(
     count = len(regressed)
     if count == 0:
         return []
-    no_misses = [0] * count
     # Misses are a step-length guess; a run too long to hold them all is named without them.
-    candidates = _candidate_sequences(count, no_misses if missed is None else missed) or _candidate_sequences(
-        count, no_misses
-    )
+    candidates = _candidate_sequences(count, missed) if missed is not None else []
+    candidates = candidates or _candidate_sequences(count, [0] * count)
     if not candidates:
         raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(POSITIONS)} levels")
     votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)

@@ -227,7 +227,7 @@ def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebr
 
 
 def _refine_and_accept(walker: _Walker, centre: np.ndarray, min_mm3: float) -> FoundVertebra | None:
-    """Centre the patch on the fragment, then add the fragment to memory."""
+    """Centre the patch on the fragment, then claim its mask and remember the mask's sure part."""
     settings = walker.settings
     history = [centre]
     for _ in range(settings.max_refinement_steps):
