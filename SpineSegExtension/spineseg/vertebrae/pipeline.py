@@ -312,7 +312,8 @@ def segment_vertebrae(
         device: 'auto', 'cpu' or 'cuda' (used when ``model`` is None).
         progress: ``(fraction, message)`` callback; raising in it cancels.
         settings: traversal rules; by default they follow the model's geometry.
-        refine_with_bone: snap boundaries to bone in the full-resolution CT (see ``_refine_with_bone``).
+        refine_with_bone: snap boundaries to bone in the full-resolution CT (see ``_refine_with_bone``) and
+            fill the marrow each vertebra's cortex encloses (see ``_fill_enclosed_marrow``).
 
     Returns:
         The label map in the input's grid (VerSe numbers) and one record per vertebra, head to foot.
