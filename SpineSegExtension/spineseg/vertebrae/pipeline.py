@@ -165,9 +165,10 @@ def _fill_enclosed_marrow(
     cavity; a cavity mostly bordered by this vertebra (see
     ``CAVITY_OWNER_SHARE``) is its marrow. Where the scan's face cuts a
     vertebra, the openings its cortex rings on that face count as closed, so a
-    vertebra cut by the field of view keeps its marrow; the
-    spinal canal, the foramina and the discs open onto other vertebrae or soft
-    tissue and are never enclosed.
+    vertebra cut by the field of view keeps its marrow. The spinal canal, the
+    foramina and the discs open onto other vertebrae or soft tissue and are
+    never enclosed; a disc that a bony bridge closes is bordered by two
+    vertebrae, so neither takes it.
     """
     margin = [int(np.ceil(CAVITY_MARGIN_MM / s)) for s in spacing_mm]
     around = tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(box, margin, labels.shape))
