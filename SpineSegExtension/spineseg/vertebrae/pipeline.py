@@ -184,8 +184,8 @@ def _fill_enclosed_marrow(
     inside = (slice(1, -1),) * 3
     cavities, _ = ndimage.label(ndimage.binary_fill_holes(walled)[inside] & ~solid & (local == 0))
     thickness = max(1, round(CAVITY_BORDER_MM / float(np.mean(spacing_mm))))
-    for index, found in enumerate(ndimage.find_objects(cavities), start=1):
-        grown = tuple(slice(max(s.start - thickness, 0), s.stop + thickness) for s in found)
+    for index, extent in enumerate(ndimage.find_objects(cavities), start=1):
+        grown = tuple(slice(max(s.start - thickness, 0), s.stop + thickness) for s in extent)
         cavity = cavities[grown] == index
         border = local[grown][ndimage.binary_dilation(cavity, iterations=thickness) & ~cavity]
         own = int((border == level).sum())
