@@ -6,18 +6,17 @@ In Slicer:
 With plain Python and the slicer-core wheel (MRML without the application):
     python SpineSegExtension/SpineSegBatch.py --task discs --input mri.nii.gz --output results/
 
-Each case gets a folder ``OUTPUT/<case>/`` with, for vertebrae,
-``vertebrae.seg.nrrd`` (written by Slicer's segmentation storage node),
-``vertebrae.nii.gz`` and ``vertebrae.json``; for discs ``discs.mrk.json``
-(markups storage node) and ``discs.json``. Cases whose outputs all exist are
-skipped; a failing case is reported and the batch goes on. Files are written
-under a temporary name and moved into place, so a case is done or not at all.
+Each case gets a folder ``OUTPUT/<case>/`` holding the files ``spineseg
+vertebrae`` or ``spineseg discs`` writes (the same job, :mod:`spineseg.jobs`,
+so the same files and JSON schema). The model is loaded once for all cases.
+Cases whose outputs all exist are skipped; a failing case is reported and the
+batch goes on. Files are staged and moved into place together, so a case is
+done or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -31,11 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # SpineSegLib an
 
 log = logging.getLogger("SpineSegBatch")
 
-TASKS = ("vertebrae", "discs")
-OUTPUT_FILES: dict[str, tuple[str, ...]] = {
-    "vertebrae": ("vertebrae.seg.nrrd", "vertebrae.nii.gz", "vertebrae.json"),
-    "discs": ("discs.mrk.json", "discs.json"),
-}
+from spineseg.choices import DeviceChoice, Task  # noqa: E402  (torch-free)
+from spineseg.jobs import output_names  # noqa: E402  (imports torch only when a job runs)
+
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 TaskFunction = Callable[..., Any]  # (volume, model=, device=, progress=) -> VertebraeResult | DiscsResult
@@ -104,106 +101,52 @@ def find_cases(input_path: str | os.PathLike) -> list[Case]:
     return cases
 
 
-def outputs_exist(output_dir: Path, case: Case, task: str) -> bool:
-    return all((output_dir / case.name / name).exists() for name in OUTPUT_FILES[task])
-
-
-def default_task_function(task: str) -> TaskFunction:
-    """The core's task function (imported only when needed: it pulls in torch)."""
-    if task == "vertebrae":
-        from spineseg.vertebrae.pipeline import segment_vertebrae
-
-        return segment_vertebrae
-    from spineseg.discs.pipeline import label_discs
-
-    return label_discs
-
-
-def _write_json(data: Any, path: Path) -> None:
-    from spineseg.io import atomic_path
-
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2))
-
-
-def process_case(
-    context: Any,
-    case: Case,
-    task: str,
-    output_dir: Path,
-    task_function: TaskFunction,
-    device: str = "auto",
-    model: str | None = None,
-) -> None:
-    """Read one case, run the task, build the MRML nodes and write every output of the case."""
-    from SpineSegLib import markups, segmentations, storage, volumes
-    from spineseg.io import read_volume, write_volume
-
-    volume = read_volume(case.path)
-    added: list[Any] = []
-    try:
-        input_node = volumes.node_from_volume(context.scene, volume, case.name)
-        added.append(input_node)
-
-        def progress(fraction: float, message: str) -> None:
-            log.debug("%s: %3.0f%% %s", case.name, 100 * fraction, message)
-
-        result = task_function(volume, model=model, device=device, progress=progress)
-        folder = output_dir / case.name
-        folder.mkdir(parents=True, exist_ok=True)
-        if task == "vertebrae":
-            node = segmentations.segmentation_from_result(
-                context.scene, context.segmentations_logic, result, input_node
-            )
-            added.append(node)
-            write_volume(result.label_map, folder / "vertebrae.nii.gz")
-            _write_json({"vertebrae": [r.to_dict() for r in result.vertebrae]}, folder / "vertebrae.json")
-            storage.write_segmentation(node, folder / "vertebrae.seg.nrrd")  # last: marks the case done
-        else:
-            node = markups.markups_from_discs(context.scene, result, input_node)
-            added.append(node)
-            _write_json({"discs": [d.to_dict() for d in result.discs]}, folder / "discs.json")
-            storage.write_markups(node, folder / "discs.mrk.json")
-    finally:
-        for node in added:  # leave a user's Slicer scene as it was
-            context.scene.RemoveNode(node)
+def outputs_exist(output_dir: Path, case: Case, task: Task) -> bool:
+    return all((output_dir / case.name / name).exists() for name in output_names(task))
 
 
 def run_batch(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    task: str,
-    device: str = "auto",
-    model: str | None = None,
+    task: Task | str,
+    device: DeviceChoice | str = DeviceChoice.AUTO,
+    model: Any = None,
     overwrite: bool = False,
     task_function: TaskFunction | None = None,
-    context: Any = None,
 ) -> BatchSummary:
     """Process every case; skip those already done, record failures and go on.
 
     Args:
+        model: None (bundled), a bundled name, a manifest or weights path, or a loaded model; loaded once.
         task_function: replaces the core's task function (tests pass a fast one).
-        context: a SpineSegLib.scene.SceneContext (default: Slicer's scene, or a new headless one).
-    """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    from SpineSegLib.scene import current_context
 
+    Raises:
+        ValueError: unknown task or device, or an input with nothing to process.
+        spineseg.errors.ModelError: the model cannot be loaded.
+    """
+    from spineseg.jobs import run_job
+    from spineseg.model_store import load_model
+
+    task, device = Task(task), DeviceChoice(device)
     start = time.monotonic()
     output_dir = Path(output_dir)
     cases = find_cases(input_path)
-    context = context or current_context()
-    function = task_function or default_task_function(task)
+    loaded = load_model(task, model, device)
     summary = BatchSummary()
     for number, case in enumerate(cases, 1):
         if not overwrite and outputs_exist(output_dir, case, task):
             log.info("[%d/%d] %s: outputs exist, skipped", number, len(cases), case.name)
             summary.skipped.append(case.name)
             continue
-        log.info("[%d/%d] %s: %s ...", number, len(cases), case.name, task)
+        log.info("[%d/%d] %s: %s ...", number, len(cases), case.name, task.value)
         case_start = time.monotonic()
+
+        def progress(fraction: float, message: str) -> None:
+            log.debug("%s: %3.0f%% %s", case.name, 100 * fraction, message)
+
         try:
-            process_case(context, case, task, output_dir, function, device, model)
+            run_job(task, case.path, output_dir / case.name, model=loaded, device=device, overwrite=True,
+                    progress=progress, predict=task_function)
         except Exception as error:  # one bad case must not stop the batch
             summary.failed[case.name] = f"{type(error).__name__}: {error}"
             log.error("[%d/%d] %s failed: %s", number, len(cases), case.name, error)
@@ -217,11 +160,12 @@ def run_batch(
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="SpineSegBatch.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=[task.value for task in Task])
     parser.add_argument("--input", required=True, help="an image file, a DICOM folder or a folder of images")
     parser.add_argument("--output", required=True, help="output folder (one sub-folder per case)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--model", default=None, help="model name from the manifest or a path to a weights file")
+    parser.add_argument("--device", default=DeviceChoice.AUTO.value, choices=[choice.value for choice in DeviceChoice])
+    parser.add_argument("--model", default=None,
+                        help="bundled model name, or path of a model's .json manifest or .safetensors weights")
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     parser.add_argument("--verbose", action="store_true")
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -231,6 +175,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from spineseg.errors import ModelError
+
     options = parse_arguments(argv)
     logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO, format="%(message)s")
     try:
@@ -240,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ImportError) as error:
         print(f"SpineSegBatch: error: {error}", file=sys.stderr)
         return 2
+    except ModelError as error:
+        print(f"SpineSegBatch: model error: {error}", file=sys.stderr)
+        return 3
     print(summary.text())
     return summary.exit_code
 

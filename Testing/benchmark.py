@@ -29,7 +29,8 @@ import torch
 from spineseg.io import write_volume
 from spineseg.metrics import score_vertebrae
 from spineseg.phantoms.ct import make_ct_phantom
-from spineseg.vertebrae.model import VertebraModel
+from spineseg.choices import Task
+from spineseg.model_store import load_model
 from spineseg.vertebrae.pipeline import segment_vertebrae
 from spineseg.volume import Volume, VolumeKind
 
@@ -53,7 +54,7 @@ def main() -> None:
         return
     phantom = make_ct_phantom(list(range(13, 25)) + [26], spacing=(1.0, 1.0, 1.0), orientation="LPS", seed=1000)
     before = peak_rss_mb()
-    model = VertebraModel.from_checkpoint(None, args.device)
+    model = load_model(Task.VERTEBRAE, None, args.device)
     times, passes = [], []
     for _ in range(args.runs):
         model.forward_passes = 0

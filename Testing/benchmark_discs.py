@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from spineseg.discs.outputs import run_discs
-from spineseg.discs.pipeline import DiscModel
+from spineseg.choices import Task
+from spineseg.jobs import run_discs
+from spineseg.model_store import load_model
 from spineseg.io import write_volume
 from spineseg.phantoms.mri import make_mri_phantom
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = DiscModel.from_file(args.model)
+    model = load_model(Task.DISCS, args.model, "cpu")
     phantom = make_mri_phantom("lumbar", contrast="T2", seed=7)
     work = Path(tempfile.mkdtemp(prefix="spineseg-bench-"))
     try:

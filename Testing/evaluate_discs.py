@@ -30,8 +30,11 @@ import numpy as np
 import torch
 
 from spineseg.discs.metrics import score_discs, summarise
-from spineseg.discs.pipeline import DiscModel, label_discs
-from spineseg.discs.outputs import write_picture
+from spineseg.choices import Task
+from spineseg.discs.model import DiscModel
+from spineseg.discs.pipeline import label_discs
+from spineseg.model_store import load_model
+from spineseg.pictures import write_discs_picture
 from spineseg.io import read_volume
 from spineseg.phantoms.mri import FIELDS_OF_VIEW, random_mri_phantom
 
@@ -97,7 +100,7 @@ def evaluate_real(model: DiscModel, picture_dir: Path | None) -> dict:
                        "predicted_numbers": result.numbers, "seconds": round(time.time() - start, 2)}
         if picture_dir is not None:
             picture_dir.mkdir(parents=True, exist_ok=True)
-            write_picture(result, picture_dir / f"{name}.png", title=f"{name}: {result.numbers}")
+            write_discs_picture(result, picture_dir / f"{name}.png", title=f"{name}: {result.numbers}")
     return cases
 
 
@@ -108,7 +111,7 @@ def _sct_discs(bodies: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="weights (.safetensors); default the bundled model")
+    parser.add_argument("--model", default=None, help="bundled model name, or a model's .json or .safetensors path; default the bundled model")
     parser.add_argument("--phantoms", type=int, default=40)
     parser.add_argument("--thoracic", type=int, default=8, help="extra thoracic-only phantoms (no anchor)")
     parser.add_argument("--seed", type=int, default=1000)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pictures", default=None, help="folder for pictures of the real-MRI results")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = DiscModel.from_file(args.model)
+    model = load_model(Task.DISCS, args.model, "cpu")
     report = {
         "model": model.name,
         "held_out_phantoms": evaluate_phantoms(model, args.phantoms, args.seed, ANCHORED),

@@ -22,6 +22,8 @@ import numpy as np
 from spineseg.io import read_volume
 from spineseg.metrics import score_vertebrae
 from spineseg.phantoms.ct import make_ct_phantom
+from spineseg.choices import Task
+from spineseg.model_store import load_model
 from spineseg.vertebrae.model import VertebraModel
 from spineseg.vertebrae.pipeline import segment_vertebrae
 from spineseg.volume import VolumeKind
@@ -93,7 +95,7 @@ def main() -> None:
     parser.add_argument("--no-bone-refinement", action="store_true")
     parser.add_argument("--more", action="store_true", help="also score five more held-out phantoms")
     args = parser.parse_args()
-    model = VertebraModel.from_checkpoint(args.model, "cpu")
+    model = load_model(Task.VERTEBRAE, args.model, "cpu")
     refine = not args.no_bone_refinement
     summary = {"model": model.name, "bone_refinement": refine}
     groups = {"phantoms": HELD_OUT, "more_phantoms": MORE_HELD_OUT} if args.more else {"phantoms": HELD_OUT}

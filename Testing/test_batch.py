@@ -1,4 +1,4 @@
-"""SpineSegBatch.py under plain Python with slicer-core: folder mode, skipping, failures, file contents."""
+"""SpineSegBatch.py under plain Python: folder mode, skipping, failures, file contents read back by MRML."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import SpineSegBatch as batch  # noqa: E402  (imports no slicer at module level)
 from spineseg.io import read_volume, write_volume  # noqa: E402
+from spineseg.jobs import output_names  # noqa: E402
 from spineseg.phantoms.ct import make_ct_phantom  # noqa: E402
 from spineseg.phantoms.mri import make_mri_phantom  # noqa: E402
 from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraRecord  # noqa: E402
@@ -79,12 +80,12 @@ def test_folder_mode_writes_reads_back_skips_and_reports_failures(cases, tmp_pat
 
     context = create_headless_context()
     out = tmp_path / "out"
-    summary = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae, context=context)
+    summary = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae)
     assert summary.done == ["alpha", "beta"]
     assert list(summary.failed) == ["broken"] and "cannot read" in summary.failed["broken"]
     assert summary.exit_code == 1
     assert "2 done, 0 skipped, 1 failed" in summary.text()
-    assert sorted(p.name for p in (out / "alpha").iterdir()) == sorted(batch.OUTPUT_FILES["vertebrae"])
+    assert sorted(p.name for p in (out / "alpha").iterdir()) == sorted(output_names("vertebrae"))
     for name, source in (("alpha", "alpha.nii.gz"), ("beta", "beta.nrrd")):
         expected = fake_vertebrae(read_volume(cases / source), progress=lambda f, m: None).label_map
         assert_slicerio_matches(slicerio.read_segmentation(str(out / name / "vertebrae.seg.nrrd")), expected)
@@ -92,12 +93,12 @@ def test_folder_mode_writes_reads_back_skips_and_reports_failures(cases, tmp_pat
         assert np.array_equal(written.array, expected.array)
         table = json.loads((out / name / "vertebrae.json").read_text())
         assert [v["name"] for v in table["vertebrae"]] == ["L1", "L2", "L3"]
-    assert context.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0  # scene left clean
+        assert table["input"] == str(cases / source) and table["model"]["name"] == "vertebrae-ct-phantom-v4"
 
-    again = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae, context=context)
+    again = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae)
     assert again.skipped == ["alpha", "beta"] and again.done == [] and list(again.failed) == ["broken"]
 
-    discs = batch.run_batch(cases / "alpha.nii.gz", out, "discs", task_function=fake_discs, context=context)
+    discs = batch.run_batch(cases / "alpha.nii.gz", out, "discs", task_function=fake_discs)
     assert discs.done == ["alpha"] and discs.exit_code == 0
     expected_discs = fake_discs(read_volume(cases / "alpha.nii.gz"))
     assert_mrk_json_matches(out / "alpha" / "discs.mrk.json", expected_discs)
@@ -146,7 +147,8 @@ def test_arguments_accept_slicers_separator():
 
 def test_main_in_process_with_injected_task(cases, tmp_path, monkeypatch, capsys):
     needs_slicer_core()
-    monkeypatch.setattr(batch, "default_task_function", lambda task: fake_discs)
+    run_batch = batch.run_batch
+    monkeypatch.setattr(batch, "run_batch", lambda *args: run_batch(*args, task_function=fake_discs))
     code = batch.main(["--task", "discs", "--input", str(cases / "beta.nrrd"), "--output", str(tmp_path / "o")])
     assert code == 0
     assert "1 done, 0 skipped, 0 failed" in capsys.readouterr().out
@@ -177,5 +179,5 @@ def test_real_core_functions_on_a_phantom(tmp_path, task):
     write_volume(image, tmp_path / "in" / "phantom.nii.gz")
     summary = batch.run_batch(tmp_path / "in", tmp_path / "out", task, device="cpu")
     assert summary.done == ["phantom"], summary.text()
-    for name in batch.OUTPUT_FILES[task]:
+    for name in output_names(task):
         assert (tmp_path / "out" / "phantom" / name).exists()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from spineseg.discs.metrics import score_discs
-from spineseg.discs.pipeline import BUNDLED_MODEL, DiscModel, label_discs
+from spineseg.choices import Task
+from spineseg.discs.pipeline import label_discs
+from spineseg.model_store import load_model
 from spineseg.phantoms.mri import make_mri_phantom
-
-pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason=f"bundled model {BUNDLED_MODEL} not built")
 
 
 def test_bundled_model_labels_a_lumbar_phantom():
-    model = DiscModel.from_file(None)
-    assert model.manifest["task"] == "discs"
+    model = load_model(Task.DISCS, None, "cpu")
+    assert model.entry.task == "discs" and model.name == "discs-mri-phantom-v2"
     phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.2, 1.2), orientation="PIR", seed=123)
     result = label_discs(phantom.image, model, device="cpu")
     scores = score_discs(result.discs, phantom.disc_points)

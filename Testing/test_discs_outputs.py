@@ -1,4 +1,4 @@
-"""run_discs end to end with a tiny untrained model: files, LPS/RAS, bad inputs."""
+"""The disc job end to end with a tiny untrained model: files, LPS/RAS, bad inputs."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 import SimpleITK as sitk
 
 from spineseg.discs.network import AttentionHourglassNet, HourglassConfig
-from spineseg.discs.outputs import OUTPUT_NAMES, run_discs
-from spineseg.discs.pipeline import DiscModel
+from spineseg.choices import Task
+from spineseg.discs.model import DiscModel
 from spineseg.discs.training import disc_manifest
 from spineseg.errors import InputError, ModelError
 from spineseg.io import write_volume
-from spineseg.model_store import save_model
+from spineseg.jobs import output_names, run_discs
+from spineseg.model_store import load_model, save_model
 from spineseg.phantoms.mri import make_mri_phantom
 from spineseg.volume import Volume, affine_from_geometry
 
@@ -29,7 +30,7 @@ def tiny_model(tmp_path_factory) -> DiscModel:
     network = AttentionHourglassNet(HourglassConfig(features=8))
     entry = save_model(network.state_dict(), disc_manifest(network.config, 256, 1.25),
                        tmp_path_factory.mktemp("model"), "tiny")
-    return DiscModel.from_file(entry.weights_path)
+    return load_model(Task.DISCS, entry.weights_path, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def mri_file(tmp_path_factory) -> Path:
 
 def test_outputs_written_and_markups_read_back(tiny_model, mri_file, tmp_path):
     out = tmp_path / "out"
-    result = run_discs(mri_file, out, model=tiny_model, device="cpu")
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    result = run_discs(mri_file, out, model=tiny_model, device="cpu").result
+    assert sorted(p.name for p in out.iterdir()) == sorted(output_names(Task.DISCS))
     markups = json.loads((out / "discs.mrk.json").read_text())
     assert markups["@schema"].endswith("markups-schema-v1.0.3.json#")
     node = markups["markups"][0]
@@ -62,7 +63,7 @@ def test_outputs_written_and_markups_read_back(tiny_model, mri_file, tmp_path):
 
 
 def test_markups_positions_for_known_disc(tmp_path):
-    from spineseg.discs.outputs import write_markups
+    from spineseg.writers import write_markups
     from spineseg.results import DiscRecord, DiscsResult
 
     write_markups(DiscsResult([DiscRecord(25, (10.0, -20.0, 30.0), 0.5)]), tmp_path / "d.mrk.json")
@@ -138,7 +139,7 @@ def test_bad_input_gives_clear_error_and_no_outputs(case, tiny_model, tmp_path):
 
 
 def test_damaged_model_is_refused(tmp_path, tiny_model):
-    weights = save_model(tiny_model.network.state_dict(), tiny_model.manifest, tmp_path, "m").weights_path
+    weights = save_model(tiny_model.network.state_dict(), tiny_model.entry.manifest, tmp_path, "m").weights_path
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelError, match="sha256"):
-        DiscModel.from_file(weights)
+        load_model(Task.DISCS, weights)

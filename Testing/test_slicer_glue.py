@@ -21,7 +21,7 @@ from spineseg.labels import (  # noqa: E402
     vertebra_segment_name,
     vertebra_terminology,
 )
-from spineseg.results import DiscRecord, DiscsResult, VertebraeResult  # noqa: E402
+from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraRecord  # noqa: E402
 from spineseg.volume import Volume, VolumeKind, affine_from_geometry  # noqa: E402
 
 
@@ -294,35 +294,42 @@ def test_results_are_placed_in_the_inputs_study(context):
     assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(points)) == study
 
 
-# --- files written by storage nodes ------------------------------------------------------------
+# --- the core's files, read by MRML's own storage nodes ---------------------------------------
 
 
-def test_seg_nrrd_and_mrk_json_read_back(context, tmp_path):
+def test_core_seg_nrrd_and_mrk_json_load_in_mrml(context, tmp_path):
+    """What the one .seg.nrrd writer and the one .mrk.json writer produce, Slicer reads back exactly."""
     import slicerio
-    from SpineSegLib import storage
-    from SpineSegLib.markups import markups_from_discs
-    from SpineSegLib.segmentations import label_map_from_segmentation, segmentation_from_result
+    from SpineSegLib.segmentations import label_map_from_segmentation
     from SpineSegLib.volumes import node_from_volume
+    from spineseg.writers import write_markups, write_segmentation_nrrd
 
-    image, result = spine_result(oblique_affine())
+    image, labels_only = spine_result(oblique_affine())
+    levels = [int(v) for v in np.unique(labels_only.label_map.array) if v]
+    records = [VertebraRecord(level, int((labels_only.label_map.array == level).sum()), 1.0, 0.9, (0.0, 0.0, 0.0))
+               for level in levels]
+    result = VertebraeResult(labels_only.label_map, records)
     node = node_from_volume(context.scene, image, "CT")
-    segmentation_node = segmentation_from_result(context.scene, context.segmentations_logic, result, node)
-    path = storage.write_segmentation(segmentation_node, tmp_path / "v.seg.nrrd")
-    assert [p.name for p in tmp_path.iterdir()] == ["v.seg.nrrd"]  # no temporary left behind
+    path = tmp_path / "v.seg.nrrd"
+    write_segmentation_nrrd(result, path)
     loaded = context.segmentations_logic.LoadSegmentationFromFile(str(path), False, "loaded")
+    assert loaded is not None
+    segmentation = loaded.GetSegmentation()
+    names = [segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())]
+    assert names == [vertebra_segment_name(record.level) for record in result.vertebrae]
     assert np.array_equal(
         label_map_from_segmentation(context.scene, context.segmentations_logic, loaded, node).array,
         result.label_map.array,
     )
     assert_slicerio_matches(slicerio.read_segmentation(str(path)), result.label_map)
 
-    points = markups_from_discs(context.scene, disc_result(), node)
-    mrk = storage.write_markups(points, tmp_path / "d.mrk.json")
-    assert_mrk_json_matches(mrk, disc_result())
-    loaded_points = context.scene.GetNodeByID(context.markups_logic.LoadMarkups(str(mrk), "loaded"))
+    write_markups(disc_result(), tmp_path / "d.mrk.json")
+    assert_mrk_json_matches(tmp_path / "d.mrk.json", disc_result())
+    loaded_points = context.scene.GetNodeByID(context.markups_logic.LoadMarkups(str(tmp_path / "d.mrk.json"), "x"))
     assert loaded_points.GetNthControlPointLabel(2) == "L5/S1"
-    with pytest.raises(ValueError, match=".seg.nrrd"):
-        storage.write_segmentation(segmentation_node, tmp_path / "v.nrrd")
+    ras = [0.0, 0.0, 0.0]
+    loaded_points.GetNthControlPointPosition(2, ras)
+    np.testing.assert_allclose(ras, disc_result().discs[2].position_ras, atol=1e-3)
 
 
 def assert_slicerio_matches(segmentation: dict, label_map: Volume) -> None:
@@ -474,11 +481,13 @@ def test_parse_stdout_line():
 
 
 def test_cli_command_and_environment(tmp_path):
-    command = process.cli_command("/opt/PythonSlicer", "discs", tmp_path / "in.nrrd", tmp_path / "out", "cpu", "demo")
+    command = process.cli_command("/opt/PythonSlicer", "discs", tmp_path / "in.nrrd", tmp_path / "out", "cpu", "demo",
+                                  input_name="/data/mri.nii.gz")
     assert command[0] == "/opt/PythonSlicer" and command[1] == "-c"
     assert command[3:] == [
         "discs", str(tmp_path / "in.nrrd"), "-o", str(tmp_path / "out"),
-        "--device", "cpu", "--progress-format", "json", "--model", "demo",
+        "--device", "cpu", "--progress-format", "json", "--no-picture", "--model", "demo",
+        "--input-name", "/data/mri.nii.gz",
     ]  # fmt: skip
     assert "--model" not in process.cli_command("py", "vertebrae", "a", "b")
     with pytest.raises(ValueError, match="task"):

@@ -17,9 +17,8 @@ import torch
 
 from spineseg.cli import main as cli_main
 from spineseg.discs import training as disc_training
-from spineseg.discs.pipeline import DiscModel
 from spineseg.errors import CancelledError, InputError
-from spineseg.model_store import load_state_dict
+from spineseg.model_store import load_model, load_state_dict
 from spineseg.training import trainer
 from spineseg.training.checkpoint import read_latest_checkpoint
 from spineseg.training.config import load_config
@@ -91,7 +90,7 @@ def test_a_few_steps_on_phantoms_lower_the_loss(tmp_path):
     assert len(rows) == 1 + 8
     assert (tmp_path / "run" / "metrics.png").stat().st_size > 10_000
     # The exported model is what `spineseg vertebrae --model PATH` loads.
-    model = VertebraModel.from_checkpoint(result.model.weights_path, "cpu")
+    model = load_model("vertebrae", result.model.weights_path, "cpu")
     assert model.settings.patch_size == 16 and model.name == "vertebrae-model"
     manifest = result.model.manifest
     assert manifest["training"]["exported"].startswith("best validation score")
@@ -132,8 +131,8 @@ def test_averaging_exports_the_mean_of_the_last_snapshots(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
         "iter-0000003.safetensors", "iter-0000004.safetensors"]
     assert result.model.manifest["training"]["exported"].startswith("average of 2 snapshots")
-    model = DiscModel.from_file(result.model.weights_path)  # what `spineseg discs --model PATH` loads
-    assert model.input_size == 64
+    model = load_model("discs", result.model.weights_path, "cpu")  # what `spineseg discs --model PATH` loads
+    assert model.settings.input_size == 64
     assert "label_accuracy" in result.scores
 
 
@@ -275,7 +274,7 @@ def _bundled_vertebra_task(validation_scans: int):
     case = TrainingCase.from_hounsfield(phantom.image.array, phantom.labels.array, 3.0)
     task = vertebra_training.VertebraTask(config, [case], [case], np.random.default_rng(0), "one phantom")
     network = task.build_network()
-    network.load_state_dict(VertebraModel.from_checkpoint(None, "cpu").network.state_dict())
+    network.load_state_dict(load_model("vertebrae", None, "cpu").network.state_dict())
     return task, network
 
 

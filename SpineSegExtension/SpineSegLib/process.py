@@ -4,16 +4,14 @@ Pure Python (subprocess, threads, a queue): no Qt, no slicer, so it is tested
 with a tiny Python child. The Slicer widget polls :meth:`BackgroundProcess.poll`
 from a QTimer; the batch script and the self-test call :meth:`wait`.
 
-The child speaks the CLI's ``--progress-format json`` protocol on stdout, one
-JSON object per line: ``{"progress": 0.42, "message": "..."}`` while working
-and ``{"done": true, "outputs": {...}}`` at the end. Errors arrive on stderr
-with a non-zero exit code. Other lines are passed on as log lines.
+The child speaks the CLI's ``--progress-format json`` protocol on stdout
+(:mod:`spineseg.progress` writes and parses it). Errors arrive on stderr with a
+non-zero exit code. Other lines are passed on as log lines.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import os
 import queue
 import signal
@@ -23,6 +21,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
+
+from spineseg.choices import DeviceChoice, Task
+from spineseg.progress import parse_protocol_line
 
 __all__ = [
     "EventKind",
@@ -62,20 +63,12 @@ class ProcessEvent:
 
 def parse_stdout_line(line: str) -> ProcessEvent:
     """Turn one stdout line into an event; anything that is not protocol JSON is a log line."""
-    text = line.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict):
-            if data.get("done"):
-                outputs = data.get("outputs") if isinstance(data.get("outputs"), dict) else {}
-                return ProcessEvent(EventKind.DONE, str(data.get("message", "")), 1.0, outputs)
-            if "progress" in data:
-                fraction = min(max(float(data["progress"]), 0.0), 1.0)
-                return ProcessEvent(EventKind.PROGRESS, str(data.get("message", "")), fraction)
-    return ProcessEvent(EventKind.LOG, text)
+    record = parse_protocol_line(line)
+    if record is None:
+        return ProcessEvent(EventKind.LOG, line.strip())
+    if record.done:
+        return ProcessEvent(EventKind.DONE, record.message, 1.0, record.outputs)
+    return ProcessEvent(EventKind.PROGRESS, record.message, record.fraction)
 
 
 class BackgroundProcess:
@@ -241,47 +234,51 @@ def kill_process_tree(process: subprocess.Popen) -> None:
 
 def cli_command(
     python_executable: str,
-    task: str,
+    task: Task | str,
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    device: str = "auto",
+    device: DeviceChoice | str = DeviceChoice.AUTO,
     model: str | None = None,
+    input_name: str | None = None,
 ) -> list[str]:
-    """The command line that runs ``spineseg TASK INPUT -o OUTDIR --progress-format json``.
+    """The command line that runs ``spineseg TASK INPUT -o OUTDIR --progress-format json --no-picture``.
 
     ``python -c`` with ``spineseg.cli.main`` is used instead of the ``spineseg``
-    console script, which Slicer's Python does not have on its PATH.
+    console script, which Slicer's Python does not have on its PATH. The module
+    shows no picture, so none is drawn. ``input_name`` is what the JSON outputs
+    record as the input (Slicer hands over a temporary copy).
     """
-    if task not in ("vertebrae", "discs"):
-        raise ValueError(f"task must be 'vertebrae' or 'discs', got {task!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    task, device = Task(task), DeviceChoice(device)
     command = [
         python_executable,
         "-c",
         "import sys; from spineseg.cli import main; sys.exit(main())",
-        task,
+        task.value,
         str(input_path),
         "-o",
         str(output_dir),
         "--device",
-        device,
+        device.value,
         "--progress-format",
         "json",
+        "--no-picture",
     ]
     if model:
         command += ["--model", str(model)]
+    if input_name:
+        command += ["--input-name", input_name]
     return command
 
 
-def child_environment(core_parent: str | os.PathLike, device: str = "auto", base: dict[str, str] | None = None) -> dict[str, str]:
+def child_environment(core_parent: str | os.PathLike, device: DeviceChoice | str = DeviceChoice.AUTO,
+                      base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the child: ``core_parent`` (the folder holding ``spineseg/``) first on
     PYTHONPATH; a CPU run hides the GPUs; output is unbuffered so progress arrives at once."""
     env = dict(os.environ if base is None else base)
     paths = [str(core_parent)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
-    if device == "cpu":
+    if DeviceChoice(device) is DeviceChoice.CPU:
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     return env
 

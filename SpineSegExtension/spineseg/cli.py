@@ -8,21 +8,18 @@ line on stderr and a non-zero exit code (2 bad input, 3 model problem,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .choices import DeviceChoice, Task
 from .errors import CancelledError, InputError, ModelError, SpineSegError
-from .io import output_directory, read_volume, write_volume
-from .progress import ProgressCallback
+from .io import read_volume
+from .progress import ProgressCallback, done_line, progress_line
 from .training.command import add_arguments as add_training_arguments
 from .volume import VolumeKind
 
@@ -34,7 +31,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 
 
 class _ProgressReporter:
-    """A progress callback printing a tqdm bar (text) or one JSON object per line (for Slicer)."""
+    """A progress callback printing a tqdm bar (text) or the JSON-lines protocol (for Slicer)."""
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
@@ -48,7 +45,7 @@ class _ProgressReporter:
             self.bar.set_description(message[:40])
             self.bar.refresh()
         else:
-            print(json.dumps({"progress": round(fraction, 4), "message": message}), flush=True)
+            print(progress_line(fraction, message), flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -58,113 +55,36 @@ class _ProgressReporter:
     def finish(self, outputs: dict[str, str]) -> None:
         self.close()
         if self.fmt == "json":
-            print(json.dumps({"done": True, "outputs": outputs}), flush=True)
+            print(done_line(outputs), flush=True)
 
 
-def _print_scores(scores) -> None:
-    print(f"{'vertebra':>9} {'Dice':>6} {'ASSD mm':>8} {'named':>6}")
-    from .labels import vertebra_name
+def _run_task(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
+    from .jobs import run_job
 
-    for score in scores.vertebrae:
-        print(
-            f"{vertebra_name(score.level):>9} {score.dice:6.3f} {score.assd_mm:8.2f} "
-            f"{'yes' if score.identified else 'NO':>6}"
-        )
-    summary = scores.summary()
-    print(
-        f"mean Dice {summary['mean_dice']:.3f}, mean ASSD {summary['mean_assd_mm']:.2f} mm, "
-        f"identification {100 * summary['identification_rate']:.0f} %, missed {summary['missed']}, "
-        f"false positives {summary['false_positives']}"
-    )
-
-
-def _run_vertebrae(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
-    from .metrics import score_vertebrae
-    from .vertebrae.model import VertebraModel
-    from .vertebrae.outputs import OUTPUT_NAMES, write_vertebrae_outputs
-    from .vertebrae.pipeline import segment_vertebrae
-
-    image = read_volume(args.input)
-    reference = read_volume(args.reference, VolumeKind.LABEL) if args.reference else None
-    if reference is not None and not reference.same_grid(image):
-        raise InputError(f"reference {args.reference} is not on the input's grid (shape or geometry differ)")
-    model = VertebraModel.from_checkpoint(args.model, args.device)
-    with output_directory(args.output, OUTPUT_NAMES, args.overwrite) as staging:
-        result = segment_vertebrae(image, model, progress=progress)
-        write_vertebrae_outputs(image, result, staging, source=str(args.input), model=model.name)
+    reference = read_volume(args.reference, VolumeKind.LABEL) if getattr(args, "reference", None) else None
+    job = run_job(args.command, args.input, args.output, model=args.model, device=args.device,
+                  overwrite=args.overwrite, picture=not args.no_picture, input_name=args.input_name,
+                  reference=reference, progress=progress)
     if reference is not None:
-        _print_scores(score_vertebrae(result.label_map.array, reference.array, image.spacing))
-    return {name: str(Path(args.output) / name) for name in OUTPUT_NAMES}
+        from .demo import print_vertebra_scores
+        from .metrics import score_vertebrae
 
-
-def _run_discs(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
-    from .discs.outputs import run_discs
-
-    run_discs(args.input, args.output, model=args.model, device=args.device, overwrite=args.overwrite,
-              progress=progress)
-    return {name: str(Path(args.output) / name) for name in ("discs.mrk.json", "discs.json", "discs.png")}
+        print_vertebra_scores(score_vertebrae(job.result.label_map.array, reference.array, job.image.spacing))
+    return {name: str(path) for name, path in job.outputs.items()}
 
 
 def _run_phantom(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
-    from .phantoms.ct import make_ct_phantom
+    from .demo import write_ct_phantom
 
-    spacing = tuple(args.spacing)
-    phantom = make_ct_phantom(spacing=spacing, orientation=args.orientation, seed=args.seed)
-    out = Path(args.output)
-    names = ["ct.nii.gz", "vertebrae-reference.nii.gz"]
-    with output_directory(out, names, args.overwrite) as staging:
-        write_volume(phantom.image, staging / names[0])
-        write_volume(phantom.labels, staging / names[1])
-    return {name: str(out / name) for name in names}
+    files = write_ct_phantom(args.output, tuple(args.spacing), args.orientation, args.seed, args.overwrite)
+    return {name: str(path) for name, path in files.items()}
 
 
 def _run_demo(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
-    """Phantom CT -> vertebrae (with Dice against the truth); phantom MRI -> discs (with distances)."""
-    out = Path(args.output)
-    started = time.time()
-    phantom_args = argparse.Namespace(spacing=[1.0, 1.0, 1.0], orientation="LPS", seed=args.seed,
-                                      output=out / "phantom", overwrite=args.overwrite)
-    print(f"1/2 vertebrae: generating a CT phantom (seed {args.seed}, held out from training) in {out / 'phantom'}")
-    files = _run_phantom(phantom_args, progress)
-    vertebra_args = argparse.Namespace(input=files["ct.nii.gz"], reference=files["vertebrae-reference.nii.gz"],
-                                       output=out / "vertebrae", overwrite=args.overwrite, model=None,
-                                       device=args.device)
-    outputs = _run_vertebrae(vertebra_args, progress)
-    print(f"vertebra outputs in {out / 'vertebrae'} ({time.time() - started:.0f} s)")
-    print("2/2 discs: generating a T2 MRI phantom and labelling its discs")
-    outputs.update(_run_disc_demo(out, args, progress))
-    return outputs
+    from .demo import run_demo
 
-
-def _run_disc_demo(out: Path, args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
-    """Phantom MRI -> discs, then the distance of each found disc to the phantom's true disc centre."""
-    from .discs.metrics import score_discs
-    from .labels import disc_name
-    from .phantoms.mri import make_mri_phantom
-
-    phantom = make_mri_phantom(contrast="T2", seed=args.seed)
-    image_path = out / "phantom" / "mri_t2.nii.gz"
-    if image_path.exists() and not args.overwrite:
-        raise InputError(f"{image_path} exists; pass --overwrite")
-    write_volume(phantom.image, image_path)
-    disc_args = argparse.Namespace(input=image_path, output=out / "discs", model=None, device=args.device,
-                                   overwrite=args.overwrite)
-    outputs = _run_discs(disc_args, progress)
-    found = json.loads(Path(outputs["discs.json"]).read_text())["discs"]
-    print(f"{'disc':>7} {'distance mm':>12}")
-    for record in found:
-        truth = phantom.disc_points.get(record["number"])
-        distance = "no such disc" if truth is None else f"{np.linalg.norm(np.array(record['position_ras']) - truth):.2f}"
-        print(f"{record['label']:>7} {distance:>12}")
-    scores = score_discs({r["number"]: np.array(r["position_ras"]) for r in found}, phantom.disc_points)
-    missed = [disc_name(n) for n in phantom.disc_points if n not in {r["number"] for r in found}]
-    median = float(np.median(scores.distances_mm)) if scores.distances_mm else float("nan")
-    print(
-        f"median distance {median:.2f} mm, false negatives {scores.false_negatives}/{scores.n_reference}, "
-        f"false positives {scores.false_positives}, right labels {100 * scores.label_accuracy:.0f} %"
-        + (f"; missed {', '.join(missed)}" if missed else "")
-    )
-    return outputs
+    outputs = run_demo(args.output, args.seed, args.device, args.overwrite, progress)
+    return {name: str(path) for name, path in outputs.items()}
 
 
 def _run_train(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
@@ -181,21 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def task_parser(name: str, help_text: str, runner: Callable) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    devices = [choice.value for choice in DeviceChoice]
+
+    def task_parser(task: Task, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(task.value, help=help_text, description=help_text)
         sub.add_argument("input", type=Path, help="image file (NIfTI, NRRD, MHA) or DICOM folder")
         sub.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-        sub.add_argument("--model", default=None, help="bundled model name or path of a model .json (default: bundled)")
-        sub.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sub.add_argument("--model", default=None,
+                         help="bundled model name, or path of a model's .json manifest or .safetensors weights "
+                              "(default: the bundled model)")
+        sub.add_argument("--device", default=DeviceChoice.AUTO.value, choices=devices)
         sub.add_argument("--overwrite", action="store_true", help="replace existing outputs in the folder")
+        sub.add_argument("--no-picture", action="store_true", help="do not draw the PNG (needs no matplotlib)")
+        sub.add_argument("--input-name", default=None, help="what the JSON output records as the input "
+                                                            "(default: the INPUT path)")
         sub.add_argument("--progress-format", default="text", choices=["text", "json"],
                          help="'json' prints one JSON object per line (used by the Slicer module)")
-        sub.set_defaults(runner=runner)
+        sub.set_defaults(runner=_run_task)
         return sub
 
-    vertebrae = task_parser("vertebrae", "segment and name every vertebra in a CT", _run_vertebrae)
+    vertebrae = task_parser(Task.VERTEBRAE, "segment and name every vertebra in a CT")
     vertebrae.add_argument("--reference", type=Path, help="reference label map (VerSe numbers) to score against")
-    task_parser("discs", "find and name every intervertebral disc in an MRI", _run_discs)
+    task_parser(Task.DISCS, "find and name every intervertebral disc in an MRI")
 
     phantom = commands.add_parser("phantom", help="write a CT spine phantom and its reference labels")
     phantom.add_argument("-o", "--output", type=Path, required=True)
@@ -208,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run both tasks on phantoms with the bundled models and print scores")
     demo.add_argument("--output", type=Path, default=Path("demo-output"))
     demo.add_argument("--seed", type=int, default=1000, help="phantom seed (training used seeds below 1000)")
-    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.add_argument("--device", default=DeviceChoice.AUTO.value, choices=devices)
     demo.add_argument("--overwrite", action="store_true")
     demo.set_defaults(runner=_run_demo, progress_format="text")
 

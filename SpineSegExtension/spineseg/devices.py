@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import enum
-
 import torch
 
+from .choices import DeviceChoice
 from .errors import InputError
 
-__all__ = ["DeviceChoice", "resolve_device"]
-
-
-class DeviceChoice(enum.Enum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
+__all__ = ["resolve_device"]
 
 
 def resolve_device(choice: str | DeviceChoice = "auto") -> torch.device:
     """'auto' picks CUDA when available; asking for CUDA without a GPU is an error."""
     try:
-        choice = DeviceChoice(choice.value if isinstance(choice, DeviceChoice) else str(choice).lower())
+        choice = DeviceChoice(str(choice).lower())
     except ValueError:
         raise InputError(f"device must be one of {[c.value for c in DeviceChoice]}, got {choice!r}") from None
     if choice is DeviceChoice.CUDA and not torch.cuda.is_available():

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .volume import Volume, VolumeKind
+from .volume import LPS_FROM_RAS, Volume, VolumeKind
 
 __all__ = [
     "read_volume",
@@ -31,8 +31,6 @@ __all__ = [
     "output_directory",
     "atomic_path",
 ]
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
@@ -51,8 +49,8 @@ def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY)
     direction_lps = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     origin_lps = np.asarray(image.GetOrigin(), dtype=float)
     affine = np.eye(4)
-    affine[:3, :3] = _LPS_TO_RAS @ direction_lps @ np.diag(spacing)
-    affine[:3, 3] = _LPS_TO_RAS @ origin_lps
+    affine[:3, :3] = LPS_FROM_RAS @ direction_lps @ np.diag(spacing)
+    affine[:3, 3] = LPS_FROM_RAS @ origin_lps
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
     return Volume(np.ascontiguousarray(array), affine, kind)
 
@@ -61,8 +59,8 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
     """Convert a :class:`Volume` into a SimpleITK image with LPS geometry."""
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
     image.SetSpacing(tuple(float(s) for s in volume.spacing))
-    image.SetOrigin(tuple(float(x) for x in _LPS_TO_RAS @ volume.origin))
-    image.SetDirection(tuple(float(x) for x in (_LPS_TO_RAS @ volume.direction).ravel()))
+    image.SetOrigin(tuple(float(x) for x in LPS_FROM_RAS @ volume.origin))
+    image.SetDirection(tuple(float(x) for x in (LPS_FROM_RAS @ volume.direction).ravel()))
     return image
 
 

@@ -5,7 +5,8 @@ load without running code) and ``NAME.json`` (the manifest: task,
 architecture, input spacing, patch size, channels, sha256 of the weights,
 training data and measured scores). Bundled models live in
 ``SpineSegExtension/Resources/Models``; users pass a name from there or a
-path to their own manifest or weights.
+path to their own manifest or weights. :func:`load_model` is the one way both
+tasks turn such a reference into a ready model.
 """
 
 from __future__ import annotations
@@ -14,24 +15,30 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from .choices import DeviceChoice, Task
 from .errors import ModelError
+
+if TYPE_CHECKING:  # torch loads with the first model, not with this module
+    import torch
+
+    from .discs.model import DiscModel
+    from .vertebrae.model import VertebraModel
 
 __all__ = [
     "BUNDLED_MODELS_DIR",
     "DEFAULT_MODELS",
     "ModelEntry",
     "find_model",
+    "load_model",
     "load_state_dict",
     "save_model",
     "sha256_of",
 ]
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
-DEFAULT_MODELS = {"vertebrae": "vertebrae-ct-phantom-v4", "discs": "discs-mri-phantom-v2"}
+DEFAULT_MODELS = {Task.VERTEBRAE: "vertebrae-ct-phantom-v4", Task.DISCS: "discs-mri-phantom-v2"}
 
 
 class ModelEntry:
@@ -50,6 +57,10 @@ class ModelEntry:
     def task(self) -> str:
         return str(self.manifest.get("task", ""))
 
+    def provenance(self) -> dict[str, Any]:
+        """What an output file records about the model that made it."""
+        return {"name": self.name, "version": self.manifest.get("version"), "sha256": self.manifest.get("sha256")}
+
     def __repr__(self) -> str:
         return f"ModelEntry(name={self.name!r}, task={self.task!r}, weights={str(self.weights_path)!r})"
 
@@ -62,53 +73,118 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def find_model(name_or_path: str | os.PathLike | None, task: str) -> ModelEntry:
+def find_model(name_or_path: str | os.PathLike | None, task: Task | str) -> ModelEntry:
     """Resolve a bundled model name, a manifest path or a weights path into a :class:`ModelEntry`.
 
+    A bundled name is a plain name (no folders); anything else must be an
+    existing ``.json`` manifest or ``.safetensors`` file, whose manifest sits
+    beside it. The manifest's ``weights`` must name a file in the manifest's
+    own folder.
+
     Raises:
-        ModelError: nothing found, the manifest is unreadable, or it is for another task.
+        ModelError: nothing found, the manifest is unreadable or malformed, or it is for another task.
     """
-    if task not in DEFAULT_MODELS:
-        raise ValueError(f"task must be one of {sorted(DEFAULT_MODELS)}, got {task!r}")
+    task = Task(task)
     reference = str(name_or_path) if name_or_path else DEFAULT_MODELS[task]
     path = Path(reference)
-    if path.suffix in {".json", ".safetensors"} and path.exists():
+    if path.suffix in {".json", ".safetensors"} and path.is_file():
         manifest_path = path.with_suffix(".json")
-    else:
+    elif path.name == reference and reference not in {".", ".."}:
         manifest_path = BUNDLED_MODELS_DIR / f"{reference}.json"
-    if not manifest_path.exists():
-        available = sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.json"))
+    else:
+        manifest_path = None
+    if manifest_path is None or not manifest_path.is_file():
+        available = sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.json") if not p.stem.endswith("-history"))
         raise ModelError(
             f"model {reference!r} not found: give a bundled name ({', '.join(available) or 'none installed'}) "
-            "or the path of a model's .json manifest"
+            "or the path of a model's .json manifest or .safetensors weights"
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"cannot read model manifest {manifest_path}: {error}") from None
-    if manifest.get("task") != task:
-        raise ModelError(f"model {manifest_path.name} is for task {manifest.get('task')!r}, not {task!r}")
-    weights_path = manifest_path.with_name(manifest.get("weights", manifest_path.stem + ".safetensors"))
-    return ModelEntry(manifest, weights_path, manifest_path)
+    if not isinstance(manifest, dict):
+        raise ModelError(f"model manifest {manifest_path} must hold a JSON object, not {type(manifest).__name__}")
+    if manifest.get("task") != task.value:
+        raise ModelError(f"model {manifest_path.name} is for task {manifest.get('task')!r}, not {task.value!r}")
+    weights_name = manifest.get("weights", manifest_path.stem + ".safetensors")
+    if not isinstance(weights_name, str) or Path(weights_name).name != weights_name or weights_name in {"", ".", ".."}:
+        raise ModelError(f"model manifest {manifest_path} names weights {weights_name!r}; it must be a file name "
+                         "in the manifest's own folder")
+    return ModelEntry(manifest, manifest_path.with_name(weights_name), manifest_path)
 
 
-def load_state_dict(entry: ModelEntry) -> dict[str, torch.Tensor]:
-    """Load the weights of a model after checking their sha256 against the manifest."""
-    if not entry.weights_path.exists():
-        raise ModelError(f"weights file missing: {entry.weights_path}")
+def load_state_dict(entry: ModelEntry) -> "dict[str, torch.Tensor]":
+    """Load the weights of a model after checking their sha256 against the manifest.
+
+    Raises:
+        ModelError: the weights are missing, not a regular file, unhashed, altered or unreadable.
+    """
+    if not entry.weights_path.is_file():
+        raise ModelError(f"weights file missing (or not a regular file): {entry.weights_path}")
     expected = entry.manifest.get("sha256")
-    if expected and sha256_of(entry.weights_path) != expected:
+    if not isinstance(expected, str) or not expected:
+        raise ModelError(f"model manifest {entry.manifest_path} has no sha256 of its weights; "
+                         "re-export the model with `spineseg train` or add the hash")
+    if sha256_of(entry.weights_path) != expected:
         raise ModelError(
             f"{entry.weights_path.name} does not match the sha256 in its manifest: the file is corrupt or was replaced"
         )
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(entry.weights_path))
     except Exception as error:  # safetensors raises its own error types
         raise ModelError(f"cannot load weights {entry.weights_path}: {error}") from None
 
 
-def save_model(state_dict: dict[str, torch.Tensor], manifest: dict, directory: str | os.PathLike, name: str) -> ModelEntry:
+def load_model(
+    task: Task | str,
+    model: "str | os.PathLike | VertebraModel | DiscModel | None" = None,
+    device: DeviceChoice | str = DeviceChoice.AUTO,
+) -> "VertebraModel | DiscModel":
+    """The model a task runs: a loaded model is passed through, anything else is found and loaded.
+
+    Args:
+        task: which task's model.
+        model: None (the bundled default), a bundled name, a manifest or weights path, or a loaded model.
+        device: where to run a model loaded here.
+
+    Raises:
+        ModelError: the model cannot be found, is for another task, or its weights do not fit its manifest.
+    """
+    from .discs.model import DiscModel, DiscModelSettings
+    from .discs.network import AttentionHourglassNet
+    from .networks.unet3d import IterativeFCN
+    from .vertebrae.model import VertebraModel, VertebraModelSettings
+
+    task = Task(task)
+    model_class, settings_class, network_class, settings_of = {
+        Task.VERTEBRAE: (VertebraModel, VertebraModelSettings, IterativeFCN, lambda m: m["input"]),
+        Task.DISCS: (DiscModel, DiscModelSettings, AttentionHourglassNet, lambda m: m),
+    }[task]
+    if isinstance(model, (VertebraModel, DiscModel)):
+        if not isinstance(model, model_class):
+            raise ModelError(f"a {type(model).__name__} cannot run the {task.value} task")
+        return model
+    entry = find_model(model, task)
+    try:
+        settings = settings_class.from_dict(settings_of(entry.manifest))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise ModelError(f"manifest {entry.manifest_path.name} lacks valid input settings: {error}") from None
+    try:
+        network = network_class(settings.network)
+        network.load_state_dict(load_state_dict(entry))
+    except (RuntimeError, ValueError, MemoryError) as error:
+        raise ModelError(f"weights of {entry.name} do not fit the architecture in its manifest: "
+                         f"{str(error).splitlines()[0]}") from None
+    return model_class(network, settings, device, entry)
+
+
+def save_model(state_dict: "dict[str, torch.Tensor]", manifest: dict, directory: str | os.PathLike, name: str) -> ModelEntry:
     """Write ``name.safetensors`` and ``name.json`` atomically; the manifest gains the sha256."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / f"{name}.safetensors"

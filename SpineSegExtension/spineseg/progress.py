@@ -3,16 +3,26 @@
 Long-running functions take a ``progress`` callable ``(fraction, message)``
 and call it now and then; a callback raises :class:`CancelledError` to stop
 the work cleanly between two steps.
+
+Across processes (the CLI's ``--progress-format json``, read by the Slicer
+module) progress travels as JSON lines: ``{"progress": 0.42, "message": "..."}``
+while working and ``{"done": true, "outputs": {...}}`` at the end. Both the
+writer and the parser of that protocol live here.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from .errors import CancelledError
 
-__all__ = ["ProgressCallback", "no_progress", "CancelToken", "scaled"]
+__all__ = [
+    "ProgressCallback", "no_progress", "CancelToken", "scaled", "with_cancel",
+    "ProtocolRecord", "progress_line", "done_line", "parse_protocol_line",
+]
 
 
 class ProgressCallback(Protocol):
@@ -61,4 +71,45 @@ def with_cancel(progress: ProgressCallback, token: CancelToken) -> Callable[[flo
     return report
 
 
-__all__.append("with_cancel")
+
+@dataclass(frozen=True)
+class ProtocolRecord:
+    """One line of the JSON progress protocol: a progress report, or the final list of outputs."""
+
+    done: bool
+    fraction: float
+    message: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def progress_line(fraction: float, message: str) -> str:
+    """The protocol line of a progress report."""
+    return json.dumps({"progress": round(fraction, 4), "message": message})
+
+
+def done_line(outputs: dict[str, str]) -> str:
+    """The protocol line that ends a successful run and lists its output files."""
+    return json.dumps({"done": True, "outputs": outputs})
+
+
+def parse_protocol_line(line: str) -> ProtocolRecord | None:
+    """Read one line of the protocol; None for anything else (a log line)."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("done"):
+        outputs = data.get("outputs") if isinstance(data.get("outputs"), dict) else {}
+        return ProtocolRecord(True, 1.0, str(data.get("message", "")), outputs)
+    if "progress" in data:
+        try:
+            fraction = min(max(float(data["progress"]), 0.0), 1.0)
+        except (TypeError, ValueError):
+            return None
+        return ProtocolRecord(False, fraction, str(data.get("message", "")))
+    return None

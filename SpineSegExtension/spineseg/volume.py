@@ -16,7 +16,11 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Volume", "VolumeKind", "affine_from_geometry"]
+__all__ = ["Volume", "VolumeKind", "affine_from_geometry", "LPS_FROM_RAS"]
+
+# Files (NIfTI, NRRD, DICOM, .seg.nrrd, .mrk.json) speak LPS, the core and MRML speak RAS: the two
+# differ by flipping x and y, and the flip is its own inverse.
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
 class VolumeKind(enum.Enum):

@@ -1,21 +1,23 @@
 """The vertebra model: the network plus the settings it was trained with.
 
-Load once, predict many: ``VertebraModel.from_checkpoint`` reads a bundled
-or user model; the plain constructor takes a network for tests and training.
+Load once, predict many: :func:`spineseg.model_store.load_model` reads a
+bundled or user model; the plain constructor takes a network for tests and
+training.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..devices import resolve_device
-from ..errors import ModelError
-from ..model_store import ModelEntry, find_model, load_state_dict
 from ..networks.unet3d import IterativeFCN, IterativeFCNConfig
+
+if TYPE_CHECKING:
+    from ..model_store import ModelEntry
 
 __all__ = ["VertebraModelSettings", "PatchPrediction", "VertebraModel"]
 
@@ -63,7 +65,7 @@ class VertebraModel:
         network: IterativeFCN,
         settings: VertebraModelSettings,
         device: str | torch.device = "auto",
-        entry: ModelEntry | None = None,
+        entry: "ModelEntry | None" = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.network = network.to(self.device).eval()
@@ -74,21 +76,6 @@ class VertebraModel:
     @property
     def name(self) -> str:
         return self.entry.name if self.entry else "in-memory model"
-
-    @classmethod
-    def from_checkpoint(cls, name_or_path: str | os.PathLike | None = None, device: str = "auto") -> "VertebraModel":
-        """Load a bundled model by name (default when None) or a model manifest/weights path."""
-        entry = find_model(name_or_path, "vertebrae")
-        try:
-            settings = VertebraModelSettings.from_dict(entry.manifest["input"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ModelError(f"manifest {entry.manifest_path.name} lacks valid input settings: {error}") from None
-        network = IterativeFCN(settings.network)
-        try:
-            network.load_state_dict(load_state_dict(entry))
-        except RuntimeError as error:
-            raise ModelError(f"weights of {entry.name} do not fit its architecture: {error}") from None
-        return cls(network, settings, device, entry)
 
     @torch.inference_mode()
     def predict(self, image_patch: np.ndarray, memory_patch: np.ndarray) -> PatchPrediction:

@@ -10,20 +10,25 @@ as the input's voxels rather than the model's.
 from __future__ import annotations
 
 import logging
+import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 from scipy.sparse.csgraph import connected_components
 
+from ..choices import DeviceChoice, Task
 from ..errors import InputError
 from ..geometry import Grid, resample_to, working_grid
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .levels import assign_levels, missed_levels
-from .model import VertebraModel
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import FoundVertebra, TraversalResult, TraversalSettings, traverse
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module
+    from .model import VertebraModel
 
 __all__ = [
     "check_ct_intensities", "prepare_working_image", "find_vertebrae", "label_working_grid", "segment_vertebrae",
@@ -299,8 +304,8 @@ def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tup
 
 def segment_vertebrae(
     volume: Volume,
-    model: VertebraModel | None = None,
-    device: str = "auto",
+    model: "VertebraModel | str | os.PathLike | None" = None,
+    device: DeviceChoice | str = DeviceChoice.AUTO,
     progress: ProgressCallback = no_progress,
     settings: TraversalSettings | None = None,
     refine_with_bone: bool = True,
@@ -309,8 +314,8 @@ def segment_vertebrae(
 
     Args:
         volume: CT in Hounsfield units, any orientation and spacing.
-        model: a loaded model; the bundled default when None.
-        device: 'auto', 'cpu' or 'cuda' (used when ``model`` is None).
+        model: a loaded model, a bundled model's name, a manifest or weights path, or None (the bundled default).
+        device: 'auto', 'cpu' or 'cuda' (used when the model is loaded here).
         progress: ``(fraction, message)`` callback; raising in it cancels.
         settings: traversal rules; by default they follow the model's geometry.
         refine_with_bone: snap boundaries to bone in the full-resolution CT (see ``_refine_with_bone``) and
@@ -321,7 +326,9 @@ def segment_vertebrae(
     """
     check_ct_intensities(volume)
     progress(0.0, "loading the model")
-    model = model or VertebraModel.from_checkpoint(None, device)
+    from ..model_store import load_model
+
+    model = load_model(Task.VERTEBRAE, model, device)
     progress(0.02, "resampling to the model's grid")
     image, grid = prepare_working_image(volume, model.settings.spacing_mm)
     found, levels = find_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))

@@ -26,18 +26,20 @@ vertebrae claim goes to the more probable one when the labels are painted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy import ndimage
 
 from ..progress import ProgressCallback, no_progress
-from .model import PatchPrediction
 from .patches import OUTSIDE_VALUE, extract_patch, overlap_slices, patch_corner
+
+if TYPE_CHECKING:  # torch loads with the model, not with the walk
+    from .model import PatchPrediction
 
 __all__ = ["TraversalSettings", "FoundVertebra", "TraversalResult", "traverse"]
 
-Predictor = Callable[[np.ndarray, np.ndarray], PatchPrediction]
+Predictor = Callable[[np.ndarray, np.ndarray], "PatchPrediction"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""The disc model: the attention hourglass plus the settings it was trained with.
+
+Mirrors :mod:`spineseg.vertebrae.model`: :func:`spineseg.model_store.load_model`
+builds it from a manifest and checked weights; the plain constructor takes a
+network for tests and training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..devices import resolve_device
+from .network import AttentionHourglassNet, HourglassConfig
+
+if TYPE_CHECKING:
+    from ..model_store import ModelEntry
+
+__all__ = ["DiscModelSettings", "DiscModel"]
+
+
+@dataclass(frozen=True)
+class DiscModelSettings:
+    """Input geometry of a disc model: square slab size (pixels), heatmap stride, slab thickness (mm)."""
+
+    input_size: int = 256
+    output_stride: int = 4
+    slab_thickness_mm: float = 6.0
+    network: HourglassConfig = HourglassConfig()
+
+    def __post_init__(self) -> None:
+        if self.input_size <= 0 or self.input_size % self.network.divisor:
+            raise ValueError(f"input_size must be a positive multiple of {self.network.divisor}, got {self.input_size}")
+        if self.output_stride <= 0:
+            raise ValueError(f"output_stride must be positive, got {self.output_stride}")
+        if self.slab_thickness_mm <= 0:
+            raise ValueError(f"slab_thickness_mm must be positive, got {self.slab_thickness_mm}")
+
+    def to_dict(self) -> dict:
+        """The manifest keys that rebuild the model (the layout the bundled manifests use)."""
+        return {
+            "architecture": {"type": "AttentionHourglassNet", **self.network.to_dict()},
+            "input_size": [self.input_size, self.input_size],
+            "output_stride": self.output_stride,
+            "slab_thickness_mm": self.slab_thickness_mm,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DiscModelSettings":
+        """Read the settings from a manifest (other keys are ignored)."""
+        architecture = {key: value for key, value in values["architecture"].items() if key != "type"}
+        size = values["input_size"]
+        return cls(
+            input_size=int(size[0] if isinstance(size, (list, tuple)) else size),
+            output_stride=int(values.get("output_stride", cls.output_stride)),
+            slab_thickness_mm=float(values.get("slab_thickness_mm", cls.slab_thickness_mm)),
+            network=HourglassConfig(**architecture),
+        )
+
+
+class DiscModel:
+    """Runs the attention hourglass on mid-sagittal slabs."""
+
+    def __init__(
+        self,
+        network: AttentionHourglassNet,
+        settings: DiscModelSettings,
+        device: str | torch.device = "auto",
+        entry: "ModelEntry | None" = None,
+    ) -> None:
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.network = network.to(self.device).eval()
+        self.settings = settings
+        self.entry = entry
+
+    @property
+    def name(self) -> str:
+        return self.entry.name if self.entry else "in-memory model"
+
+    @torch.inference_mode()
+    def heatmaps(self, image: np.ndarray) -> np.ndarray:
+        """(channels, h, w) heatmaps of the last stack for one (size, size) slab."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(self.device)
+        return self.network(tensor)[-1][0].float().cpu().numpy()
