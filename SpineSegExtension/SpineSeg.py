@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from typing import Annotated, Optional
 
@@ -33,11 +31,10 @@ MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
 if MODULE_DIR not in sys.path:  # the spineseg core and SpineSegLib are installed beside this file
     sys.path.insert(0, MODULE_DIR)
 
-from SpineSegLib import dependencies, process  # noqa: E402  (no torch, no MRML work at import)
+from SpineSegLib import dependencies, handoff, process  # noqa: E402  (no torch, no MRML work at import)
+from spineseg.choices import DeviceChoice, Task  # noqa: E402
 
-TASKS = ["vertebrae", "discs"]  # order of taskComboBox items
-DEVICES = ["auto", "cpu", "cuda"]  # order of deviceComboBox items
-APPLY_TEXT = {"vertebrae": "Segment vertebrae", "discs": "Label discs"}
+APPLY_TEXT = {Task.VERTEBRAE: "Segment vertebrae", Task.DISCS: "Label discs"}
 
 
 class SpineSeg(ScriptedLoadableModule):
@@ -76,15 +73,15 @@ Terminology codes from SNOMED CT via the DICOM standard.
 class SpineSegParameterNode:
     """Settings of the panel, saved with the scene.
 
-    task is "vertebrae" or "discs"; device is "auto", "cpu" or "cuda"; model is
-    a model name or weights path (empty: bundled model). The outputs are
-    optional: None creates new nodes.
+    The task and device combo boxes are bound to the enums by connectGui; model
+    is a bundled model's name or a manifest or weights path (empty: bundled
+    model). The outputs are optional: None creates new nodes.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
-    task: str = "vertebrae"
+    task: Task = Task.VERTEBRAE
     model: str = ""
-    device: str = "auto"
+    device: DeviceChoice = DeviceChoice.AUTO
     show3D: bool = True
     smoothingFactor: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     minimumConfidence: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
@@ -102,7 +99,7 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: Optional[SpineSegLogic] = None
         self._parameterNode: Optional[SpineSegParameterNode] = None
         self._parameterNodeGuiTag = None
-        self._job: Optional[SpineSegJob] = None
+        self._job: Optional[handoff.SlicerJob] = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.onTimer)
@@ -118,8 +115,6 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
-        self.ui.taskComboBox.currentIndexChanged.connect(self.onTaskChanged)
-        self.ui.deviceComboBox.currentIndexChanged.connect(self.onDeviceChanged)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
         self.ui.progressBar.setVisible(False)
         self.initializeParameterNode()
@@ -170,16 +165,11 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node is None:
             return
-        task = node.task if node.task in TASKS else TASKS[0]
-        device = node.device if node.device in DEVICES else DEVICES[0]
-        for combo, index in ((self.ui.taskComboBox, TASKS.index(task)), (self.ui.deviceComboBox, DEVICES.index(device))):
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(wasBlocked)
-        self.ui.outputSegmentationSelector.enabled = task == "vertebrae"
-        self.ui.outputMarkupsSelector.enabled = task == "discs"
-        self.ui.minimumConfidenceSlider.enabled = task == "discs"
-        self.ui.smoothingFactorSlider.enabled = task == "vertebrae" and node.show3D
+        task = node.task
+        self.ui.outputSegmentationSelector.enabled = task is Task.VERTEBRAE
+        self.ui.outputMarkupsSelector.enabled = task is Task.DISCS
+        self.ui.minimumConfidenceSlider.enabled = task is Task.DISCS
+        self.ui.smoothingFactorSlider.enabled = task is Task.VERTEBRAE and node.show3D
         if self._job is not None:
             self.ui.applyButton.text = "Cancel"
             self.ui.applyButton.enabled = True
@@ -187,14 +177,6 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.text = APPLY_TEXT[task]
             self.ui.applyButton.enabled = bool(node.inputVolume)
             self.ui.applyButton.toolTip = "Run the task in the background" if node.inputVolume else "Select an input volume"
-
-    def onTaskChanged(self, index: int) -> None:
-        if self._parameterNode and 0 <= index < len(TASKS):
-            self._parameterNode.task = TASKS[index]
-
-    def onDeviceChanged(self, index: int) -> None:
-        if self._parameterNode and 0 <= index < len(DEVICES):
-            self._parameterNode.device = DEVICES[index]
 
     def onApplyButton(self) -> None:
         """Start a job, or cancel the running one."""
@@ -235,10 +217,10 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onJobFinished(job)
         finally:
             if not self._parameterNode or not self._parameterNode.keepTemporaryFiles:
-                job.removeFiles()
+                job.remove_files()
             self.updateGUIFromParameterNode()
 
-    def onJobFinished(self, job: "SpineSegJob") -> None:
+    def onJobFinished(self, job: handoff.SlicerJob) -> None:
         state = job.process.state
         if state is process.ProcessState.CANCELLED:
             self.ui.statusLabel.text = "Cancelled."
@@ -259,38 +241,13 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 smoothingFactor=node.smoothingFactor,
                 minimumConfidence=node.minimumConfidence,
             )
-            if job.task == "vertebrae":
+            if job.task is Task.VERTEBRAE:
                 node.outputSegmentation = output
                 count = output.GetSegmentation().GetNumberOfSegments()
                 self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {count} vertebrae."
             else:
                 node.outputMarkups = output
                 self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {output.GetNumberOfControlPoints()} discs."
-
-
-class SpineSegJob:
-    """One background run: its temp folder, the process and what it works on."""
-
-    def __init__(self, task: str, inputVolume, folder: str, backgroundProcess: process.BackgroundProcess) -> None:
-        self.task = task
-        self.inputVolume = inputVolume
-        self.folder = folder
-        self.process = backgroundProcess
-        self.started = time.monotonic()
-
-    @property
-    def outputFolder(self) -> str:
-        return os.path.join(self.folder, "output")
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-    def cancel(self) -> None:
-        self.process.cancel()
-
-    def removeFiles(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class SpineSegLogic(ScriptedLoadableModuleLogic):
@@ -302,32 +259,19 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return SpineSegParameterNode(super().getParameterNode())
 
-    def startTask(self, inputVolume, task: str, device: str = "auto", model: str = "") -> SpineSegJob:
-        """Write the input to a temp NRRD and start ``spineseg TASK`` on it in PythonSlicer.
+    def startTask(self, inputVolume, task: Task, device: DeviceChoice = DeviceChoice.AUTO, model: str = "") -> handoff.SlicerJob:
+        """Start ``spineseg TASK`` on the volume in a PythonSlicer background process.
 
         Raises:
             ValueError: no input volume, or an unknown task or device.
         """
-        if inputVolume is None or inputVolume.GetImageData() is None:
-            raise ValueError("Select an input volume that holds an image.")
-        folder = tempfile.mkdtemp(prefix="SpineSeg-")
-        inputPath = os.path.join(folder, "input.nrrd")
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        storage.SetFileName(inputPath)
-        if not storage.WriteData(inputVolume):
-            shutil.rmtree(folder, ignore_errors=True)
-            raise RuntimeError(f"Could not write {inputVolume.GetName()} to a temporary file.")
-        command = process.cli_command(
-            process.default_python(), task, inputPath, os.path.join(folder, "output"), device, model or None
-        )
-        runner = process.BackgroundProcess(command, env=process.child_environment(MODULE_DIR, device))
-        logging.info("SpineSeg: running %s", " ".join(command))
-        runner.start()
-        return SpineSegJob(task, inputVolume, folder, runner)
+        job = handoff.start_job(inputVolume, task, MODULE_DIR, device, model)
+        logging.info("SpineSeg: running %s", " ".join(job.process.command))
+        return job
 
     def importResults(
         self,
-        job: SpineSegJob,
+        job: handoff.SlicerJob,
         outputSegmentation=None,
         outputMarkups=None,
         show3D: bool = True,
@@ -335,11 +279,11 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
         minimumConfidence: float = 0.0,
     ):
         """Turn a finished job's files into a segmentation or markups node, beside the input in the data tree."""
-        from SpineSegLib import markups, scene, segmentations, storage
+        from SpineSegLib import markups, scene, segmentations
 
         context = scene.running_slicer_context()
-        if job.task == "vertebrae":
-            result = storage.load_vertebrae_outputs(job.outputFolder)
+        result = handoff.load_results(job)
+        if job.task is Task.VERTEBRAE:
             output = segmentations.segmentation_from_result(
                 context.scene,
                 context.segmentations_logic,
@@ -351,14 +295,13 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
             )
             slicer.util.setSliceViewerLayers(background=job.inputVolume)
         else:
-            result = storage.load_discs_outputs(job.outputFolder)
             output = markups.markups_from_discs(
                 context.scene, result, job.inputVolume, outputMarkups, minimum_confidence=minimumConfidence
             )
         scene.place_in_study(context.scene, job.inputVolume, [output])
         return output
 
-    def run(self, inputVolume, task: str, device: str = "auto", model: str = "", timeout: float = 1800.0, **importOptions):
+    def run(self, inputVolume, task: Task, device: DeviceChoice = DeviceChoice.AUTO, model: str = "", timeout: float = 1800.0, **importOptions):
         """Run a task to the end (for scripts and the self-test), keeping Slicer's events flowing."""
         job = self.startTask(inputVolume, task, device, model)
         try:
@@ -374,7 +317,7 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError(f"SpineSeg {task} failed: {job.process.error_message}")
             return self.importResults(job, **importOptions)
         finally:
-            job.removeFiles()
+            job.remove_files()
 
 
 class SpineSegTest(ScriptedLoadableModuleTest):

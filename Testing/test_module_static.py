@@ -63,8 +63,9 @@ def test_ui_parameter_names_match_the_parameter_node():
             if prop.get("name") == "SlicerParameterName":
                 bound[name] = prop.find("string").text
     assert set(bound.values()) <= set(fields), f"unknown parameters: {set(bound.values()) - set(fields)}"
-    # task and device are plain combo boxes synchronised by hand; everything else is bound
-    assert set(fields) - set(bound.values()) == {"task", "device"}
+    # every setting, the task and device combo boxes included, is bound by connectGui
+    assert set(fields) == set(bound.values())
+    assert (fields["task"], fields["device"]) == ("Task", "DeviceChoice")
     assert fields["outputSegmentation"] == "vtkMRMLSegmentationNode"
     assert fields["outputMarkups"] == "vtkMRMLMarkupsFiducialNode"
 
@@ -81,14 +82,14 @@ def test_output_selectors_create_new_nodes_by_default():
     assert {n for n, w in widgets.items() if w.get("class") == "qMRMLNodeComboBox"} <= receivers
 
 
-def test_combo_box_items_match_the_module_lists():
-    namespace: dict = {}
-    for node in module_tree().body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in ("TASKS", "DEVICES"):
-            namespace[node.targets[0].id] = ast.literal_eval(node.value)
-    widgets = ui_widgets()
-    assert len(widgets["taskComboBox"].findall("item")) == len(namespace["TASKS"]) == 2
-    assert len(widgets["deviceComboBox"].findall("item")) == len(namespace["DEVICES"]) == 3
+def test_enum_combo_boxes_show_readable_labels():
+    """connectGui fills the task and device combo boxes from the enums' labels, one item per member."""
+    from spineseg.choices import DeviceChoice, Task
+
+    assert [task.label() for task in Task] == ["Segment vertebrae (CT)", "Label discs (MRI)"]
+    assert [device.label() for device in DeviceChoice] == ["Auto", "CPU", "GPU (CUDA)"]
+    text = MODULE_FILE.read_text()
+    assert "from spineseg.choices import DeviceChoice, Task" in text and "import torch" not in text
 
 
 def test_module_has_the_four_classes_and_the_papers():

@@ -26,6 +26,10 @@ class Task(_Choice):
     VERTEBRAE = "vertebrae"
     DISCS = "discs"
 
+    def label(self) -> str:
+        """The words a user picks this by (Slicer's combo box shows them)."""
+        return {"vertebrae": "Segment vertebrae (CT)", "discs": "Label discs (MRI)"}[self.value]
+
 
 class DeviceChoice(_Choice):
     """Where the networks run: 'auto' takes a CUDA GPU when there is one."""
@@ -33,3 +37,7 @@ class DeviceChoice(_Choice):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+
+    def label(self) -> str:
+        """The words a user picks this by (Slicer's combo box shows them)."""
+        return {"auto": "Auto", "cpu": "CPU", "cuda": "GPU (CUDA)"}[self.value]
