@@ -108,7 +108,7 @@ def run_job(
                                                     progress=scaled(progress, 0.03, 0.9))
         progress(0.9, f"writing {', '.join(names)}")
         source = str(input_path) if input_name is None else input_name
-        _write_outputs(task, image, result, staging, names, source, _provenance(loaded))
+        _write_outputs(task, image, result, staging, names, source, loaded.provenance())
     progress(1.0, f"wrote {len(names)} files to {output_dir}")
     return JobResult(task, image, result, {name: Path(output_dir) / name for name in names})
 
@@ -129,13 +129,6 @@ def _write_outputs(task: Task, image: Volume, result: Any, folder: Path, names: 
         if "discs.png" in names:
             title = f"{Path(source).name}: {len(result.discs)} discs"
             pictures.write_discs_picture(result, folder / "discs.png", title=title)
-
-
-def _provenance(model: Any) -> dict[str, Any]:
-    """Name, version and weights hash of the model, as the JSON outputs record it."""
-    if model.entry is None:
-        return {"name": model.name, "version": None, "sha256": None}
-    return model.entry.provenance()
 
 
 def _predictors() -> dict[Task, Predictor]:

@@ -155,6 +155,7 @@ def load_model(
     """
     from .discs.model import DiscModel, DiscModelSettings
     from .discs.network import AttentionHourglassNet
+    from .loaded_model import LoadedModel
     from .networks.unet3d import IterativeFCN
     from .vertebrae.model import VertebraModel, VertebraModelSettings
 
@@ -163,7 +164,7 @@ def load_model(
         Task.VERTEBRAE: (VertebraModel, VertebraModelSettings, IterativeFCN, lambda m: m["input"]),
         Task.DISCS: (DiscModel, DiscModelSettings, AttentionHourglassNet, lambda m: m),
     }[task]
-    if isinstance(model, (VertebraModel, DiscModel)):
+    if isinstance(model, LoadedModel):
         if not isinstance(model, model_class):
             raise ModelError(f"a {type(model).__name__} cannot run the {task.value} task")
         return model

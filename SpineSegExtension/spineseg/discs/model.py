@@ -8,16 +8,12 @@ network for tests and training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..devices import resolve_device
+from ..loaded_model import LoadedModel
 from .network import AttentionHourglassNet, HourglassConfig
-
-if TYPE_CHECKING:
-    from ..model_store import ModelEntry
 
 __all__ = ["DiscModelSettings", "DiscModel"]
 
@@ -61,24 +57,8 @@ class DiscModelSettings:
         )
 
 
-class DiscModel:
+class DiscModel(LoadedModel):
     """Runs the attention hourglass on mid-sagittal slabs."""
-
-    def __init__(
-        self,
-        network: AttentionHourglassNet,
-        settings: DiscModelSettings,
-        device: str | torch.device = "auto",
-        entry: "ModelEntry | None" = None,
-    ) -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.network = network.to(self.device).eval()
-        self.settings = settings
-        self.entry = entry
-
-    @property
-    def name(self) -> str:
-        return self.entry.name if self.entry else "in-memory model"
 
     @torch.inference_mode()
     def heatmaps(self, image: np.ndarray) -> np.ndarray:

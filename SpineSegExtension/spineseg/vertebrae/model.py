@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..devices import resolve_device
+from ..loaded_model import LoadedModel
 from ..networks.unet3d import IterativeFCN, IterativeFCNConfig
 
 if TYPE_CHECKING:
@@ -57,25 +57,13 @@ class PatchPrediction:
     position: float
 
 
-class VertebraModel:
-    """Runs the iterative FCN on single patches."""
+class VertebraModel(LoadedModel):
+    """Runs the iterative FCN on single patches, counting its forward passes (benchmarks report them)."""
 
-    def __init__(
-        self,
-        network: IterativeFCN,
-        settings: VertebraModelSettings,
-        device: str | torch.device = "auto",
-        entry: "ModelEntry | None" = None,
-    ) -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.network = network.to(self.device).eval()
-        self.settings = settings
-        self.entry = entry
+    def __init__(self, network: IterativeFCN, settings: VertebraModelSettings, device: str | torch.device = "auto",
+                 entry: "ModelEntry | None" = None) -> None:
+        super().__init__(network, settings, device, entry)
         self.forward_passes = 0
-
-    @property
-    def name(self) -> str:
-        return self.entry.name if self.entry else "in-memory model"
 
     @torch.inference_mode()
     def predict(self, image_patch: np.ndarray, memory_patch: np.ndarray) -> PatchPrediction:
