@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..labels import SACRUM
+from ..anatomy import SACRUM, STANDARD_LEVELS
 from ..volume import Volume, VolumeKind
-from .anatomy import STANDARD_LEVELS, PlacedVertebra, SpineLayout, make_spine_layout
+from .layout import PlacedVertebra, SpineLayout, make_spine_layout
 
 __all__ = ["CTPhantom", "make_ct_phantom", "random_ct_phantom", "orientation_matrix", "DEFAULT_CT_LEVELS"]
 

@@ -20,7 +20,7 @@ from ..geometry import Grid, resample_to, working_grid
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
-from .levels import assign_levels, missed_levels
+from .levels import assign_levels, count_missed_vertebrae
 from .model import VertebraModel
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import FoundVertebra, TraversalResult, TraversalSettings, traverse
@@ -285,7 +285,7 @@ def find_vertebrae(
         logger.info("dropped %d found pieces off the spinal column", len(walk.vertebrae) - len(column))
     # Head to foot by the working grid's superior axis, whatever the order of discovery.
     found = sorted(drop_fragments(column, image.shape), key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
-    missed = missed_levels([v.centroid[2] * settings.spacing_mm for v in found])
+    missed = count_missed_vertebrae([v.centroid[2] * settings.spacing_mm for v in found])
     if any(missed):
         logger.info("the walk missed %d vertebra(e); naming skips them", sum(missed))
     return found, assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found], missed)
