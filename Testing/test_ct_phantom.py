@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from spineseg.labels import SACRUM
-from spineseg.phantoms.anatomy import STANDARD_LEVELS
+from spineseg.anatomy import SACRUM, STANDARD_LEVELS
 from spineseg.phantoms.ct import CTPhantom, make_ct_phantom, orientation_matrix, random_ct_phantom
 from spineseg.volume import VolumeKind
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from spineseg.anatomy import level_to_position, position_to_level
 from spineseg.labels import disc_name, disc_number, vertebra_name, vertebra_segment_name, vertebra_terminology
-from spineseg.vertebrae.levels import assign_levels, level_to_position, missed_levels, position_to_level
+from spineseg.vertebrae.levels import assign_levels, count_missed_vertebrae
 
 
 def test_positions_skip_the_verse_gap_before_the_sacrum():
@@ -50,7 +51,7 @@ def test_names_and_codes():
 def test_a_vertebra_missed_by_the_walk_is_skipped_by_the_naming():
     """Phantom seed 1002's walk: T11-L4 found, L5 missed, the sacrum found as three pieces (heights in mm)."""
     heights = [261.6, 235.2, 203.7, 169.2, 134.7, 96.6, 35.7, 25.2, 2.4]
-    missed = missed_levels(heights)
+    missed = count_missed_vertebrae(heights)
     assert missed == [0, 0, 0, 0, 0, 0, 1, 0, 0]
     regressed = [17.4, 18.7, 20.0, 21.4, 22.0, 22.7, 25.0, 20.0, 18.4]
     complete = [False, True, True, True, True, True, False, False, False]
@@ -67,6 +68,6 @@ def test_a_run_too_long_to_skip_its_misses_is_named_without_them():
 
 def test_steps_of_a_normal_spine_and_a_split_sacrum_show_no_missed_vertebra():
     cervical_to_thoracic = [300, 284, 268, 251, 233, 213, 192, 170]  # C3-T2: the steps grow by a quarter
-    assert missed_levels(cervical_to_thoracic) == [0] * 8
-    assert missed_levels([200, 164, 128, 90, 78, 66]) == [0] * 6  # L3-L5, then the sacrum in three pieces
-    assert missed_levels([100, 60]) == [0, 0]
+    assert count_missed_vertebrae(cervical_to_thoracic) == [0] * 8
+    assert count_missed_vertebrae([200, 164, 128, 90, 78, 66]) == [0] * 6  # L3-L5, then the sacrum in three pieces
+    assert count_missed_vertebrae([100, 60]) == [0, 0]

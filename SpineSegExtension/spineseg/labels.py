@@ -10,10 +10,10 @@ from __future__ import annotations
 import colorsys
 from dataclasses import dataclass
 
+from .anatomy import HEAD_TO_FOOT, L6, SACRUM, T13
+
 __all__ = [
     "VERTEBRA_NAMES",
-    "ANATOMICAL_ORDER",
-    "SACRUM",
     "vertebra_name",
     "vertebra_segment_name",
     "vertebra_colour",
@@ -27,10 +27,6 @@ __all__ = [
     "INTERVERTEBRAL_DISC",
 ]
 
-SACRUM = 26
-T13 = 28
-L6 = 25
-
 VERTEBRA_NAMES: dict[int, str] = {
     **{n: f"C{n}" for n in range(1, 8)},
     **{n: f"T{n - 7}" for n in range(8, 20)},
@@ -39,9 +35,6 @@ VERTEBRA_NAMES: dict[int, str] = {
     SACRUM: "S",
     T13: "T13",
 }
-
-# Head-to-foot order of the VerSe numbers (T13 sits between T12 and L1).
-ANATOMICAL_ORDER: list[int] = list(range(1, 20)) + [T13] + list(range(20, 27))
 
 
 @dataclass(frozen=True)
@@ -117,7 +110,7 @@ def vertebra_colour(level: int) -> tuple[float, float, float]:
     Cervical, thoracic and lumbar levels keep a family of hues, and a golden-ratio
     step makes adjacent vertebrae easy to tell apart in slice views.
     """
-    position = ANATOMICAL_ORDER.index(_check_level(level))
+    position = HEAD_TO_FOOT.index(_check_level(level))
     hue = (position * 0.381966) % 1.0
     return colorsys.hsv_to_rgb(hue, 0.75, 0.95)
 

@@ -14,7 +14,7 @@
        - skip_penalty * (number of disc numbers skipped between chosen sites)
 
    where the expected distance between discs n and m adds up typical adult
-   disc-to-disc distances (``phantoms.anatomy.level_size``) and ``scale``
+   disc-to-disc distances (``anatomy.level_size``) and ``scale``
    (one per image, the best of ``DecodeSettings.scales``) absorbs the size of
    the person, so that only the pattern of the gaps, not their absolute
    size, pulls the labels. A missed disc is
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..anatomy import level_size
 from ..labels import DISC_NUMBERS
-from ..phantoms.anatomy import level_size
 from ..results import DiscRecord
 from .targets import N_CHANNELS, output_to_input
 
@@ -115,7 +115,7 @@ def find_candidates(heatmaps: np.ndarray, stride: int, pixel_mm: float,
 
 
 def _disc_gaps_mm() -> np.ndarray:
-    """Typical distance from disc n to disc n+1 (index n - 2), from the phantom anatomy table."""
+    """Typical distance from disc n to disc n+1 (index n - 2), from the typical adult level sizes."""
     gaps = []
     for number in DISC_NUMBERS[:-1]:
         vertebra = level_size(number)

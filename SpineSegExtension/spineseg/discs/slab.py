@@ -32,6 +32,27 @@ __all__ = ["Slab", "extract_slab", "find_midsagittal_x", "volume_ras_bounds", "r
 
 log = logging.getLogger(__name__)
 
+# Mid-sagittal search: each candidate plane is resampled to about this many pixels a side (end plates and
+# the canal stay visible, and a plane every millimetre stays cheap).
+PLANE_PIXELS = 96
+# Planes whose edge energy is below this percentile are the baseline: the spine's bump covers the fewer,
+# richer planes, the flank tissue the many plain ones.
+BASELINE_PERCENTILE = 40.0
+# Planes with fewer valid pixels than this share of the best-covered one are not trusted (oblique corners).
+MIN_PLANE_COVERAGE = 0.5
+# Fewer trusted planes than this cannot show a bump: the plane through the scan's centre is used.
+MIN_TRUSTED_PLANES = 3
+# The energy profile is smoothed over this many neighbouring planes (1 mm apart) against noise.
+SMOOTHING_PLANES = 3
+# A slab with fewer pixels inside the scan than this has not cut it.
+MIN_INSIDE_PIXELS = 16
+# Left-right refinement: in-plane sampling step (mm) of the window around a point; the fewest mirrored
+# plane pairs a symmetry cost is judged on; and the cost added per millimetre moved, so that a flat
+# profile keeps the point where the slab put it.
+LATERAL_SAMPLE_MM = 1.5
+MIN_MIRRORED_PLANES = 4
+SHIFT_COST_PER_MM = 0.002
+
 
 @dataclass(frozen=True)
 class Slab:
@@ -94,7 +115,7 @@ def find_midsagittal_x(volume: Volume, step_mm: float = 1.0) -> float:
 
     The spine is the part of a sagittal image with the most edges: disc and
     vertebral end plates, the canal, the laminae. Each plane 1 mm apart is
-    resampled (about 96 x 96 pixels) and scored by its mean in-plane gradient
+    resampled (about ``PLANE_PIXELS`` a side) and scored by its mean in-plane gradient
     magnitude; planes well above the profile's baseline form a bump centred on
     the spine, and the bump's weighted centre (which is robust to the flat
     top the bump has across the vertebral bodies) is the answer.
@@ -104,7 +125,7 @@ def find_midsagittal_x(volume: Volume, step_mm: float = 1.0) -> float:
     if upper[0] - lower[0] < 2.0:
         return float((lower[0] + upper[0]) / 2)
     xs = np.arange(lower[0], upper[0] + 1e-6, step_mm)
-    step = max((upper[1] - lower[1]) / 96, (upper[2] - lower[2]) / 96, 1.0)
+    step = max((upper[1] - lower[1]) / PLANE_PIXELS, (upper[2] - lower[2]) / PLANE_PIXELS, 1.0)
     ys = np.arange(lower[1], upper[1] + 1e-6, step)
     zs = np.arange(lower[2], upper[2] + 1e-6, step)
     grid = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), axis=-1)
@@ -117,12 +138,11 @@ def find_midsagittal_x(volume: Volume, step_mm: float = 1.0) -> float:
     valid = np.isfinite(gradient)
     counts = valid.sum(axis=(1, 2))
     energy = np.where(valid, gradient, 0.0).sum(axis=(1, 2)) / np.maximum(counts, 1)
-    # Planes that barely overlap the scan (oblique corners) are not trusted.
-    usable = counts >= 0.5 * counts.max()
-    if usable.sum() < 3:
+    usable = counts >= MIN_PLANE_COVERAGE * counts.max()
+    if usable.sum() < MIN_TRUSTED_PLANES:
         return float((lower[0] + upper[0]) / 2)
-    energy = ndimage.uniform_filter1d(np.where(usable, energy, 0.0), 3)
-    baseline = np.percentile(energy[usable], 40)
+    energy = ndimage.uniform_filter1d(np.where(usable, energy, 0.0), SMOOTHING_PLANES)
+    baseline = np.percentile(energy[usable], BASELINE_PERCENTILE)
     weights = np.where(usable, np.clip(energy - baseline, 0.0, None), 0.0) ** 2
     if weights.sum() <= 0:
         return float((lower[0] + upper[0]) / 2)
@@ -182,7 +202,7 @@ def extract_slab(
         count[ok] += 1
     inside = count > 0
     image = np.zeros((size, size), dtype=np.float32)
-    if inside.sum() < 16:
+    if inside.sum() < MIN_INSIDE_PIXELS:
         raise InputError("the mid-sagittal plane does not cut the image; is it a sagittal-capable 3D scan?")
     mean_values = total[inside] / count[inside]
     mu, sd = float(mean_values.mean()), float(mean_values.std())
@@ -205,7 +225,7 @@ def refine_lateral(volume: Volume, points_ras: np.ndarray, reach_mm: float = 20.
         return points
     array = volume.array.astype(np.float32, copy=False)
     offsets = np.arange(-reach_mm, reach_mm + 1e-6, 1.0)
-    local = np.arange(-window_mm, window_mm + 1e-6, 1.5)
+    local = np.arange(-window_mm, window_mm + 1e-6, LATERAL_SAMPLE_MM)
     dy, dz = np.meshgrid(local, local, indexing="ij")
     for index, point in enumerate(points):
         grid = np.stack([
@@ -220,13 +240,13 @@ def refine_lateral(volume: Volume, points_ras: np.ndarray, reach_mm: float = 20.
         for shift in range(-int(reach_mm // 2), int(reach_mm // 2) + 1):
             c = centre_index + shift
             half = min(c, len(offsets) - 1 - c)
-            if half < 4:
+            if half < MIN_MIRRORED_PLANES:
                 continue
             left, right = planes[c - half : c][::-1], planes[c + 1 : c + half + 1]
             difference = np.abs(left - right)
             if not np.isfinite(difference).any():
                 continue
-            cost = float(np.nanmean(difference)) + 0.002 * abs(shift)
+            cost = float(np.nanmean(difference)) + SHIFT_COST_PER_MM * abs(shift)
             if cost < best_cost:
                 best, best_cost = float(offsets[c]), cost
         points[index, 0] = point[0] + best

@@ -35,10 +35,10 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..anatomy import STANDARD_LEVELS
 from ..errors import InputError
 from ..io import read_volume
 from ..labels import DISC_NUMBERS
-from ..phantoms.anatomy import STANDARD_LEVELS
 from ..phantoms.mri import random_mri_phantom
 from ..progress import ProgressCallback, no_progress
 from ..training.config import Layout, TrainingConfig

@@ -1,9 +1,10 @@
 """The iterative vertebra segmentation network (Lessmann et al., MIDL 2018 / MedIA 2019).
 
-A 3D U-Net with a constant number of filters on every level, two input
+A 3D U-Net with a constant number of filters on every resolution level, two input
 channels (CT patch, instance memory) and three outputs: the mask of the next
 vertebra, the probability that this vertebra is complete in the patch, and a
-regression of its anatomical level.
+regression of its anatomical position (C1 = 1 ... sacrum = 25, see
+:mod:`spineseg.anatomy`).
 """
 
 from __future__ import annotations
@@ -85,21 +86,21 @@ class UpBlock(nn.Module):
 class FCNOutput:
     """Raw network outputs for a batch of N patches.
 
-    mask_logits: N x 1 x D x H x W; completeness_logit: N; level: N (anatomical position, C1 = 1).
+    mask_logits: N x 1 x D x H x W; completeness_logit: N; position: N (anatomical position, C1 = 1).
     """
 
     mask_logits: torch.Tensor
     completeness_logit: torch.Tensor
-    level: torch.Tensor
+    position: torch.Tensor
 
 
 class VertebraHeads(nn.Module):
-    """Completeness and level of the vertebra being segmented, from features that still carry content.
+    """Completeness and anatomical position of the vertebra being segmented, from features that still carry content.
 
     The paper pools the bottleneck. After instance (or batch-size-1 batch)
     normalisation, a plain spatial mean of a feature map is the same for every
-    patch, so a head on it can only learn a constant; the first bundled model
-    did exactly that. These heads see three summaries instead: the mean of an
+    patch, so a head on it can only learn a constant. These heads see three
+    summaries instead: the mean of an
     unnormalised convolution of the bottleneck (spatial patterns), the maximum
     of the bottleneck, and the decoder features averaged under the predicted
     mask (the target vertebra itself).
@@ -110,14 +111,15 @@ class VertebraHeads(nn.Module):
         self.context = nn.Sequential(nn.Conv3d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
         self.hidden = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(inplace=True))
         self.completeness = nn.Linear(channels, 1)
+        # The position head; saved weights name it "level" (heads.level.*), so the attribute keeps that name.
         self.level = nn.Linear(channels, 1)
-        # Start the level regression mid-spine (T6 = 13) instead of 0, so early steps fit shapes, not an offset.
+        # Start the position regression mid-spine (T6 = 13) instead of 0, so early steps fit shapes, not an offset.
         nn.init.constant_(self.level.bias, 13.0)
 
     def forward(
         self, bottleneck: torch.Tensor, decoded: torch.Tensor, mask_probability: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (completeness logit, level), each of shape N."""
+        """Returns (completeness logit, position), each of shape N."""
         context = self.context(bottleneck).mean(dim=(2, 3, 4))
         strongest = bottleneck.amax(dim=(2, 3, 4))
         weight = mask_probability.sum(dim=(2, 3, 4)) + 1.0
@@ -127,7 +129,7 @@ class VertebraHeads(nn.Module):
 
 
 class IterativeFCN(nn.Module):
-    """3D U-Net with completeness and level heads (see :class:`VertebraHeads`).
+    """3D U-Net with completeness and position heads (see :class:`VertebraHeads`).
 
     ``forward`` takes N x in_channels x D x H x W with D, H, W multiples of
     ``config.divisor`` and returns logits (no sigmoid) in an :class:`FCNOutput`.
@@ -155,5 +157,5 @@ class IterativeFCN(nn.Module):
         for block, skip in zip(self.up, reversed(skips)):
             y = block(y, skip)
         mask_logits = self.mask_head(y)
-        completeness_logit, level = self.heads(bottleneck, y, torch.sigmoid(mask_logits))
-        return FCNOutput(mask_logits=mask_logits, completeness_logit=completeness_logit, level=level)
+        completeness_logit, position = self.heads(bottleneck, y, torch.sigmoid(mask_logits))
+        return FCNOutput(mask_logits=mask_logits, completeness_logit=completeness_logit, position=position)

@@ -1,6 +1,6 @@
 """Seeded MRI-like spine phantoms (T1w and T2w) with exact disc centre points.
 
-The anatomy comes from :func:`spineseg.phantoms.anatomy.make_spine_layout`, the
+The anatomy comes from :func:`spineseg.phantoms.layout.make_spine_layout`, the
 same skeleton the CT phantom rasterises, so both modalities agree on levels.
 Each structure is an analytic shape in its vertebra's or disc's local frame,
 evaluated at the voxel centres of the scan grid through the Volume affine, so
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..labels import SACRUM
+from ..anatomy import SACRUM, STANDARD_LEVELS
 from ..volume import Volume, affine_from_geometry
-from .anatomy import STANDARD_LEVELS, SpineLayout, make_spine_layout
+from .layout import SpineLayout, make_spine_layout
 
 __all__ = ["MRIPhantom", "make_mri_phantom", "random_mri_phantom", "FIELDS_OF_VIEW", "CONTRASTS", "axes_from_code"]
 

@@ -1,10 +1,10 @@
-"""Anatomical positions and the consistent naming of a run of vertebrae.
+"""The consistent naming of a run of vertebrae from their regressed anatomical positions.
 
 The network regresses each vertebra's anatomical *position* (C1 = 1 ...
-L5 = 24, sacrum = 25) rather than its VerSe number, because positions of
-consecutive vertebrae differ by exactly one. Naming then picks the one
-consecutive sequence that the whole run supports best, so a single poor
-estimate cannot break the order.
+L5 = 24, sacrum = 25, see :mod:`spineseg.anatomy`) rather than its VerSe
+number, because positions of consecutive vertebrae differ by exactly one.
+Naming then picks the one consecutive sequence that the whole run supports
+best, so a single poor estimate cannot break the order.
 """
 
 from __future__ import annotations
@@ -13,23 +13,18 @@ from typing import Sequence
 
 import numpy as np
 
-from ..labels import SACRUM
+from ..anatomy import STANDARD_LEVELS, position_to_level
 
-__all__ = [
-    "POSITIONS", "MAX_SACRUM_PIECES", "level_to_position", "position_to_level", "missed_levels", "assign_levels",
-]
-
-# Position n (1-based) -> VerSe number: C1..L5, then the sacrum.
-POSITIONS: list[int] = list(range(1, 25)) + [SACRUM]
+__all__ = ["MAX_SACRUM_PIECES", "count_missed_vertebrae", "assign_levels"]
 
 # The sacrum is taller than a model patch (120 mm at the bundled size), so the walk may find it
 # as up to this many pieces; naming may give all of them the sacrum's name.
 MAX_SACRUM_PIECES = 3
 
-# The level head's error model: Laplace with this scale (levels), which is what its L1 loss fits,
+# The position head's error model: Laplace with this scale (positions), which is what its L1 loss fits,
 # mixed with this chance of being simply wrong (a fragment, an odd vertebra), so that one wild
 # estimate costs a naming a bounded amount instead of outvoting the rest.
-LEVEL_ERROR_SCALE = 1.0
+POSITION_ERROR_SCALE = 1.0
 OUTLIER_PROBABILITY = 0.05
 
 # A step between found vertebrae this many times the typical step around it has a vertebra missing in it:
@@ -37,21 +32,7 @@ OUTLIER_PROBABILITY = 0.05
 MISSED_STEP_RATIO = 1.6
 
 
-def level_to_position(level: int) -> int:
-    """VerSe number -> anatomical position (1..25). L6 and T13 are not modelled."""
-    if level not in POSITIONS:
-        raise ValueError(f"VerSe number {level} has no anatomical position in the C1..L5, sacrum sequence")
-    return POSITIONS.index(level) + 1
-
-
-def position_to_level(position: int) -> int:
-    """Anatomical position (1..25) -> VerSe number."""
-    if not 1 <= position <= len(POSITIONS):
-        raise ValueError(f"position must be 1..{len(POSITIONS)}, got {position}")
-    return POSITIONS[position - 1]
-
-
-def missed_levels(heights_mm: Sequence[float]) -> list[int]:
+def count_missed_vertebrae(heights_mm: Sequence[float]) -> list[int]:
     """How many vertebrae the walk missed before each found one, from the head-foot height of their centroids.
 
     A step between two found vertebrae of about ``k + 1`` times the typical step holds ``k`` missed
@@ -80,7 +61,7 @@ def missed_levels(heights_mm: Sequence[float]) -> list[int]:
 def _candidate_sequences(count: int, missed: Sequence[int]) -> list[np.ndarray]:
     """Every naming of ``count`` head-to-foot pieces: consecutive positions except for ``missed``
     vertebrae, the foot end possibly repeating the sacrum (a sacrum found in pieces)."""
-    sacrum = len(POSITIONS)
+    sacrum = len(STANDARD_LEVELS)
     candidates = []
     for start in range(1, sacrum + 1):
         positions = np.minimum(start + np.arange(count) + np.cumsum(missed), sacrum)
@@ -91,10 +72,10 @@ def _candidate_sequences(count: int, missed: Sequence[int]) -> list[np.ndarray]:
 
 def _log_likelihoods(regressed: np.ndarray) -> np.ndarray:
     """Per vertebra (rows) and position 1..25 (columns): log-likelihood of the regressed value."""
-    positions = np.arange(1, len(POSITIONS) + 1)
-    laplace = np.exp(-np.abs(regressed[:, None] - positions[None, :]) / LEVEL_ERROR_SCALE)
+    positions = np.arange(1, len(STANDARD_LEVELS) + 1)
+    laplace = np.exp(-np.abs(regressed[:, None] - positions[None, :]) / POSITION_ERROR_SCALE)
     laplace /= laplace.sum(axis=1, keepdims=True)
-    return np.log((1.0 - OUTLIER_PROBABILITY) * laplace + OUTLIER_PROBABILITY / len(POSITIONS))
+    return np.log((1.0 - OUTLIER_PROBABILITY) * laplace + OUTLIER_PROBABILITY / len(STANDARD_LEVELS))
 
 
 def assign_levels(
@@ -104,15 +85,15 @@ def assign_levels(
 
     The likelihood of a naming is the product over the pieces of how well each
     regressed position fits the position the naming gives it (Laplace errors,
-    see ``LEVEL_ERROR_SCALE``, with a small outlier chance). The foot end may
+    see ``POSITION_ERROR_SCALE``, with a small outlier chance). The foot end may
     repeat the sacrum: a sacrum found in pieces is named once, not as "L5"
     and "sacrum". As in the paper, only complete vertebrae vote (all of them
     if none is complete); the others are named by the sequence.
 
     Args:
-        regressed: the level head's output per vertebra, in traversal order (head first).
+        regressed: the position head's output per vertebra, in traversal order (head first).
         complete: which vertebrae are complete in their patch.
-        missed: vertebrae missed by the walk before each one (see ``missed_levels``): the sequence skips them,
+        missed: vertebrae missed by the walk before each one (see ``count_missed_vertebrae``): the sequence skips them,
             unless the run is too long for that.
 
     Returns:
@@ -128,7 +109,7 @@ def assign_levels(
     candidates = _candidate_sequences(count, missed) if missed is not None else []
     candidates = candidates or _candidate_sequences(count, [0] * count)
     if not candidates:
-        raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(POSITIONS)} levels")
+        raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(STANDARD_LEVELS)} levels")
     votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)
     if not votes.any():
         votes[:] = True

@@ -2,7 +2,7 @@
 
 Mask: a weighted false-positive/false-negative term plus binary cross-entropy,
 with weights ``w = 1 + 8 exp(-d^2 / 36)`` that stress voxels near the target
-vertebra's surface (``d`` in mm). Completeness: cross-entropy. Level: L1 plus
+vertebra's surface (``d`` in mm). Completeness: cross-entropy. Position: L1 plus
 a small squared error, only where the patch has a target.
 """
 
@@ -39,15 +39,15 @@ class LossTerms:
     total: torch.Tensor
     mask: torch.Tensor
     completeness: torch.Tensor
-    level: torch.Tensor
+    position: torch.Tensor
 
 
 class IterativeFCNLoss:
-    """Combined loss; ``level_weight`` scales the level term (positions are 1..25)."""
+    """Combined loss; ``position_weight`` scales the position term (positions are 1..25)."""
 
-    def __init__(self, fp_fn_weight: float = 1.0, level_weight: float = 0.2) -> None:
+    def __init__(self, fp_fn_weight: float = 1.0, position_weight: float = 0.2) -> None:
         self.fp_fn_weight = fp_fn_weight
-        self.level_weight = level_weight
+        self.position_weight = position_weight
 
     def __call__(
         self,
@@ -55,7 +55,7 @@ class IterativeFCNLoss:
         target: torch.Tensor,
         weights: torch.Tensor,
         complete: torch.Tensor,
-        level: torch.Tensor,
+        position: torch.Tensor,
         has_target: torch.Tensor,
     ) -> LossTerms:
         """All tensors are batched: target/weights N x 1 x D x H x W; others N."""
@@ -72,7 +72,7 @@ class IterativeFCNLoss:
         completeness = (
             F.binary_cross_entropy_with_logits(output.completeness_logit, complete, reduction="none") * mask
         ).sum() / count
-        error = output.level - level
-        level_loss = ((error.abs() + 0.1 * error**2) * mask).sum() / count
-        total = mask_loss + completeness + self.level_weight * level_loss
-        return LossTerms(total, mask_loss.detach(), completeness.detach(), level_loss.detach())
+        error = output.position - position
+        position_loss = ((error.abs() + 0.1 * error**2) * mask).sum() / count
+        total = mask_loss + completeness + self.position_weight * position_loss
+        return LossTerms(total, mask_loss.detach(), completeness.detach(), position_loss.detach())

@@ -74,5 +74,5 @@ class VertebraModel(LoadedModel):
         return PatchPrediction(
             probability=torch.sigmoid(output.mask_logits)[0, 0].float().cpu().numpy(),
             completeness=float(torch.sigmoid(output.completeness_logit)[0]),
-            position=float(output.level[0]),
+            position=float(output.position[0]),
         )

@@ -23,9 +23,9 @@ from ..geometry import Grid, resample_to, working_grid
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
-from .levels import assign_levels, missed_levels
+from .levels import assign_levels, count_missed_vertebrae
 from .patches import OUTSIDE_VALUE, normalise_ct
-from .traversal import FoundVertebra, TraversalResult, TraversalSettings, traverse
+from .traversal import MASK_PROBABILITY, FoundVertebra, TraversalResult, TraversalSettings, traverse
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     from .model import VertebraModel
@@ -37,20 +37,48 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Intensity check: percentiles are read from at most about this many voxels (every 4th along each axis
+# beyond), enough for a stable median and cheap on large scans.
+INTENSITY_SAMPLE_VOXELS = 8_000_000
+INTENSITY_SAMPLE_STEP = 4
+# Robust extremes and median (percentiles): single hot or dead voxels must not decide.
+INTENSITY_PERCENTILES = (0.5, 50.0, 99.5)
+# Values no CT in Hounsfield units reaches: below the padding scanners use (down to -3024 HU) and above
+# dense metal (about 30,000 HU on extended-scale scanners).
+MIN_PLAUSIBLE_HU, MAX_PLAUSIBLE_HU = -4000.0, 40000.0
+# A CT's median voxel is air, fat, soft tissue or bone: between these.
+MEDIAN_HU_RANGE = (-1500.0, 3000.0)
+# A robust spread (HU) below this holds no anatomy.
+MIN_INTENSITY_SPREAD_HU = 50.0
+# A CT holds some air or fat below this (HU); an image without any is probably not in Hounsfield units.
+LOWEST_EXPECTED_HU = -200.0
+
+# Painting: a vertebra's box holds its voxels above this probability; the interpolated mask never
+# reaches beyond them at any threshold used here.
+SUPPORT_PROBABILITY = 0.05
+# A vertebra counts as complete when its completeness probability is above this (the sigmoid's midpoint).
+COMPLETE_PROBABILITY = 0.5
+# Detached pieces of a painted vertebra smaller than this share of its largest piece are dropped.
+SMALL_PIECE_FRACTION = 0.05
+# A found "vertebra" smaller than this share of the median one is a leftover piece (unless cut by the scan):
+# a whole vertebra is rarely less than a third of its neighbours' size.
+FRAGMENT_FRACTION = 0.35
+
 
 def check_ct_intensities(volume: Volume) -> None:
     """Refuse images whose values cannot be Hounsfield units; warn about doubtful ones."""
-    sample = volume.array[::4, ::4, ::4] if volume.array.size > 8_000_000 else volume.array
-    low, median, high = np.percentile(sample, [0.5, 50, 99.5])
-    if low < -4000 or high > 40000 or not -1500 <= median <= 3000:
+    step = INTENSITY_SAMPLE_STEP
+    sample = volume.array[::step, ::step, ::step] if volume.array.size > INTENSITY_SAMPLE_VOXELS else volume.array
+    low, median, high = np.percentile(sample, INTENSITY_PERCENTILES)
+    if low < MIN_PLAUSIBLE_HU or high > MAX_PLAUSIBLE_HU or not MEDIAN_HU_RANGE[0] <= median <= MEDIAN_HU_RANGE[1]:
         raise InputError(
             f"intensities ({low:.0f} to {high:.0f}, median {median:.0f}) are far outside CT's Hounsfield range; "
             "give a CT in Hounsfield units (rescale slope and intercept applied)"
         )
-    if high - low < 50:
+    if high - low < MIN_INTENSITY_SPREAD_HU:
         raise InputError(f"the image is nearly uniform ({low:.1f} to {high:.1f}); it holds no anatomy to segment")
-    if sample.min() > -200:
-        logger.warning("no voxel below -200 HU: this may not be a CT in Hounsfield units (an MRI?)")
+    if sample.min() > LOWEST_EXPECTED_HU:
+        logger.warning("no voxel below %.0f HU: this may not be a CT in Hounsfield units (an MRI?)", LOWEST_EXPECTED_HU)
 
 
 def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray, Grid]:
@@ -65,7 +93,7 @@ def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray
 
 
 def _paint(
-    found: list[FoundVertebra], levels: list[int], grid: Grid, target: Grid, threshold: float = 0.5
+    found: list[FoundVertebra], levels: list[int], grid: Grid, target: Grid, threshold: float = MASK_PROBABILITY
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label map on ``target`` (from the working ``grid``): each voxel gets the vertebra of highest probability
     above ``threshold``.
@@ -76,7 +104,7 @@ def _paint(
     best = np.zeros(target.shape, dtype=np.float16)
     input_to_work = np.linalg.inv(grid.affine) @ target.affine
     for vertebra, level in zip(found, levels):
-        support = np.argwhere(vertebra.probability > 0.05)
+        support = np.argwhere(vertebra.probability > SUPPORT_PROBABILITY)
         if len(support) == 0:
             continue
         low = support.min(axis=0) - 1 + vertebra.corner
@@ -104,15 +132,16 @@ def _paint(
 BONE_HU = 200.0
 CONFIDENT_BONE_HU = 100.0
 CANDIDATE_PROBABILITY = 0.2
-# Voxels deeper than this inside the network's confident region (probability >= 0.5) stay vertebra
-# whatever their HU: the CT decides only the outer millimetre and the uncertain fringe. Marrow of
-# osteoporotic bone, fatty sacral marrow and low-dose noise read below 100 HU, and where the cortex has a
-# gap (thin endplates, the region's own edge) filling holes cannot recover them. Held-out phantoms: mean
-# Dice of seeds 1000 and 1002 0.732 without this rule, 0.805 at 1 mm, 0.795 at 2 mm, 0.782 at 3 mm.
+# Voxels deeper than this inside the network's confident region (its mask) stay vertebra whatever their
+# HU: the CT decides only the outer millimetre and the uncertain fringe. Marrow of osteoporotic bone,
+# fatty sacral marrow and low-dose noise read below 100 HU, and where the cortex has a gap (thin
+# endplates, the region's own edge) filling holes cannot recover them. 1 mm scored best (model card).
 CORE_DEPTH_MM = 1.0
 # Depth of the surface band judged by the half-way rule: a CT's blur spreads bright cortex about this far.
 # Grids coarser than this get no band (each voxel is already its own mixture of bone and tissue).
 EDGE_BAND_MM = 2.0
+# The cortex's intensity, for the half-way rule: this percentile of a vertebra's voxels.
+CORTEX_PERCENTILE = 99.0
 
 
 def _refine_with_bone(
@@ -124,7 +153,7 @@ def _refine_with_bone(
     The network works on a coarse grid; its interpolated probability says which
     vertebra a voxel belongs to, and the CT says where bone ends. A voxel keeps
     the label if it lies deeper than ``CORE_DEPTH_MM`` inside the confident
-    region (probability >= 0.5), if it is bone (>= 200 HU, or >= 100 HU where
+    region (the network's mask), if it is bone (>= 200 HU, or >= 100 HU where
     the network is confident), or if it lies in a cavity enclosed by these. On
     grids finer than ``EDGE_BAND_MM``, the outer band of that is partly bone,
     partly soft tissue (partial volume and blur); there a voxel outside the core
@@ -134,7 +163,7 @@ def _refine_with_bone(
     """
     region = labels[box] == level
     values = hounsfield[box]
-    confident = region & (best[box] >= 0.5)
+    confident = region & (best[box] >= MASK_PROBABILITY)
     core = ndimage.distance_transform_edt(confident, sampling=spacing_mm) > CORE_DEPTH_MM
     bone = region & ((values >= BONE_HU) | ((values >= CONFIDENT_BONE_HU) & confident))
     body = ndimage.binary_fill_holes(bone | core) & region
@@ -165,8 +194,7 @@ def _fill_enclosed_marrow(
 
     On the model's 3 mm grid, marrow darker than about 50 HU (fatty sacral
     marrow, osteoporotic bodies) looks like soft tissue, and the network then
-    outlines only the cortex: a sacrum came out as a shell with Dice 0.32. The
-    cortex, seen in the full-resolution CT (>= ``BONE_HU``), closes the
+    outlines only the cortex. The cortex, seen in the full-resolution CT (>= ``BONE_HU``), closes the
     cavity; a cavity mostly bordered by this vertebra (see
     ``CAVITY_OWNER_SHARE``) is its marrow. Where the scan's face cuts a
     vertebra, the openings its cortex rings on that face count as closed, so a
@@ -200,14 +228,16 @@ def _fill_enclosed_marrow(
 
 def _half_way_edge_hu(values: np.ndarray, body: np.ndarray) -> float:
     """The intensity half-way between the tissue around ``body`` (median of a 1-voxel ring; water, 0 HU,
-    if the body fills its box) and its cortex (99th percentile inside); never below ``BONE_HU``.
+    if the body fills its box) and its cortex (``CORTEX_PERCENTILE`` inside); never below ``BONE_HU``.
     Where a blurred surface crosses it is the true edge."""
     ring = ndimage.binary_dilation(body) & ~body
     around = float(np.median(values[ring])) if ring.any() else 0.0
-    return max(BONE_HU, (around + float(np.percentile(values[body], 99))) / 2.0)
+    return max(BONE_HU, (around + float(np.percentile(values[body], CORTEX_PERCENTILE))) / 2.0)
 
 
-def _remove_small_pieces(labels: np.ndarray, level: int, box: tuple[slice, ...], keep_fraction: float = 0.05) -> None:
+def _remove_small_pieces(
+    labels: np.ndarray, level: int, box: tuple[slice, ...], keep_fraction: float = SMALL_PIECE_FRACTION
+) -> None:
     """Remove detached pieces of one label (inside ``box``) smaller than ``keep_fraction`` of its largest, in place."""
     mask = labels[box] == level
     components, count = ndimage.label(mask)
@@ -250,12 +280,13 @@ def keep_spine_column(
     return [v for v, g in zip(found, group) if g == best]
 
 
-def drop_fragments(found: list[FoundVertebra], image_shape: tuple[int, int, int], fraction: float = 0.35) -> list[FoundVertebra]:
-    """Remove "vertebrae" much smaller than the typical one found, unless cut by the scan's edge.
+def drop_fragments(
+    found: list[FoundVertebra], image_shape: tuple[int, int, int], fraction: float = FRAGMENT_FRACTION
+) -> list[FoundVertebra]:
+    """Remove "vertebrae" smaller than ``fraction`` of the median one found, unless cut by the scan's edge.
 
     Leftover pieces of an accepted vertebra (a process the network missed at
-    first) can pass the 500 mm^3 fragment rule; a whole vertebra is rarely
-    less than a third of its neighbours' size.
+    first) can pass the 500 mm^3 fragment rule.
     """
     if len(found) < 3:
         return found
@@ -290,10 +321,10 @@ def find_vertebrae(
         logger.info("dropped %d found pieces off the spinal column", len(walk.vertebrae) - len(column))
     # Head to foot by the working grid's superior axis, whatever the order of discovery.
     found = sorted(drop_fragments(column, image.shape), key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
-    missed = missed_levels([v.centroid[2] * settings.spacing_mm for v in found])
+    missed = count_missed_vertebrae([v.centroid[2] * settings.spacing_mm for v in found])
     if any(missed):
         logger.info("the walk missed %d vertebra(e); naming skips them", sum(missed))
-    return found, assign_levels([v.position for v in found], [v.completeness > 0.5 for v in found], missed)
+    return found, assign_levels([v.position for v in found], [v.completeness > COMPLETE_PROBABILITY for v in found], missed)
 
 
 def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tuple[int, int, int]) -> np.ndarray:
@@ -333,7 +364,7 @@ def segment_vertebrae(
     image, grid = prepare_working_image(volume, model.settings.spacing_mm)
     found, levels = find_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
     progress(0.9, "painting vertebrae onto the input grid")
-    threshold = CANDIDATE_PROBABILITY if refine_with_bone else 0.5
+    threshold = CANDIDATE_PROBABILITY if refine_with_bone else MASK_PROBABILITY
     labels, best = _paint(found, levels, grid, Grid(volume.shape, volume.affine), threshold)
     # One pass for every vertebra's bounding box; refinement only shrinks them, so they stay valid.
     boxes = ndimage.find_objects(labels)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .levels import level_to_position
+from ..anatomy import level_to_position
 from .loss import boundary_weights
 from .patches import OUTSIDE_VALUE, extract_patch, normalise_ct
 

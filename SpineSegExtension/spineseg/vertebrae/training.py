@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..anatomy import STANDARD_LEVELS
 from ..errors import InputError
 from ..geometry import resample_to
 from ..io import read_volume
@@ -36,7 +37,6 @@ from ..phantoms.ct import random_ct_phantom
 from ..training.config import Layout, TrainingConfig
 from ..training.datasets import DataSplit
 from ..volume import VolumeKind
-from .levels import POSITIONS
 from .loss import IterativeFCNLoss
 from .model import VertebraModel, VertebraModelSettings
 from .pipeline import find_vertebrae, label_working_grid, prepare_working_image
@@ -73,7 +73,7 @@ def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float) -> T
         raise InputError(f"{labels_path} is not on the grid of {image_path} (shape or geometry differ); "
                          "resample the label map onto its CT")
     values = set(np.unique(labels.array).tolist()) - {0}
-    unknown = sorted(values - set(POSITIONS) - set(_UNMODELLED))
+    unknown = sorted(values - set(STANDARD_LEVELS) - set(_UNMODELLED))
     if unknown or not values:
         raise InputError(f"{labels_path} must hold vertebrae in VerSe numbering (1-24, 25 L6, 26 sacrum, 28 T13); "
                          + (f"found values {unknown[:10]}" if unknown else "it is empty"))
@@ -165,7 +165,7 @@ class VertebraTask:
     def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = self.loss_function(network(batch["inputs"]), batch["target"], batch["weights"], batch["complete"],
                                    batch["level"], batch["has_target"])
-        return terms.total, {"mask": terms.mask, "completeness": terms.completeness, "level": terms.level}
+        return terms.total, {"mask": terms.mask, "completeness": terms.completeness, "level": terms.position}
 
     @torch.inference_mode()
     def validate(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
@@ -175,13 +175,13 @@ class VertebraTask:
             patches = self.validation_patches[start:start + _VALIDATION_BATCH]
             output = network(stack_patches(patches, device)["inputs"])
             masks = (output.mask_logits > 0).cpu().numpy()
-            levels = output.level.float().cpu().numpy()
+            positions = output.position.float().cpu().numpy()
             complete = (output.completeness_logit > 0).cpu().numpy()
-            for patch, mask, level, is_complete in zip(patches, masks, levels, complete):
+            for patch, mask, position, is_complete in zip(patches, masks, positions, complete):
                 dices.append(dice(mask[0], patch.target[0] > 0.5))
                 if patch.has_target:
-                    errors.append(abs(float(level) - patch.position))
-                    identified.append(round(float(level)) == patch.position)
+                    errors.append(abs(float(position) - patch.position))
+                    identified.append(round(float(position)) == patch.position)
                     completeness.append(bool(is_complete) == bool(patch.complete))
         scores = {
             "dice": float(np.mean(dices)),

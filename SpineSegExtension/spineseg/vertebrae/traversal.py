@@ -37,9 +37,14 @@ from .patches import OUTSIDE_VALUE, extract_patch, overlap_slices, patch_corner
 if TYPE_CHECKING:  # torch loads with the model, not with the walk
     from .model import PatchPrediction
 
-__all__ = ["TraversalSettings", "FoundVertebra", "TraversalResult", "traverse"]
+__all__ = ["MASK_PROBABILITY", "TraversalSettings", "FoundVertebra", "TraversalResult", "traverse"]
 
 Predictor = Callable[[np.ndarray, np.ndarray], "PatchPrediction"]
+
+# A voxel is in the network's mask above this probability (the sigmoid's midpoint, as published).
+MASK_PROBABILITY = 0.5
+# A found vertebra keeps its probabilities this many voxels around its mask, for smooth painting.
+SUPPORT_MARGIN_VOXELS = 2
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class _Walker:
     def new_fragment(self, prediction: PatchPrediction, corner: np.ndarray, min_mm3: float) -> np.ndarray | None:
         """The largest connected component of the mask that no accepted vertebra claimed, if big enough."""
         claimed = extract_patch(self.claimed, corner, self.settings.patch_size, False)
-        candidate = (prediction.probability > 0.5) & ~claimed
+        candidate = (prediction.probability > MASK_PROBABILITY) & ~claimed
         components, count = ndimage.label(candidate)
         if count == 0:
             return None
@@ -252,8 +257,8 @@ def _refine_and_accept(walker: _Walker, centre: np.ndarray, min_mm3: float) -> F
     # The whole new mask is claimed (a vertebra may fall apart into pieces at coarse resolution),
     # including fringe voxels of the vertebra above; its sure part joins the memory. The
     # probability is kept only around the mask, for smooth upsampling.
-    mask = (prediction.probability > 0.5) & ~memory
-    support = ndimage.binary_dilation(mask, iterations=2) & ~memory
+    mask = (prediction.probability > MASK_PROBABILITY) & ~memory
+    support = ndimage.binary_dilation(mask, iterations=SUPPORT_MARGIN_VOXELS) & ~memory
     probability = np.where(support, prediction.probability, 0.0).astype(np.float16)
     overlap = overlap_slices(corner, settings.patch_size, walker.memory.shape)
     if overlap is None:

@@ -2,9 +2,10 @@
 
 A spine layout is a curved centre line through the vertebral bodies (cervical
 lordosis, thoracic kyphosis, lumbar lordosis, optional mild scoliosis) with one
-local frame per vertebra and per disc, and level-dependent sizes from typical
-adult anatomy. The CT and MRI phantom generators rasterise the same layout with
-their own contrasts, so both modalities agree on anatomy and labels.
+local frame per vertebra and per disc, and level-dependent sizes jittered
+around the typical adult ones of :mod:`spineseg.anatomy`. The CT and MRI
+phantom generators rasterise the same layout with their own contrasts, so both
+modalities agree on anatomy and labels.
 
 Coordinates are RAS millimetres (+x right, +y anterior, +z superior) in the
 phantom's body frame; the generators place the scan grid around it.
@@ -17,60 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import CubicSpline
 
-from ..labels import ANATOMICAL_ORDER, SACRUM
+from ..anatomy import DIMENSIONS, SACRUM, STANDARD_LEVELS, LevelSize, check_consecutive, level_size
 
-__all__ = ["LevelSize", "PlacedVertebra", "PlacedDisc", "SpineLayout", "level_size", "make_spine_layout", "STANDARD_LEVELS"]
-
-# C1..L5 and sacrum: the levels phantoms are made of (no L6 or T13 variants).
-STANDARD_LEVELS: list[int] = list(range(1, 25)) + [SACRUM]
-
-
-@dataclass(frozen=True)
-class LevelSize:
-    """Typical adult dimensions of one vertebra in mm.
-
-    body_height is along the spine, body_width left-right, body_depth
-    front-back. disc_below is the height of the disc under this vertebra.
-    """
-
-    body_height: float
-    body_width: float
-    body_depth: float
-    disc_below: float
-    canal_width: float
-    canal_depth: float
-    pedicle_length: float
-    spinous_length: float
-    spinous_drop: float
-    transverse_span: float
-    has_ribs: bool
-
-
-# Key levels (VerSe numbers) and their sizes; levels in between are interpolated.
-_KEY_LEVELS = np.array([1, 3, 7, 8, 13, 19, 20, 24])
-_KEY_SIZES = {
-    #                      C1    C3    C7    T1    T6    T12   L1    L5
-    "body_height": [10.0, 14.0, 14.5, 17.0, 20.0, 24.0, 26.0, 27.0],
-    "body_width": [16.0, 17.0, 22.0, 25.0, 29.0, 38.0, 42.0, 50.0],
-    "body_depth": [14.0, 15.0, 16.0, 17.0, 24.0, 30.0, 32.0, 34.0],
-    "disc_below": [4.0, 5.0, 5.5, 4.5, 5.5, 7.0, 9.0, 11.0],
-    "canal_width": [26.0, 24.0, 23.0, 20.0, 17.0, 19.0, 21.0, 24.0],
-    "canal_depth": [18.0, 15.0, 14.0, 14.0, 15.0, 16.0, 17.0, 17.0],
-    "pedicle_length": [6.0, 6.0, 7.0, 9.0, 10.0, 11.0, 12.0, 12.0],
-    "spinous_length": [10.0, 12.0, 22.0, 28.0, 32.0, 28.0, 28.0, 24.0],
-    "spinous_drop": [0.0, 3.0, 6.0, 10.0, 22.0, 10.0, 5.0, 4.0],
-    "transverse_span": [70.0, 48.0, 62.0, 70.0, 64.0, 56.0, 64.0, 78.0],
-}
-
-
-def level_size(level: int) -> LevelSize:
-    """Typical dimensions of a vertebra, by VerSe number (sacrum: its top, S1)."""
-    if level == SACRUM:
-        return LevelSize(30.0, 50.0, 32.0, 0.0, 24.0, 14.0, 10.0, 14.0, 0.0, 100.0, False)
-    if not 1 <= level <= 24:
-        raise ValueError(f"phantoms have levels 1-24 and {SACRUM} (sacrum), got {level}")
-    values = {name: float(np.interp(level, _KEY_LEVELS, keys)) for name, keys in _KEY_SIZES.items()}
-    return LevelSize(**values, has_ribs=8 <= level <= 19)
+__all__ = ["PlacedVertebra", "PlacedDisc", "SpineLayout", "make_spine_layout"]
 
 
 @dataclass(frozen=True)
@@ -150,18 +100,14 @@ def make_spine_layout(
         scoliosis_mm: amplitude of a lateral S-curve.
         size_jitter: relative random variation of each size (per subject and per level).
     """
-    if not levels:
-        raise ValueError("levels must name at least one vertebra")
-    positions = [STANDARD_LEVELS.index(level) for level in levels if level in STANDARD_LEVELS]
-    if len(positions) != len(levels) or positions != list(range(positions[0], positions[0] + len(levels))):
-        raise ValueError(f"levels must be consecutive entries of {STANDARD_LEVELS}, got {levels}")
+    check_consecutive(levels)
 
     subject_scale = 1.0 + size_jitter * rng.standard_normal()
     sizes: dict[int, LevelSize] = {}
     for level in STANDARD_LEVELS:
         base = level_size(level)
         jitter = subject_scale * (1.0 + 0.5 * size_jitter * rng.standard_normal(10))
-        numbers = [getattr(base, name) * factor for name, factor in zip(_KEY_SIZES, jitter)]
+        numbers = [getattr(base, name) * factor for name, factor in zip(DIMENSIONS, jitter)]
         sizes[level] = LevelSize(*numbers, has_ribs=base.has_ribs)
 
     # Arc length of every standard level's body centre, top of C1 at s = 0.
