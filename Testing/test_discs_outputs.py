@@ -13,11 +13,11 @@ import SimpleITK as sitk
 from spineseg.discs.network import AttentionHourglassNet, HourglassConfig
 from spineseg.discs.outputs import OUTPUT_NAMES, run_discs
 from spineseg.discs.pipeline import DiscModel
-from spineseg.discs.training import disc_manifest
 from spineseg.errors import InputError, ModelError
 from spineseg.io import write_volume
 from spineseg.model_store import save_model
 from spineseg.phantoms.mri import make_mri_phantom
+from spineseg.training.tasks.discs import disc_manifest
 from spineseg.volume import Volume, affine_from_geometry
 
 

@@ -16,17 +16,17 @@ import pytest
 import torch
 
 from spineseg.cli import main as cli_main
-from spineseg.discs import training as disc_training
 from spineseg.discs.pipeline import DiscModel
 from spineseg.errors import CancelledError, InputError
 from spineseg.model_store import load_state_dict
-from spineseg.training import trainer
+from spineseg.training import tasks, trainer
 from spineseg.training.checkpoint import read_latest_checkpoint
 from spineseg.training.config import load_config
 from spineseg.training.datasets import read_dataset
+from spineseg.training.tasks import discs as disc_training
+from spineseg.training.tasks import vertebrae as vertebra_training
+from spineseg.training.tasks.vertebrae import stack_patches
 from spineseg.vertebrae.model import VertebraModel
-from spineseg.vertebrae import training as vertebra_training
-from spineseg.vertebrae.training import stack_patches
 
 TINY = {
     "vertebrae": ["model.filters=4", "sampler.patch_size=16", "model.spacing_mm=6", "data.phantoms=2",
@@ -68,7 +68,7 @@ def _made_once(generate):
 
 def _held_out_loss(config, weights=None) -> float:
     """Loss on the fixed validation patches, for fresh weights (seeded as the trainer does) or given ones."""
-    task = trainer._build_task(config, read_dataset(config.task, config.data, config.seed), 0)
+    task = tasks.build_task(config, read_dataset(config.task, config.data, config.seed), 0)
     torch.manual_seed(config.seed)
     network = task.build_network().eval()
     if weights is not None:

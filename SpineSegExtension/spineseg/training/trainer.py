@@ -1,9 +1,8 @@
 """The training loop shared by both tasks: resumable, validated, on one device or many.
 
-A task adapter (:class:`TrainingTask`, implemented in
-:mod:`spineseg.vertebrae.training` and :mod:`spineseg.discs.training`)
-supplies the network, batches, loss, validation metrics and the model
-manifest; this module does the rest:
+A task adapter (:class:`~.tasks.TrainingTask`, picked from the table in
+:mod:`.tasks`) supplies the network, batches, loss, validation metrics and
+the model manifest; this module does the rest:
 
 * run folder: ``config.json`` (resolved configuration), ``split.json``
   (cases per side), ``metrics.csv`` and ``metrics.png``, ``checkpoints/``,
@@ -28,9 +27,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -40,39 +37,17 @@ from ..errors import InputError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
-from .config import OptimiserName, ScheduleKind, Task, TrainingConfig, config_to_dict, save_config
+from .config import OptimiserName, ScheduleKind, TrainingConfig, config_to_dict, save_config
 from .datasets import DataSplit, check_split, read_dataset, save_split
 from .distributed import Processes, barrier, gather, start_processes, stop_processes
 from .history import MetricsLog
+from .tasks import TrainingTask, build_task
 
-__all__ = ["TrainingTask", "TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
+__all__ = ["TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
 
 log = logging.getLogger(__name__)
 
 PLOT_INTERVAL_S = 60.0  # metrics.png is redrawn at checkpoints at most this often, and at the end
-
-
-class TrainingTask(Protocol):
-    """What the loop needs from a task; ``validation_metrics[0]`` is ``"score"`` (higher is better)."""
-
-    loss_terms: tuple[str, ...]
-    validation_metrics: tuple[str, ...]
-    rng: np.random.Generator  # draws the batches; saved in checkpoints
-
-    @property
-    def has_validation(self) -> bool: ...
-
-    def build_network(self) -> nn.Module: ...
-
-    def next_batch(self, device: torch.device) -> dict[str, torch.Tensor]: ...
-
-    def loss(self, network: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-
-    def validate(self, network: nn.Module, device: torch.device) -> dict[str, float]: ...
-
-    def manifest(self) -> dict: ...
-
-    def describe_data(self) -> str: ...
 
 
 @dataclass
@@ -121,17 +96,6 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
         else:
             averaged[name] = last.clone()
     return averaged
-
-
-def _build_task(config: TrainingConfig, split: DataSplit, rank: int) -> TrainingTask:
-    rng = np.random.default_rng(config.seed + 1 + rank)
-    if config.task is Task.VERTEBRAE:
-        from ..vertebrae.training import VertebraTask
-
-        return VertebraTask.from_split(config, split, rng)
-    from ..discs.training import DiscTask
-
-    return DiscTask.from_split(config, split, rng)
 
 
 def _load_initial_weights(config: TrainingConfig, network: nn.Module) -> ModelEntry | None:
@@ -225,7 +189,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: b
     problem = gather(processes, problem)[0]
     if problem is not None:
         raise InputError(problem)
-    task = _build_task(config, split, processes.rank)
+    task = build_task(config, split, processes.rank)
     total = config.total_iterations(len(split.train), processes.world_size)
     torch.manual_seed(config.seed)
     network = task.build_network()
