@@ -9,7 +9,7 @@ import torch
 from spineseg.discs.loss import heatmap_loss
 from spineseg.discs.network import AttentionHourglassNet, HourglassConfig
 from spineseg.discs.targets import N_CHANNELS, render_heatmaps
-from spineseg.discs.training import augment_batch, phantom_sample
+from spineseg.training.tasks.discs import augment_batch, phantom_sample
 
 
 def test_targets_and_visibility():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineseg.discs.training import slab_sample_from_files
 from spineseg.errors import InputError
 from spineseg.io import write_volume
 from spineseg.phantoms.ct import make_ct_phantom
@@ -13,7 +12,8 @@ from spineseg.phantoms.mri import make_mri_phantom
 from spineseg.training.config import DataConfig, Layout, Task
 from spineseg.training.datasets import (read_bids_discs, read_dataset, read_pairs, read_verse, save_split,
                                         split_subjects, check_split)
-from spineseg.vertebrae.training import case_from_files
+from spineseg.training.tasks.discs import slab_sample_from_files
+from spineseg.training.tasks.vertebrae import case_from_files
 from spineseg.volume import Volume, VolumeKind
 
 

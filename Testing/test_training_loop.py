@@ -16,16 +16,16 @@ import pytest
 import torch
 
 from spineseg.cli import main as cli_main
-from spineseg.discs import training as disc_training
 from spineseg.errors import CancelledError, InputError
 from spineseg.model_store import load_model, load_state_dict
-from spineseg.training import trainer
+from spineseg.training import command, tasks, trainer
 from spineseg.training.checkpoint import read_latest_checkpoint
 from spineseg.training.config import load_config
 from spineseg.training.datasets import read_dataset
+from spineseg.training.tasks import discs as disc_training
+from spineseg.training.tasks import vertebrae as vertebra_training
+from spineseg.training.tasks.vertebrae import stack_patches
 from spineseg.vertebrae.model import VertebraModel
-from spineseg.vertebrae import training as vertebra_training
-from spineseg.vertebrae.training import stack_patches
 
 TINY = {
     "vertebrae": ["model.filters=4", "sampler.patch_size=16", "model.spacing_mm=6", "data.phantoms=2",
@@ -67,7 +67,7 @@ def _made_once(generate):
 
 def _held_out_loss(config, weights=None) -> float:
     """Loss on the fixed validation patches, for fresh weights (seeded as the trainer does) or given ones."""
-    task = trainer._build_task(config, read_dataset(config.task, config.data, config.seed), 0)
+    task = tasks.build_task(config, read_dataset(config.task, config.data, config.seed), 0)
     torch.manual_seed(config.seed)
     network = task.build_network().eval()
     if weights is not None:
@@ -213,6 +213,21 @@ def test_command_line_trains_and_refuses_misuse(tmp_path, capsys):
     assert cli_main(["train", "vertebrae", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "data folder not found" in error and "empty" in error
+
+
+def test_module_entry_point_trains_without_the_cli(tmp_path, capsys):
+    """``python -m spineseg.training`` (what torchrun starts) trains and fails as ``spineseg train`` does."""
+    run = tmp_path / "run"
+    arguments = ["vertebrae", "--data", "phantoms", "--out", str(run),
+                 *[f"--set={item}" for item in ["threads=1", "iterations=2", "log_interval=1", "checkpoint_interval=1",
+                                                "validation.interval=1", *TINY["vertebrae"]]]]
+    assert command.main(arguments) == 0
+    assert str(run / "model" / "vertebrae-model.safetensors") in capsys.readouterr().out
+    missing = tmp_path / "missing"
+    process = subprocess.run([sys.executable, "-m", "spineseg.training", "vertebrae", "--out", str(missing), "--resume"],
+                             capture_output=True, text=True, timeout=120)
+    assert process.returncode == 2
+    assert process.stderr.strip() == f"spineseg: error: {missing} holds no run to resume (no config.json); start it without --resume"
 
 
 def _train_rank(rank: int, port: int, run_dir: str, out: str) -> None:

@@ -1,7 +1,5 @@
 """``python -m spineseg.training TASK ...`` (also under torchrun) is ``spineseg train TASK ...``."""
 
-import sys
+from .command import main
 
-from ..cli import main
-
-raise SystemExit(main(["train", *sys.argv[1:]]))
+raise SystemExit(main())

@@ -1,13 +1,25 @@
-"""The ``spineseg train`` command line (also ``python -m spineseg.training`` under torchrun)."""
+"""The ``spineseg train`` command line, and ``python -m spineseg.training`` (what torchrun starts).
+
+The ``spineseg`` command adds :func:`add_arguments` to its ``train``
+subcommand; :func:`main` runs the same arguments on their own, so the
+training processes need nothing else of the CLI.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 import sys
 from pathlib import Path
 
-__all__ = ["add_arguments", "run_training"]
+from ..errors import CancelledError, InputError, ModelError, SpineSegError
+
+__all__ = ["add_arguments", "run_training", "main"]
+
+# The exit codes of the ``spineseg`` command.
+EXIT_OK, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_training(args: argparse.Namespace) -> dict[str, str]:
     """Resolve the configuration, train, and return the paths of what was written."""
-    from ..errors import CancelledError, InputError
     from .config import config_from_dict, load_config
     from .trainer import train
 
@@ -59,3 +70,36 @@ def run_training(args: argparse.Namespace) -> dict[str, str]:
         return {}
     return {"model": str(result.model.weights_path), "manifest": str(result.model.manifest_path),
             "metrics": str(args.out / "metrics.csv"), "curves": str(args.out / "metrics.png")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spineseg.training TASK ...``: train as ``spineseg train TASK ...`` does; returns the exit code.
+
+    Errors meant for the user end in one line on stderr and exit code 2 (bad
+    input) or 3 (model problem); a stop (Ctrl-C, or SIGTERM from torchrun)
+    keeps the last checkpoint and exits with 130.
+    """
+    parser = argparse.ArgumentParser(prog="python -m spineseg.training",
+                                     description="Train the vertebra or disc network (as 'spineseg train').")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    try:
+        outputs = run_training(args)
+    except (CancelledError, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    except ModelError as error:
+        print(f"spineseg: model error: {error}", file=sys.stderr)
+        return EXIT_MODEL
+    except SpineSegError as error:
+        print(f"spineseg: error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    for path in outputs.values():
+        print(path)
+    return EXIT_OK
+
+
+def _raise_cancelled(signum: int, frame: object) -> None:
+    """SIGTERM stops training between two steps, as Ctrl-C does."""
+    raise CancelledError("terminated by signal")

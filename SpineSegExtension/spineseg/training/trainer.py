@@ -1,9 +1,8 @@
 """The training loop shared by both tasks: resumable, validated, on one device or many.
 
-A task adapter (:class:`TrainingTask`, implemented in
-:mod:`spineseg.vertebrae.training` and :mod:`spineseg.discs.training`)
-supplies the network, batches, loss, validation metrics and the model
-manifest; this module does the rest:
+A task adapter (:class:`~.tasks.TrainingTask`, picked from the table in
+:mod:`.tasks`) supplies the network, batches, loss, validation metrics and
+the model manifest; this module does the rest:
 
 * run folder: ``config.json`` (resolved configuration), ``split.json``
   (cases per side), ``metrics.csv`` and ``metrics.png``, ``checkpoints/``,
@@ -28,9 +27,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -40,39 +37,17 @@ from ..errors import InputError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
-from .config import OptimiserName, ScheduleKind, Task, TrainingConfig, config_to_dict, save_config
+from .config import OptimiserName, ScheduleKind, TrainingConfig, config_to_dict, save_config
 from .datasets import DataSplit, check_split, read_dataset, save_split
 from .distributed import Processes, barrier, gather, start_processes, stop_processes
 from .history import MetricsLog
+from .tasks import TrainingTask, build_task
 
-__all__ = ["TrainingTask", "TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
+__all__ = ["TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
 
 log = logging.getLogger(__name__)
 
 PLOT_INTERVAL_S = 60.0  # metrics.png is redrawn at checkpoints at most this often, and at the end
-
-
-class TrainingTask(Protocol):
-    """What the loop needs from a task; ``validation_metrics[0]`` is ``"score"`` (higher is better)."""
-
-    loss_terms: tuple[str, ...]
-    validation_metrics: tuple[str, ...]
-    rng: np.random.Generator  # draws the batches; saved in checkpoints
-
-    @property
-    def has_validation(self) -> bool: ...
-
-    def build_network(self) -> nn.Module: ...
-
-    def next_batch(self, device: torch.device) -> dict[str, torch.Tensor]: ...
-
-    def loss(self, network: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-
-    def validate(self, network: nn.Module, device: torch.device) -> dict[str, float]: ...
-
-    def manifest(self) -> dict: ...
-
-    def describe_data(self) -> str: ...
 
 
 @dataclass
@@ -121,17 +96,6 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
         else:
             averaged[name] = last.clone()
     return averaged
-
-
-def _build_task(config: TrainingConfig, split: DataSplit, rank: int) -> TrainingTask:
-    rng = np.random.default_rng(config.seed + 1 + rank)
-    if config.task is Task.VERTEBRAE:
-        from ..vertebrae.training import VertebraTask
-
-        return VertebraTask.from_split(config, split, rng)
-    from ..discs.training import DiscTask
-
-    return DiscTask.from_split(config, split, rng)
 
 
 def _load_initial_weights(config: TrainingConfig, network: nn.Module) -> ModelEntry | None:
@@ -208,109 +172,183 @@ def train(
         stop_processes(processes)
 
 
+@dataclass
+class _Session:
+    """One process's training state: what it trains, with what, and where the run stands."""
+
+    config: TrainingConfig
+    run_dir: Path
+    processes: Processes
+    task: TrainingTask
+    network: nn.Module
+    optimiser: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    metrics: MetricsLog
+    total: int  # iterations of the whole run
+    start: int = 0  # the first iteration of this session: 0, or the checkpoint's on resume
+    seconds_before: float = 0.0  # training time of the sessions before this one
+    best: dict | None = None  # iteration and score of the best validation so far
+
+
 def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: bool,
            progress: ProgressCallback, processes: Processes) -> TrainingResult | None:
-    device, main = processes.device, processes.is_main
+    """Open the run, set up (or resume) this process's session, train; the first process exports the model."""
+    split = _open_run(config, run_dir, resume, processes)
+    session = _start_session(config, run_dir, split, resume, processes)
+    _run_iterations(session, show_progress, progress)
+    barrier(processes)
+    if not processes.is_main:
+        return None
+    return _export(session, split)
+
+
+def _open_run(config: TrainingConfig, run_dir: Path, resume: bool, processes: Processes) -> DataSplit:
+    """Read the data split; the first process prepares the run folder, and its verdict reaches every process.
+
+    Every process waits for that verdict (which also waits for the folder to be
+    written), so an error on the first process stops all of them at once
+    instead of leaving them waiting.
+    """
     split = read_dataset(config.task, config.data, config.seed)
     problem = None
-    if main:
+    if processes.is_main:
         try:
             _prepare_run_dir(config, run_dir, split, resume)
         except InputError as error:
             problem = str(error)
         except OSError as error:
             problem = f"cannot prepare the run folder {run_dir}: {error}"
-    # Every process learns whether the run folder is usable (this also waits for it to be written),
-    # so an error on the first process stops all of them at once instead of leaving them waiting.
     problem = gather(processes, problem)[0]
     if problem is not None:
         raise InputError(problem)
-    task = _build_task(config, split, processes.rank)
-    total = config.total_iterations(len(split.train), processes.world_size)
+    return split
+
+
+def _start_session(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool,
+                   processes: Processes) -> _Session:
+    """The task's adapter, a seeded network (initial weights, or the checkpoint's on resume), optimiser and scaler."""
+    task = build_task(config, split, processes.rank)
     torch.manual_seed(config.seed)
     network = task.build_network()
     initial = None if resume else _load_initial_weights(config, network)  # a resumed run has its checkpoint
-    network = network.to(device)
-    if initial is not None and main:
+    network = network.to(processes.device)
+    if initial is not None and processes.is_main:
         log.info("starting from the weights of %s", initial.weights_path)
-    optimiser = build_optimiser(config, network.parameters())
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    metrics = MetricsLog(run_dir / "metrics.csv", list(task.loss_terms), list(task.validation_metrics))
-    start, seconds_before, best = 0, 0.0, None
+    use_amp = config.amp and processes.device.type == "cuda"
+    session = _Session(
+        config, run_dir, processes, task, network, build_optimiser(config, network.parameters()),
+        torch.amp.GradScaler(processes.device.type, enabled=use_amp), use_amp,
+        MetricsLog(run_dir / "metrics.csv", list(task.loss_terms), list(task.validation_metrics)),
+        config.total_iterations(len(split.train), processes.world_size))
     if resume:
-        state = read_latest_checkpoint(run_dir / "checkpoints")
-        network.load_state_dict(state.weights)
-        optimiser.load_state_dict(state.optimiser)
-        scaler.load_state_dict(state.scaler)
-        if len(state.numpy_rng) != processes.world_size:
-            raise InputError(f"the run was checkpointed with {len(state.numpy_rng)} process(es); "
-                             f"resume it with the same number, not {processes.world_size}")
-        task.rng.bit_generator.state = state.numpy_rng[processes.rank]
-        torch.set_rng_state(state.torch_rng[processes.rank])
-        if device.type == "cuda" and state.cuda_rng[processes.rank]:
-            torch.cuda.set_rng_state(state.cuda_rng[processes.rank][0], device)
-        start, seconds_before, best = state.iteration, state.seconds, state.best
-        if main:
-            metrics.resume(start)
-            log.info("resuming %s at iteration %d of %d", run_dir, start, total)
-    model: nn.Module = network
-    if processes.world_size > 1:
-        model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+        _restore_checkpoint(session)
+    return session
 
-    bar = tqdm(total=total, initial=start, desc=f"training {config.task.value}", unit="it",
-               disable=not (main and show_progress), dynamic_ncols=True)
+
+def _restore_checkpoint(session: _Session) -> None:
+    """Continue from the latest checkpoint: weights, optimiser, scaler, this process's random states, the
+    iteration, the time spent and the best score; the metrics log drops rows written after it."""
+    processes = session.processes
+    state = read_latest_checkpoint(session.run_dir / "checkpoints")
+    session.network.load_state_dict(state.weights)
+    session.optimiser.load_state_dict(state.optimiser)
+    session.scaler.load_state_dict(state.scaler)
+    if len(state.numpy_rng) != processes.world_size:
+        raise InputError(f"the run was checkpointed with {len(state.numpy_rng)} process(es); "
+                         f"resume it with the same number, not {processes.world_size}")
+    session.task.rng.bit_generator.state = state.numpy_rng[processes.rank]
+    torch.set_rng_state(state.torch_rng[processes.rank])
+    if processes.device.type == "cuda" and state.cuda_rng[processes.rank]:
+        torch.cuda.set_rng_state(state.cuda_rng[processes.rank][0], processes.device)
+    session.start, session.seconds_before, session.best = state.iteration, state.seconds, state.best
+    if processes.is_main:
+        session.metrics.resume(session.start)
+        log.info("resuming %s at iteration %d of %d", session.run_dir, session.start, session.total)
+
+
+def _run_iterations(session: _Session, show_progress: bool, progress: ProgressCallback) -> None:
+    """Train from the session's start to the end; at each log interval write the row and whatever is due."""
+    config, processes, total = session.config, session.processes, session.total
+    model = _distribute(session.network, processes)
+    bar = tqdm(total=total, initial=session.start, desc=f"training {config.task.value}", unit="it",
+               disable=not (processes.is_main and show_progress), dynamic_ncols=True)
     session_start = plotted = time.time()
     sums: dict[str, float] = {}
     count = 0
-    network.train()
-    for iteration in range(start, total):
-        rate = learning_rate_at(config, iteration, total)
-        for group in optimiser.param_groups:
-            group["lr"] = rate
-        batch = task.next_batch(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            loss, terms = task.loss(model, batch)
-        optimiser.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimiser)
-        scaler.update()
-        for name, value in {"loss": loss, **terms}.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach())
+    session.network.train()
+    for iteration in range(session.start, total):
+        rate, losses = _step(session, model, iteration)
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value
         count += 1
         done = iteration + 1
-        seconds = seconds_before + time.time() - session_start
+        seconds = session.seconds_before + time.time() - session_start
         if done % config.log_interval and done != total:
             continue
         row = {"iteration": done, "seconds": seconds, "learning_rate": rate,
                **{name: value / count for name, value in sums.items()}}
         sums, count = {}, 0
-        validate = task.has_validation and (done % config.validation.interval == 0 or done == total)
-        if validate and main:
-            scores = task.validate(network, device)
-            network.train()
-            row.update({f"validation_{name}": value for name, value in scores.items()})
-            if best is None or scores["score"] > best["score"]:
-                best = {"iteration": done, "score": scores["score"]}
-                save_weights(run_dir / "best.safetensors", network.state_dict(), {"iteration": done, "scores": scores})
-        if main:
-            metrics.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", **({"score": f"{row['validation_score']:.3f}"}
-                                                          if "validation_score" in row else {}))
-            progress(done / total, f"iteration {done}/{total}, loss {row['loss']:.4f}")
-        if _is_snapshot(config, done, total) and main:
-            save_weights(run_dir / "snapshots" / f"iter-{done:07d}.safetensors", network.state_dict())
+        if processes.is_main:
+            row.update(_validate_if_due(session, done))
+            _report(session, row, bar, progress)
+            if _is_snapshot(config, done, total):
+                save_weights(session.run_dir / "snapshots" / f"iter-{done:07d}.safetensors", session.network.state_dict())
         if done % config.checkpoint_interval == 0 or done == total:
-            _checkpoint(run_dir, processes, network, optimiser, scaler, task, done, seconds, best)
-            if main and (done == total or time.time() - plotted > PLOT_INTERVAL_S):
-                metrics.plot(run_dir / "metrics.png", f"{config.name}: {config.task.value}")
+            _checkpoint(session, done, seconds)
+            if processes.is_main and (done == total or time.time() - plotted > PLOT_INTERVAL_S):
+                session.metrics.plot(session.run_dir / "metrics.png", f"{config.name}: {config.task.value}")
                 plotted = time.time()
         bar.update(done - bar.n)
     bar.close()
-    barrier(processes)
-    if not main:
-        return None
-    return _export(config, run_dir, task, network, split, total, processes)
+
+
+def _distribute(network: nn.Module, processes: Processes) -> nn.Module:
+    """The network, wrapped in DistributedDataParallel (gradients averaged) when several processes train."""
+    if processes.world_size == 1:
+        return network
+    device = processes.device
+    return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _step(session: _Session, model: nn.Module, iteration: int) -> tuple[float, dict[str, float]]:
+    """One optimiser step on a fresh batch at the scheduled learning rate (float16 autocast with gradient
+    scaling when mixed precision is on); returns the rate and the loss terms, ``loss`` first."""
+    rate = learning_rate_at(session.config, iteration, session.total)
+    for group in session.optimiser.param_groups:
+        group["lr"] = rate
+    device = session.processes.device
+    batch = session.task.next_batch(device)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=session.use_amp):
+        loss, terms = session.task.loss(model, batch)
+    session.optimiser.zero_grad(set_to_none=True)
+    session.scaler.scale(loss).backward()
+    session.scaler.step(session.optimiser)
+    session.scaler.update()
+    return rate, {name: float(value.detach()) for name, value in {"loss": loss, **terms}.items()}
+
+
+def _validate_if_due(session: _Session, done: int) -> dict[str, float]:
+    """Validate at the validation interval and at the end, keeping the best weights in ``best.safetensors``;
+    returns the row's validation columns (none when no validation is due)."""
+    task, network = session.task, session.network
+    if not (task.has_validation and (done % session.config.validation.interval == 0 or done == session.total)):
+        return {}
+    scores = task.validate(network, session.processes.device)
+    network.train()
+    if session.best is None or scores["score"] > session.best["score"]:
+        session.best = {"iteration": done, "score": scores["score"]}
+        save_weights(session.run_dir / "best.safetensors", network.state_dict(), {"iteration": done, "scores": scores})
+    return {f"validation_{name}": value for name, value in scores.items()}
+
+
+def _report(session: _Session, row: dict[str, float], bar: tqdm, progress: ProgressCallback) -> None:
+    """Append ``row`` to ``metrics.csv``, show its loss and score on the bar, and call ``progress``."""
+    session.metrics.append(row)
+    bar.set_postfix(loss=f"{row['loss']:.4f}", **({"score": f"{row['validation_score']:.3f}"}
+                                                  if "validation_score" in row else {}))
+    done, total = int(row["iteration"]), session.total
+    progress(done / total, f"iteration {done}/{total}, loss {row['loss']:.4f}")
 
 
 def _is_snapshot(config: TrainingConfig, done: int, total: int) -> bool:
@@ -320,16 +358,16 @@ def _is_snapshot(config: TrainingConfig, done: int, total: int) -> bool:
     return averaging.snapshots > 0 and remaining % averaging.interval == 0 and remaining < averaging.snapshots * averaging.interval
 
 
-def _checkpoint(run_dir: Path, processes: Processes, network: nn.Module, optimiser: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler, task: TrainingTask, done: int, seconds: float, best: dict | None) -> None:
+def _checkpoint(session: _Session, done: int, seconds: float) -> None:
     """Gather every process's random state; the first process writes the checkpoint."""
+    processes = session.processes
     cuda_rng = [torch.cuda.get_rng_state(processes.device)] if processes.device.type == "cuda" else []
-    states = gather(processes, (task.rng.bit_generator.state, torch.get_rng_state(), cuda_rng))
+    states = gather(processes, (session.task.rng.bit_generator.state, torch.get_rng_state(), cuda_rng))
     if processes.is_main:
-        write_checkpoint(run_dir / "checkpoints", Checkpoint(
-            iteration=done, weights=network.state_dict(), optimiser=optimiser.state_dict(),
-            scaler=scaler.state_dict(), numpy_rng=[s[0] for s in states], torch_rng=[s[1] for s in states],
-            cuda_rng=[s[2] for s in states], seconds=seconds, best=best))
+        write_checkpoint(session.run_dir / "checkpoints", Checkpoint(
+            iteration=done, weights=session.network.state_dict(), optimiser=session.optimiser.state_dict(),
+            scaler=session.scaler.state_dict(), numpy_rng=[s[0] for s in states], torch_rng=[s[1] for s in states],
+            cuda_rng=[s[2] for s in states], seconds=seconds, best=session.best))
     barrier(processes)
 
 
@@ -339,24 +377,29 @@ def _describe_initial(config: TrainingConfig) -> dict:
     return {"model": entry.name, "file": entry.weights_path.name, "sha256": entry.manifest.get("sha256")}
 
 
-def _export(config: TrainingConfig, run_dir: Path, task: TrainingTask, network: nn.Module, split: DataSplit,
-            total: int, processes: Processes) -> TrainingResult:
-    """The averaged snapshots, else the best validated weights, else the last ones, as a model entry."""
-    scores = None
+def _export_weights(session: _Session) -> tuple[dict[str, torch.Tensor], str, dict[str, float] | None]:
+    """The averaged snapshots (validated again), else the best validated weights, else the last ones;
+    with where they came from and their validation scores."""
+    run_dir, task, network = session.run_dir, session.task, session.network
     snapshots = sorted((run_dir / "snapshots").glob("iter-*.safetensors"))
-    if config.averaging.snapshots and snapshots:
+    if session.config.averaging.snapshots and snapshots:
         weights = average_weights([load_weights(path)[0] for path in snapshots])
         source = f"average of {len(snapshots)} snapshots ({', '.join(p.stem for p in snapshots)})"
+        scores = None
         if task.has_validation:
             network.load_state_dict(weights)
-            scores = task.validate(network, processes.device)
-    elif (run_dir / "best.safetensors").exists():
+            scores = task.validate(network, session.processes.device)
+        return weights, source, scores
+    if (run_dir / "best.safetensors").exists():
         weights, metadata = load_weights(run_dir / "best.safetensors")
-        scores = metadata["scores"]
-        source = f"best validation score, iteration {metadata['iteration']}"
-    else:
-        weights = network.state_dict()
-        source = f"last iteration ({total}); no validation data"
+        return weights, f"best validation score, iteration {metadata['iteration']}", metadata["scores"]
+    return network.state_dict(), f"last iteration ({session.total}); no validation data", None
+
+
+def _export(session: _Session, split: DataSplit) -> TrainingResult:
+    """Save the exported weights with a manifest (task, data, run, scores) as the model ``config.name``."""
+    config, run_dir, task, total = session.config, session.run_dir, session.task, session.total
+    weights, source, scores = _export_weights(session)
     checkpoint = read_latest_checkpoint(run_dir / "checkpoints")
     manifest = {
         **task.manifest(),
@@ -369,7 +412,7 @@ def _export(config: TrainingConfig, run_dir: Path, task: TrainingTask, network: 
             "batch_size": config.batch_size,
             "optimiser": f"{config.optimiser.name.value} lr {config.optimiser.learning_rate}, "
                          f"{config.schedule.kind.value} schedule",
-            "hardware": _hardware(processes),
+            "hardware": _hardware(session.processes),
             "seconds": round(checkpoint.seconds, 1),
             "exported": source,
             **({"initial_weights": _describe_initial(config)} if config.model.initial_weights else {}),

@@ -1,4 +1,4 @@
-"""The disc task of :mod:`spineseg.training`: slabs, augmentation, loss, validation and manifest.
+"""The disc task adapter of :mod:`spineseg.training`: slabs, augmentation, loss, validation and manifest.
 
 Data: MRI phantoms (``random_mri_phantom``) or MRIs with disc point labels
 go through the same slab extraction as inference
@@ -35,21 +35,21 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..anatomy import STANDARD_LEVELS
-from ..errors import InputError
-from ..io import read_volume
-from ..labels import DISC_NUMBERS
-from ..phantoms.mri import random_mri_phantom
-from ..progress import ProgressCallback, no_progress
-from ..training.config import Layout, TrainingConfig
-from ..training.datasets import DataSplit
-from ..volume import VolumeKind
-from .decode import decode_heatmaps
-from .loss import heatmap_loss
-from .metrics import DiscScores, score_discs, summarise
-from .network import AttentionHourglassNet, HourglassConfig
-from .slab import extract_slab
-from .targets import N_CHANNELS, render_heatmaps
+from ...anatomy import STANDARD_LEVELS
+from ...discs.decode import decode_heatmaps
+from ...discs.loss import heatmap_loss
+from ...discs.metrics import DiscScores, score_discs, summarise
+from ...discs.network import AttentionHourglassNet, HourglassConfig
+from ...discs.slab import extract_slab
+from ...discs.targets import N_CHANNELS, render_heatmaps
+from ...errors import InputError
+from ...io import read_volume
+from ...labels import DISC_NUMBERS
+from ...phantoms.mri import random_mri_phantom
+from ...progress import ProgressCallback, no_progress
+from ...volume import VolumeKind
+from ..config import Layout, TrainingConfig
+from ..datasets import DataSplit
 
 __all__ = ["SlabSample", "phantom_sample", "make_training_set", "slab_sample_from_files", "augment_batch",
            "disc_manifest", "DiscTask"]
@@ -170,7 +170,7 @@ def slab_sample_from_files(image_path: Path, labels_path: Path, size: int = 256,
 
 
 def disc_manifest(network: HourglassConfig, input_size: int, sigma: float) -> dict:
-    """The manifest part :class:`~spineseg.discs.pipeline.DiscModel` needs to rebuild and run a network."""
+    """The manifest part :class:`~spineseg.discs.model.DiscModel` needs to rebuild and run a network."""
     return {
         "task": "discs",
         "architecture": {"type": "AttentionHourglassNet", **network.to_dict()},
@@ -221,7 +221,7 @@ class DiscTask:
             train = make_training_set(len(split.train), config.seed, size)
             validation = make_training_set(len(split.validation), (config.seed, 1), size)
             description = (f"{len(train)} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom "
-                           f"via spineseg.discs.training.phantom_sample, seed {config.seed}), augmented on the fly; "
+                           f"via spineseg.training.tasks.discs.phantom_sample, seed {config.seed}), augmented on the fly; "
                            f"validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
         else:
             def read(subjects):

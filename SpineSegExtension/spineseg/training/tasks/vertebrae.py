@@ -1,7 +1,7 @@
-"""The vertebra task of :mod:`spineseg.training`: cases, batches, loss, validation and manifest.
+"""The vertebra task adapter of :mod:`spineseg.training`: cases, batches, loss, validation and manifest.
 
 Training follows the paper: batch size 1 by default, the published sampler
-(:mod:`.sampler`) and loss (:mod:`.loss`). Cases are CT phantoms generated on
+(:mod:`spineseg.vertebrae.sampler`) and loss (:mod:`spineseg.vertebrae.loss`). Cases are CT phantoms generated on
 the model's grid, or CTs with VerSe label maps resampled onto it exactly as
 inference does (:func:`~spineseg.vertebrae.pipeline.prepare_working_image`).
 
@@ -27,20 +27,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..anatomy import STANDARD_LEVELS
-from ..errors import InputError
-from ..geometry import resample_to
-from ..io import read_volume
-from ..metrics import dice, score_vertebrae
-from ..networks.unet3d import IterativeFCN, IterativeFCNConfig
-from ..phantoms.ct import random_ct_phantom
-from ..training.config import Layout, TrainingConfig
-from ..training.datasets import DataSplit
-from ..volume import VolumeKind
-from .loss import IterativeFCNLoss
-from .model import VertebraModel, VertebraModelSettings
-from .pipeline import find_vertebrae, label_working_grid, prepare_working_image
-from .sampler import PatchSampler, TrainingCase, TrainingPatch
+from ...anatomy import STANDARD_LEVELS
+from ...errors import InputError
+from ...geometry import resample_to
+from ...io import read_volume
+from ...metrics import dice, score_vertebrae
+from ...networks.unet3d import IterativeFCN, IterativeFCNConfig
+from ...phantoms.ct import random_ct_phantom
+from ...vertebrae.loss import IterativeFCNLoss
+from ...vertebrae.model import VertebraModel, VertebraModelSettings
+from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image
+from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
+from ...volume import VolumeKind
+from ..config import Layout, TrainingConfig
+from ..datasets import DataSplit
 
 __all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
 

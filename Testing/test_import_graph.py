@@ -1,0 +1,122 @@
+"""The layers of the core, read from its source: training sits above the task packages, the CLI above
+training, and no two of spineseg's packages (or top-level modules) import each other in a circle.
+
+Every ``import`` statement counts, including those inside functions: a lazy import hides a dependency
+from the import system, not from the design.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterable
+
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "SpineSegExtension" / "spineseg"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _node(module: str) -> str:
+    """The graph node of a module: its subpackage (spineseg.vertebrae), its top-level module (spineseg.io),
+    or the root package itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The spineseg modules that ``path`` imports, relative imports resolved."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for statement in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(statement, ast.Import):
+            found.update(alias.name for alias in statement.names)
+        elif isinstance(statement, ast.ImportFrom):
+            if statement.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - statement.level + 1])
+                base = f"{base}.{statement.module}" if statement.module else base
+            else:
+                base = statement.module
+            # ``from spineseg import io`` imports the module spineseg.io; ``from .io import read`` imports spineseg.io.
+            found.update(f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base
+                         for alias in statement.names)
+    return {name for name in found if name == "spineseg" or name.startswith("spineseg.")}
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE_ROOT.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _edges() -> dict[tuple[str, str], list[str]]:
+    """(importer node, imported node) -> the importing modules, for every import between two nodes."""
+    edges: dict[tuple[str, str], list[str]] = {}
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        source = _module_name(path)
+        for target in _imported_modules(path):
+            if _node(source) != _node(target):
+                edges.setdefault((_node(source), _node(target)), []).append(f"{source} -> {target}")
+    return edges
+
+
+EDGES = _edges()
+
+
+def _imports(importer: str, imported: str) -> list[str]:
+    """The imports from node ``importer`` (a package with its submodules, or a module) into node ``imported``."""
+    return EDGES.get((importer, imported), [])
+
+
+def _cycle_from(start: str, edges: Iterable[tuple[str, str]]) -> list[str] | None:
+    """A shortest chain of ``edges`` from ``start`` back to itself, or None."""
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for source, target in edges:
+            if source != node:
+                continue
+            if target == start:
+                return [*paths[node], start]
+            if target not in paths:
+                paths[target] = [*paths[node], target]
+                queue.append(target)
+    return None
+
+
+def test_the_graph_is_read_from_the_source():
+    # Guards the reader itself: known imports are found, relative and absolute, inside functions too.
+    assert "spineseg.training.trainer -> spineseg.model_store" in _imports("spineseg.training", "spineseg.model_store")
+    assert "spineseg.cli -> spineseg.training.command" in _imports("spineseg.cli", "spineseg.training")
+    assert _imports("spineseg.training", "spineseg.vertebrae") and _imports("spineseg.training", "spineseg.discs")
+    assert _cycle_from("a", [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == ["a", "b", "c", "a"]
+    assert _cycle_from("a", [("a", "b"), ("b", "c"), ("c", "b")]) is None  # b and c form the cycle, not a
+
+
+@pytest.mark.parametrize("task", ["spineseg.vertebrae", "spineseg.discs"])
+def test_task_packages_do_not_import_training(task):
+    assert _imports(task, "spineseg.training") == []
+
+
+def test_training_does_not_import_the_cli():
+    assert _imports("spineseg.training", "spineseg.cli") == []
+
+
+def test_no_import_cycles_between_packages():
+    nodes = {node for edge in EDGES for node in edge}
+    cycles = {node: cycle for node in sorted(nodes) if (cycle := _cycle_from(node, EDGES))}
+    assert not cycles, {node: [_imports(a, b) for a, b in zip(cycle, cycle[1:])] for node, cycle in cycles.items()}
+
+
+@pytest.mark.parametrize("task", [
+    "spineseg.vertebrae",
+    pytest.param("spineseg.discs", marks=pytest.mark.xfail(
+        strict=True, reason="pending issue 13 item 4 (anatomy out of the phantoms): "
+                            "spineseg.discs.decode imports spineseg.phantoms.anatomy")),
+])
+def test_inference_does_not_import_the_phantoms(task):
+    assert _imports(task, "spineseg.phantoms") == []
