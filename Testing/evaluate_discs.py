@@ -31,7 +31,7 @@ import torch
 
 from spineseg.discs.metrics import score_discs, summarise
 from spineseg.choices import Task
-from spineseg.discs.model import DiscModel
+from spineseg.networks.disc_model import DiscModel
 from spineseg.discs.pipeline import label_discs
 from spineseg.model_store import load_model
 from spineseg.pictures import write_discs_picture

@@ -24,7 +24,7 @@ from spineseg.metrics import score_vertebrae
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
 from spineseg.model_store import load_model
-from spineseg.vertebrae.model import VertebraModel
+from spineseg.networks.vertebra_model import VertebraModel
 from spineseg.vertebrae.pipeline import segment_vertebrae
 from spineseg.volume import VolumeKind
 

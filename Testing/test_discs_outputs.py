@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from spineseg.discs.network import AttentionHourglassNet, HourglassConfig
+from spineseg.networks.hourglass import AttentionHourglassNet, HourglassConfig
 from spineseg.choices import Task
-from spineseg.discs.model import DiscModel
+from spineseg.networks.disc_model import DiscModel
 from spineseg.training.tasks.discs import disc_manifest
 from spineseg.errors import InputError, ModelError
 from spineseg.io import write_volume
 from spineseg.jobs import output_names, run_discs
 from spineseg.model_store import load_model, save_model
 from spineseg.phantoms.mri import make_mri_phantom
-from spineseg.discs.model import DiscModel
+from spineseg.networks.disc_model import DiscModel
 from spineseg.training.tasks.discs import disc_manifest
 from spineseg.volume import Volume, affine_from_geometry
 

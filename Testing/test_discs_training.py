@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spineseg.discs.loss import heatmap_loss
-from spineseg.discs.network import AttentionHourglassNet, HourglassConfig
+from spineseg.networks.hourglass import AttentionHourglassNet, HourglassConfig
 from spineseg.discs.targets import N_CHANNELS, render_heatmaps
 from spineseg.training.tasks.discs import augment_batch, phantom_sample
 

@@ -112,11 +112,6 @@ def test_no_import_cycles_between_packages():
     assert not cycles, {node: [_imports(a, b) for a, b in zip(cycle, cycle[1:])] for node, cycle in cycles.items()}
 
 
-@pytest.mark.parametrize("task", [
-    "spineseg.vertebrae",
-    pytest.param("spineseg.discs", marks=pytest.mark.xfail(
-        strict=True, reason="pending issue 13 item 4 (anatomy out of the phantoms): "
-                            "spineseg.discs.decode imports spineseg.phantoms.anatomy")),
-])
+@pytest.mark.parametrize("task", ["spineseg.vertebrae", "spineseg.discs", "spineseg.networks"])
 def test_inference_does_not_import_the_phantoms(task):
     assert _imports(task, "spineseg.phantoms") == []

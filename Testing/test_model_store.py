@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from spineseg.choices import Task
-from spineseg.discs.model import DiscModel
+from spineseg.networks.disc_model import DiscModel
 from spineseg.errors import ModelError
 from spineseg.model_store import BUNDLED_MODELS_DIR, DEFAULT_MODELS, find_model, load_model
-from spineseg.vertebrae.model import VertebraModel
+from spineseg.networks.vertebra_model import VertebraModel
 
 
 @pytest.fixture

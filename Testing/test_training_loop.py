@@ -25,7 +25,7 @@ from spineseg.training.datasets import read_dataset
 from spineseg.training.tasks import discs as disc_training
 from spineseg.training.tasks import vertebrae as vertebra_training
 from spineseg.training.tasks.vertebrae import stack_patches
-from spineseg.vertebrae.model import VertebraModel
+from spineseg.networks.vertebra_model import VertebraModel
 
 TINY = {
     "vertebrae": ["model.filters=4", "sampler.patch_size=16", "model.spacing_mm=6", "data.phantoms=2",

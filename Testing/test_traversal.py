@@ -12,7 +12,7 @@ from spineseg.networks.unet3d import IterativeFCN, IterativeFCNConfig
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.metrics import dice
 from spineseg.vertebrae.levels import assign_levels
-from spineseg.vertebrae.model import PatchPrediction, VertebraModel, VertebraModelSettings
+from spineseg.networks.vertebra_model import PatchPrediction, VertebraModel, VertebraModelSettings
 from spineseg.vertebrae.patches import OUTSIDE_VALUE, normalise_ct
 from spineseg.vertebrae.pipeline import keep_spine_column, label_working_grid
 from spineseg.vertebrae.traversal import FoundVertebra, TraversalSettings, traverse

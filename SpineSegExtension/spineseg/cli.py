@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .choices import DeviceChoice, Task
-from .errors import CancelledError, InputError, ModelError, SpineSegError
+from .errors import (EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, CancelledError, InputError,
+                     ModelError, SpineSegError)
 from .io import read_volume
 from .progress import ProgressCallback, done_line, progress_line
 from .training.command import add_arguments as add_training_arguments
@@ -27,7 +28,6 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("spineseg")
 
-EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _ProgressReporter:

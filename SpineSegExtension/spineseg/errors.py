@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["SpineSegError", "InputError", "ModelError", "CancelledError"]
+__all__ = ["SpineSegError", "InputError", "ModelError", "CancelledError",
+           "EXIT_OK", "EXIT_FAILURE", "EXIT_INPUT", "EXIT_MODEL", "EXIT_INTERRUPTED"]
+
+# The exit codes every SpineSeg command promises (README): 2 bad input, 3 model problem, 130 interrupted.
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class SpineSegError(Exception):

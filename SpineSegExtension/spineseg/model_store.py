@@ -23,8 +23,8 @@ from .errors import ModelError
 if TYPE_CHECKING:  # torch loads with the first model, not with this module
     import torch
 
-    from .discs.model import DiscModel
-    from .vertebrae.model import VertebraModel
+    from .networks.disc_model import DiscModel
+    from .networks.vertebra_model import VertebraModel
 
 __all__ = [
     "BUNDLED_MODELS_DIR",
@@ -153,11 +153,11 @@ def load_model(
     Raises:
         ModelError: the model cannot be found, is for another task, or its weights do not fit its manifest.
     """
-    from .discs.model import DiscModel, DiscModelSettings
-    from .discs.network import AttentionHourglassNet
-    from .loaded_model import LoadedModel
+    from .networks.disc_model import DiscModel, DiscModelSettings
+    from .networks.hourglass import AttentionHourglassNet
+    from .networks.loaded import LoadedModel
     from .networks.unet3d import IterativeFCN
-    from .vertebrae.model import VertebraModel, VertebraModelSettings
+    from .networks.vertebra_model import VertebraModel, VertebraModelSettings
 
     task = Task(task)
     model_class, settings_class, network_class, settings_of = {

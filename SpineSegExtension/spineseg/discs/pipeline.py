@@ -17,7 +17,7 @@ from .decode import DecodeSettings, decode_heatmaps
 from .slab import extract_slab, refine_lateral, volume_ras_bounds
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
-    from .model import DiscModel
+    from ..networks.disc_model import DiscModel
 
 __all__ = ["label_discs", "check_volume", "MIN_SPINE_EXTENT_MM"]
 

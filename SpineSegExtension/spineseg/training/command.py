@@ -14,24 +14,24 @@ import signal
 import sys
 from pathlib import Path
 
-from ..errors import CancelledError, InputError, ModelError, SpineSegError
+from ..choices import DeviceChoice, Task
+from ..errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, CancelledError, InputError, ModelError, SpineSegError
 
 __all__ = ["add_arguments", "run_training", "main"]
 
 # The exit codes of the ``spineseg`` command.
-EXIT_OK, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``spineseg train``; settings not listed here go through ``--set KEY=VALUE``."""
-    parser.add_argument("task", choices=["vertebrae", "discs"], help="which network to train")
+    parser.add_argument("task", choices=[task.value for task in Task], help="which network to train")
     parser.add_argument("--data", help="data folder (VerSe, images/+labels/, or BIDS layout), or 'phantoms'")
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, exported model)")
     parser.add_argument("--config", type=Path, help="configuration file (.json or .toml); task defaults otherwise")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set optimiser.learning_rate=3e-4 (repeatable)")
     parser.add_argument("--name", help="name of the exported model")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the configuration's (auto)")
+    parser.add_argument("--device", choices=[device.value for device in DeviceChoice], help="default: the configuration's (auto)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
 
 

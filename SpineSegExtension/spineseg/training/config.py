@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..choices import DeviceChoice, Task
 from ..errors import InputError
 from ..io import atomic_path
 from ..vertebrae.sampler import SamplerConfig
@@ -46,11 +47,6 @@ __all__ = [
     "config_to_dict",
     "save_config",
 ]
-
-
-class Task(enum.StrEnum):
-    VERTEBRAE = "vertebrae"
-    DISCS = "discs"
 
 
 class Layout(enum.StrEnum):
@@ -356,7 +352,7 @@ def _validate(config: TrainingConfig) -> None:
                           ("validation.interval", config.validation.interval)]:
         require(interval >= 1 and interval % config.log_interval == 0,
                 f"{key} must be a positive multiple of log_interval ({config.log_interval}), got {interval}")
-    require(config.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {config.device!r}")
+    require(config.device in set(DeviceChoice), f"device must be one of {', '.join(DeviceChoice)}, got {config.device!r}")
     require(config.threads >= 0, f"threads must be 0 (torch's default) or more, got {config.threads}")
     require(config.data.phantoms >= 1, f"data.phantoms must be at least 1, got {config.data.phantoms}")
     require(config.data.validation_phantoms >= 0, "data.validation_phantoms must be 0 or more")

@@ -28,7 +28,7 @@ from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import MASK_PROBABILITY, FoundVertebra, TraversalResult, TraversalSettings, traverse
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
-    from .model import VertebraModel
+    from ..networks.vertebra_model import VertebraModel
 
 __all__ = [
     "check_ct_intensities", "prepare_working_image", "find_vertebrae", "label_working_grid", "segment_vertebrae",

@@ -35,7 +35,7 @@ from ..progress import ProgressCallback, no_progress
 from .patches import OUTSIDE_VALUE, extract_patch, overlap_slices, patch_corner
 
 if TYPE_CHECKING:  # torch loads with the model, not with the walk
-    from .model import PatchPrediction
+    from ..networks.vertebra_model import PatchPrediction
 
 __all__ = ["MASK_PROBABILITY", "TraversalSettings", "FoundVertebra", "TraversalResult", "traverse"]
 

@@ -39,7 +39,7 @@ from ...anatomy import STANDARD_LEVELS
 from ...discs.decode import decode_heatmaps
 from ...discs.loss import heatmap_loss
 from ...discs.metrics import DiscScores, score_discs, summarise
-from ...discs.network import AttentionHourglassNet, HourglassConfig
+from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
 from ...discs.slab import extract_slab
 from ...discs.targets import N_CHANNELS, render_heatmaps
 from ...errors import InputError
@@ -170,7 +170,7 @@ def slab_sample_from_files(image_path: Path, labels_path: Path, size: int = 256,
 
 
 def disc_manifest(network: HourglassConfig, input_size: int, sigma: float) -> dict:
-    """The manifest part :class:`~spineseg.discs.model.DiscModel` needs to rebuild and run a network."""
+    """The manifest part :class:`~spineseg.networks.disc_model.DiscModel` needs to rebuild and run a network."""
     return {
         "task": "discs",
         "architecture": {"type": "AttentionHourglassNet", **network.to_dict()},

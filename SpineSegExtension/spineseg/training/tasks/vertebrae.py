@@ -35,7 +35,7 @@ from ...metrics import dice, score_vertebrae
 from ...networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ...phantoms.ct import random_ct_phantom
 from ...vertebrae.loss import IterativeFCNLoss
-from ...vertebrae.model import VertebraModel, VertebraModelSettings
+from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
 from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image
 from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
 from ...volume import VolumeKind

@@ -8,16 +8,13 @@ training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..loaded_model import LoadedModel
-from ..networks.unet3d import IterativeFCN, IterativeFCNConfig
-
-if TYPE_CHECKING:
-    from ..model_store import ModelEntry
+from .loaded import LoadedModel
+from .unet3d import IterativeFCN, IterativeFCNConfig
 
 __all__ = ["VertebraModelSettings", "PatchPrediction", "VertebraModel"]
 
@@ -61,7 +58,7 @@ class VertebraModel(LoadedModel):
     """Runs the iterative FCN on single patches, counting its forward passes (benchmarks report them)."""
 
     def __init__(self, network: IterativeFCN, settings: VertebraModelSettings, device: str | torch.device = "auto",
-                 entry: "ModelEntry | None" = None) -> None:
+                 entry: Any = None) -> None:
         super().__init__(network, settings, device, entry)
         self.forward_passes = 0
 

@@ -1,6 +1,6 @@
 """The disc model: the attention hourglass plus the settings it was trained with.
 
-Mirrors :mod:`spineseg.vertebrae.model`: :func:`spineseg.model_store.load_model`
+Mirrors :mod:`spineseg.networks.vertebra_model`: :func:`spineseg.model_store.load_model`
 builds it from a manifest and checked weights; the plain constructor takes a
 network for tests and training.
 """
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..loaded_model import LoadedModel
-from .network import AttentionHourglassNet, HourglassConfig
+from .hourglass import AttentionHourglassNet, HourglassConfig
+from .loaded import LoadedModel
 
 __all__ = ["DiscModelSettings", "DiscModel"]
 
