@@ -59,7 +59,7 @@ the button turns into <b>Cancel</b>.</li>
 discs as a locked point list with one labelled point per disc (C2/C3 ... L5/S1).</li>
 </ol>
 On first use SpineSeg asks to install PyTorch (through the PyTorch extension) and a few small Python packages.
-The same work runs without a window: see <code>SpineSegBatch.py</code>.
+The same work runs without a window: see <code>SpineSegLib/batch.py</code>.
 """
         self.parent.acknowledgementText = """
 SpineSeg implements two published methods:

@@ -107,7 +107,7 @@ def test_module_cmake_lists_every_python_file_and_resource():
     scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     resources = [r.replace("${MODULE_NAME}", "SpineSeg") for r in cmake_list(text, "MODULE_PYTHON_RESOURCES")]
     listed = {s.replace("${MODULE_NAME}", "SpineSeg") for s in scripts}
-    needed = {"SpineSeg.py", "SpineSegBatch.py"} | {
+    needed = {"SpineSeg.py"} | {
         str(p.relative_to(EXTENSION)) for p in (EXTENSION / "SpineSegLib").glob("*.py")
     }
     assert needed <= listed, f"not in MODULE_PYTHON_SCRIPTS: {sorted(needed - listed)}"
@@ -121,6 +121,16 @@ def test_module_cmake_lists_every_python_file_and_resource():
     assert "Resources/Models/*" in text
     assert re.search(r"slicerMacroBuildScriptedModule\((.|\n)*WITH_GENERIC_TESTS", text)
     assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py\s*\)", text)
+
+
+def test_only_the_module_file_is_a_top_level_script():
+    """Slicer loads every top-level script as a module: the batch program must not be one."""
+    text = (EXTENSION / "CMakeLists.txt").read_text()
+    scripts = [s.replace("${MODULE_NAME}", "SpineSeg") for s in cmake_list(text, "MODULE_PYTHON_SCRIPTS")]
+    assert [s for s in scripts if "/" not in s] == ["SpineSeg.py"]
+    assert "SpineSegLib/batch.py" in scripts
+    assert not any("Batch" in s for s in scripts)
+    assert sorted(p.name for p in EXTENSION.glob("*.py")) == ["SpineSeg.py"]
 
 
 def test_top_level_cmake_has_the_extension_metadata():
@@ -141,7 +151,7 @@ def test_icons_are_png(path):
 
 
 def test_glue_and_batch_never_use_the_global_scene():
-    for path in list((EXTENSION / "SpineSegLib").glob("*.py")) + [EXTENSION / "SpineSegBatch.py"]:
+    for path in (EXTENSION / "SpineSegLib").glob("*.py"):
         text = path.read_text()
         code = re.sub(r'""".*?"""', "", text, flags=re.S)
         assert "import qt" not in code and "import ctk" not in code, path.name
