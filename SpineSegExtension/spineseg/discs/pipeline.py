@@ -16,6 +16,7 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import InputError, ModelError
+from ..model_store import BUNDLED_MODELS_DIR
 from ..progress import ProgressCallback, no_progress
 from ..results import DiscRecord, DiscsResult
 from ..volume import Volume
@@ -27,7 +28,7 @@ __all__ = ["DiscModel", "label_discs", "BUNDLED_MODEL", "check_volume", "MIN_SPI
 
 log = logging.getLogger(__name__)
 
-BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "discs-mri-phantom-v2.safetensors"
+BUNDLED_MODEL = BUNDLED_MODELS_DIR / "discs-mri-phantom-v2.safetensors"
 
 # Two discs are at least ~15 mm apart; an image shorter than this cannot show a labelled spine.
 MIN_SPINE_EXTENT_MM = 30.0
