@@ -118,7 +118,7 @@ def test_module_cmake_lists_every_python_file_and_resource():
     assert "Resources/UI/SpineSeg.ui" in resources and "Resources/Icons/SpineSeg.png" in resources
     # the core package and bundled models are globbed, then installed with the module
     assert "spineseg/*.py" in text and "GLOB_RECURSE SPINESEG_CORE_SCRIPTS" in text
-    assert "Resources/Models/*" in text
+    assert "spineseg/models/*" in text and "Resources/Models" not in text
     assert re.search(r"slicerMacroBuildScriptedModule\((.|\n)*WITH_GENERIC_TESTS", text)
     assert re.search(r"slicer_add_python_unittest\(\s*SCRIPT\s+\$\{MODULE_NAME\}\.py\s*\)", text)
 

@@ -3,9 +3,10 @@
 A model is two files side by side: ``NAME.safetensors`` (weights only, which
 load without running code) and ``NAME.json`` (the manifest: task,
 architecture, input spacing, patch size, channels, sha256 of the weights,
-training data and measured scores). Bundled models live in
-``SpineSegExtension/Resources/Models``; users pass a name from there or a
-path to their own manifest or weights.
+training data and measured scores). Bundled models are package data in
+``spineseg/models`` (found through ``importlib.resources``, so they are there
+in a wheel install and in the Slicer extension alike); users pass a name from
+there or a path to their own manifest or weights.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -30,7 +32,7 @@ __all__ = [
     "sha256_of",
 ]
 
-BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+BUNDLED_MODELS_DIR = Path(str(resources.files("spineseg") / "models"))
 DEFAULT_MODELS = {"vertebrae": "vertebrae-ct-phantom-v4", "discs": "discs-mri-phantom-v2"}
 
 
