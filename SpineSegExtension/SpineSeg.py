@@ -70,6 +70,13 @@ R. Azad, L. Rouhier, J. Cohen-Adad: "Stacked hourglass network with a multi-leve
 where to look for intervertebral disc labeling", MLMI workshop at MICCAI 2021.
 Terminology codes from SNOMED CT via the DICOM standard.
 """
+        slicer.app.connect("startupCompleted()", self.loadTerminology)
+
+    def loadTerminology(self) -> None:
+        """Register SpineSeg's terminology, so the Segment Editor lists its vertebrae and discs with their colours."""
+        from SpineSegLib import terminology
+
+        terminology.load_terminology(slicer.modules.terminologies.logic())
 
 
 @parameterNodeWrapper
@@ -335,8 +342,9 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
         minimumConfidence: float = 0.0,
     ):
         """Turn a finished job's files into a segmentation or markups node, beside the input in the data tree."""
-        from SpineSegLib import markups, scene, segmentations, storage
+        from SpineSegLib import markups, scene, segmentations, storage, terminology
 
+        terminology.load_terminology(slicer.modules.terminologies.logic())  # also after a module reload
         context = scene.running_slicer_context()
         if job.task == "vertebrae":
             result = storage.load_vertebrae_outputs(job.outputFolder)

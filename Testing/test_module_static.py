@@ -133,6 +133,14 @@ def test_only_the_module_file_is_a_top_level_script():
     assert sorted(p.name for p in EXTENSION.glob("*.py")) == ["SpineSeg.py"]
 
 
+def test_module_loads_the_spineseg_terminology_at_startup_and_before_importing_results():
+    text = MODULE_FILE.read_text()
+    assert 'slicer.app.connect("startupCompleted()", self.loadTerminology)' in text
+    assert text.count("terminology.load_terminology(slicer.modules.terminologies.logic())") == 2
+    resources = cmake_list((EXTENSION / "CMakeLists.txt").read_text(), "MODULE_PYTHON_RESOURCES")
+    assert "Resources/Terminology/SegmentationCategoryTypeModifier-SpineSeg.term.json" in resources
+
+
 def test_top_level_cmake_has_the_extension_metadata():
     text = (ROOT / "CMakeLists.txt").read_text()
     for variable in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
