@@ -141,6 +141,38 @@ def test_module_loads_the_spineseg_terminology_at_startup_and_before_importing_r
     assert "Resources/Terminology/SegmentationCategoryTypeModifier-SpineSeg.term.json" in resources
 
 
+def module_constant(name: str) -> str:
+    for node in module_tree().body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} is not defined in SpineSeg.py")
+
+
+def test_help_description_and_status_say_the_bundled_models_are_phantom_trained():
+    """Until a model works on real scans, every place a user meets the results says so, with the figures' link."""
+    caveat, url = module_constant("MODELS_CAVEAT"), module_constant("MODELS_FIGURES_URL")
+    assert "phantoms" in caveat and "real CT" in caveat and "real MRIs" in caveat
+    readme = (ROOT / "README.md").read_text()
+    assert url.endswith("#bundled-models") and "\n## Bundled models\n" in readme
+    assert "two levels too high" in readme and "fails on real MRIs" in readme  # what the caveat reports
+    text = MODULE_FILE.read_text()
+    help_text = re.search(r'helpText = f"""(.*?)"""', text, re.S).group(1)
+    assert "{MODELS_CAVEAT}" in help_text and '<a href="{MODELS_FIGURES_URL}">' in help_text
+    assert re.search(r'"Done in \{job.seconds:.0f\} s: \{found\}.\{caveat\}"', text)
+    assert 'caveat = "" if node.model else " Phantom-trained demo model: check every result (see Help)."' in text
+    description = re.search(r'set\(EXTENSION_DESCRIPTION "([^"]+)"\)', (ROOT / "CMakeLists.txt").read_text()).group(1)
+    assert "trained only on generated phantoms" in description and url in description
+
+
+def test_self_test_asserts_true_names_and_skips_network_runs_with_a_reason():
+    text = MODULE_FILE.read_text()
+    assert "self.assertEqual(sorted(names), sorted(expected))" in text
+    assert "self.assertEqual(labels, expected)" in text
+    assert "validNames" not in text  # "any valid name" let an L1-L3 phantom named L2-L4 pass
+    assert "slicer.app.testingEnabled()" in text and 'find_spec("torch") is None' in text
+    assert "Skipped the vertebra and disc network runs: {skipReason}" in text
+
+
 def test_top_level_cmake_has_the_extension_metadata():
     text = (ROOT / "CMakeLists.txt").read_text()
     for variable in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):

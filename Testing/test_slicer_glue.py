@@ -393,6 +393,25 @@ def test_results_are_placed_in_the_inputs_study(context):
 # --- files written by storage nodes ------------------------------------------------------------
 
 
+def test_input_handed_to_the_background_process_is_uncompressed_and_keeps_geometry(context, tmp_path):
+    from SpineSegLib import storage
+    from SpineSegLib.volumes import node_from_volume
+    from spineseg.io import read_volume
+
+    image, _ = spine_result(oblique_affine())
+    node = node_from_volume(context.scene, image, "CT")
+    path = storage.write_input_volume(node, tmp_path / "input.nrrd")
+    header = path.read_bytes().split(b"\n\n", 1)[0].decode()
+    assert "encoding: raw" in header
+    assert path.stat().st_size >= image.array.nbytes
+    back = read_volume(path)
+    assert np.array_equal(back.array, image.array)
+    np.testing.assert_allclose(back.affine, image.affine, atol=1e-6)
+    with pytest.raises(ValueError, match=".nrrd"):
+        storage.write_input_volume(node, tmp_path / "input.nii.gz")
+
+
+
 def test_seg_nrrd_and_mrk_json_read_back(context, tmp_path):
     import slicerio
     from SpineSegLib import storage

@@ -21,6 +21,7 @@ from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraR
 from spineseg.volume import VolumeKind
 
 __all__ = [
+    "write_input_volume",
     "write_segmentation",
     "write_markups",
     "load_vertebrae_outputs",
@@ -35,6 +36,19 @@ def _write(node: Any, storage: Any, path: str | os.PathLike) -> Path:
         if not storage.WriteData(node):
             raise OSError(f"Slicer could not write {node.GetName()!r} to {path}")
     return Path(path)
+
+
+def write_input_volume(volume_node: Any, path: str | os.PathLike) -> Path:
+    """Write the volume handed to the background process as an uncompressed ``.nrrd``.
+
+    The file is read once and deleted, and it is written on the GUI thread:
+    compression would only make Slicer wait (about 5x longer on a large CT).
+    """
+    if not str(path).endswith(".nrrd"):
+        raise ValueError(f"input volume path must end with .nrrd, got {path}")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetUseCompression(False)
+    return _write(volume_node, storage, path)
 
 
 def write_segmentation(segmentation_node: Any, path: str | os.PathLike) -> Path:
