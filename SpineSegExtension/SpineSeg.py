@@ -8,6 +8,7 @@ the ``spineseg`` package.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
@@ -36,6 +37,13 @@ from spineseg.choices import DeviceChoice, Task  # noqa: E402
 
 APPLY_TEXT = {Task.VERTEBRAE: "Segment vertebrae", Task.DISCS: "Label discs"}
 
+# What the bundled models can and cannot do, until a model works on real scans (README: Bundled models).
+MODELS_FIGURES_URL = "https://github.com/SpineSeg/SlicerSpineSeg#bundled-models"
+MODELS_CAVEAT = (
+    "The bundled models are demos trained only on generated phantoms: on a real CT they outline the vertebrae "
+    "only in part and name them about two levels too high, and on real MRIs the disc model fails."
+)
+
 
 class SpineSeg(ScriptedLoadableModule):
     """Module description shown in Slicer."""
@@ -46,7 +54,7 @@ class SpineSeg(ScriptedLoadableModule):
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
         self.parent.contributors = ["SpineSeg developers"]
-        self.parent.helpText = """
+        self.parent.helpText = f"""
 Finds, outlines and names the vertebrae in a CT, and finds and names the intervertebral discs in an MRI.
 <ol>
 <li>Pick the <b>input volume</b> (CT for vertebrae; sagittal T1w or T2w MRI for discs) and the <b>task</b>.</li>
@@ -56,7 +64,9 @@ the button turns into <b>Cancel</b>.</li>
 discs as a locked point list with one labelled point per disc (C2/C3 ... L5/S1).</li>
 </ol>
 On first use SpineSeg asks to install PyTorch (through the PyTorch extension) and a few small Python packages.
-The same work runs without a window: see <code>SpineSegBatch.py</code>.
+The same work runs without a window: see <code>SpineSegLib/batch.py</code>.
+<p><b>Check every result.</b> {MODELS_CAVEAT} See the measured figures in the
+<a href="{MODELS_FIGURES_URL}">README</a>.</p>
 """
         self.parent.acknowledgementText = """
 SpineSeg implements two published methods:
@@ -67,6 +77,13 @@ R. Azad, L. Rouhier, J. Cohen-Adad: "Stacked hourglass network with a multi-leve
 where to look for intervertebral disc labeling", MLMI workshop at MICCAI 2021.
 Terminology codes from SNOMED CT via the DICOM standard.
 """
+        slicer.app.connect("startupCompleted()", self.loadTerminology)
+
+    def loadTerminology(self) -> None:
+        """Register SpineSeg's terminology, so the Segment Editor lists its vertebrae and discs with their colours."""
+        from SpineSegLib import terminology
+
+        terminology.load_terminology(slicer.modules.terminologies.logic())
 
 
 @parameterNodeWrapper
@@ -243,11 +260,13 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
             if job.task is Task.VERTEBRAE:
                 node.outputSegmentation = output
-                count = output.GetSegmentation().GetNumberOfSegments()
-                self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {count} vertebrae."
+                found = f"{output.GetSegmentation().GetNumberOfSegments()} vertebrae"
             else:
                 node.outputMarkups = output
-                self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {output.GetNumberOfControlPoints()} discs."
+                found = f"{output.GetNumberOfControlPoints()} discs"
+            caveat = "" if node.model else " Phantom-trained demo model: check every result (see Help)."
+            self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {found}.{caveat}"
+            self.ui.statusLabel.toolTip = "" if node.model else MODELS_CAVEAT
 
 
 class SpineSegLogic(ScriptedLoadableModuleLogic):
@@ -279,8 +298,9 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
         minimumConfidence: float = 0.0,
     ):
         """Turn a finished job's files into a segmentation or markups node, beside the input in the data tree."""
-        from SpineSegLib import markups, scene, segmentations
+        from SpineSegLib import markups, scene, segmentations, terminology
 
+        terminology.load_terminology(slicer.modules.terminologies.logic())  # also after a module reload
         context = scene.running_slicer_context()
         result = handoff.load_results(job)
         if job.task is Task.VERTEBRAE:
@@ -321,7 +341,11 @@ class SpineSegLogic(ScriptedLoadableModuleLogic):
 
 
 class SpineSegTest(ScriptedLoadableModuleTest):
-    """Self-test: phantoms made on the fly (no downloads), both tasks through the logic."""
+    """Self-test: phantoms made on the fly (no downloads), both tasks through the logic.
+
+    The phantoms are held out from training (seed 1000) and lie where the bundled
+    models name every level right, so a wrong name fails the test.
+    """
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -329,10 +353,25 @@ class SpineSegTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_glue_with_known_result()
+        skipReason = self.networkSkipReason()
+        if skipReason:
+            logging.warning("SpineSeg self-test: network runs skipped: %s", skipReason)
+            self.delayDisplay(f"Skipped the vertebra and disc network runs: {skipReason}")
+            return
         self.setUp()
         self.test_vertebrae_on_ct_phantom()
         self.setUp()
         self.test_discs_on_mri_phantom()
+
+    @staticmethod
+    def networkSkipReason() -> str:
+        """Why the network runs cannot run here, or "" when they can."""
+        if slicer.app.testingEnabled():
+            return ("automated testing (they take minutes and need PyTorch); run the self-test from "
+                    "Developer Tools > Self Tests to include them")
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed; click Segment vertebrae once to install it, then run the self-test again"
+        return ""
 
     def test_glue_with_known_result(self) -> None:
         """A hand-made result becomes the expected segments and points (no network needed)."""
@@ -360,35 +399,36 @@ class SpineSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Glue test passed")
 
     def test_vertebrae_on_ct_phantom(self) -> None:
+        """T10-L3 come back as six segments with exactly those names and SpineSeg's terminology."""
+        import numpy as np
         from SpineSegLib import volumes
-        from spineseg.labels import VERTEBRA_NAMES, vertebra_segment_name
+        from spineseg.labels import TERMINOLOGY_CONTEXT, vertebra_segment_name
         from spineseg.phantoms.ct import make_ct_phantom
 
-        phantom = make_ct_phantom(levels=[20, 21, 22], spacing=(1.5, 1.5, 1.5), seed=1)
+        phantom = make_ct_phantom(levels=[17, 18, 19, 20, 21, 22], spacing=(1.5, 1.5, 1.5), seed=1000)
+        expected = [vertebra_segment_name(int(level)) for level in np.unique(phantom.labels.array) if level]
         inputNode = volumes.node_from_volume(slicer.mrmlScene, phantom.image, "SpineSegPhantomCT")
-        self.delayDisplay("Segmenting vertebrae in a CT phantom")
+        self.delayDisplay("Segmenting vertebrae in a CT phantom (T10-L3)")
         segmentationNode = SpineSegLogic().run(inputNode, "vertebrae", device="cpu", show3D=False)
         segmentation = segmentationNode.GetSegmentation()
-        self.assertGreater(segmentation.GetNumberOfSegments(), 0)
-        validNames = {vertebra_segment_name(level) for level in VERTEBRA_NAMES}
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        self.assertEqual(sorted(names), sorted(expected))
         for index in range(segmentation.GetNumberOfSegments()):
-            segment = segmentation.GetNthSegment(index)
-            self.assertIn(segment.GetName(), validNames)
-            self.assertIn("SCT^", segment.GetTerminology())
+            self.assertTrue(segmentation.GetNthSegment(index).GetTerminology().startswith(TERMINOLOGY_CONTEXT + "~"))
         self.delayDisplay("Vertebrae test passed")
 
     def test_discs_on_mri_phantom(self) -> None:
+        """The discs T10/T11 ... L5/S1 come back in order, one point each, in a locked list."""
         from SpineSegLib import volumes
-        from spineseg.labels import DISC_NUMBERS, disc_name
+        from spineseg.labels import disc_name
         from spineseg.phantoms.mri import make_mri_phantom
 
-        phantom = make_mri_phantom()
+        phantom = make_mri_phantom(contrast="T2", seed=1000)
+        expected = [disc_name(number) for number in sorted(phantom.disc_points)]
         inputNode = volumes.node_from_volume(slicer.mrmlScene, phantom.image, "SpineSegPhantomMRI")
         self.delayDisplay("Labelling discs in an MRI phantom")
         pointList = SpineSegLogic().run(inputNode, "discs", device="cpu")
-        self.assertGreater(pointList.GetNumberOfControlPoints(), 0)
-        validNames = {disc_name(number) for number in DISC_NUMBERS}
-        for index in range(pointList.GetNumberOfControlPoints()):
-            self.assertIn(pointList.GetNthControlPointLabel(index), validNames)
+        labels = [pointList.GetNthControlPointLabel(i) for i in range(pointList.GetNumberOfControlPoints())]
+        self.assertEqual(labels, expected)
         self.assertTrue(pointList.GetLocked())
         self.delayDisplay("Discs test passed")

@@ -1,4 +1,4 @@
-"""SpineSegBatch.py under plain Python: folder mode, skipping, failures, file contents read back by MRML."""
+"""The batch program (SpineSegLib/batch.py) under plain Python: folder mode, skipping, failures, file contents read back by MRML."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ EXTENSION = Path(__file__).resolve().parents[1] / "SpineSegExtension"
 sys.path.insert(0, str(EXTENSION))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import SpineSegBatch as batch  # noqa: E402  (imports no slicer at module level)
+from SpineSegLib import batch  # noqa: E402  (imports no slicer at module level)
 from spineseg.io import read_volume, write_volume  # noqa: E402
 from spineseg.jobs import output_names  # noqa: E402
 from spineseg.phantoms.ct import make_ct_phantom  # noqa: E402
@@ -155,16 +155,43 @@ def test_main_in_process_with_injected_task(cases, tmp_path, monkeypatch, capsys
     assert (tmp_path / "o" / "beta" / "discs.mrk.json").exists()
 
 
-def test_script_runs_under_plain_python(tmp_path):
-    """The script itself, as a user runs it: a missing input ends with exit code 2 and one error line."""
+BATCH_SCRIPT = EXTENSION / "SpineSegLib" / "batch.py"  # the path docs/slicer.md and the README give
+
+
+def run_script(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The script as a user runs it, from another folder, with a clean sys.path."""
+    return subprocess.run(
+        [sys.executable, str(BATCH_SCRIPT), *arguments], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
+
+
+def test_script_runs_under_plain_python(tmp_path, cases):
+    """The documented command works from any folder; a missing input ends with exit code 2 and one line."""
     needs_slicer_core()
-    result = subprocess.run(
-        [sys.executable, str(EXTENSION / "SpineSegBatch.py"), "--task", "vertebrae",
-         "--input", str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run_script("--task", "discs", "--input", str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "o"),
+                        cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
-    assert "does not exist" in result.stderr
+    assert result.stderr.strip().splitlines() == [f"SpineSeg batch: error: --input {tmp_path / 'missing.nii.gz'} does not exist"]
+    usage = run_script("--task", "ribs", "--input", "a", "--output", "b", cwd=tmp_path)
+    assert usage.returncode == 2 and "invalid choice: 'ribs'" in usage.stderr
+    assert run_script("--help", cwd=tmp_path).returncode == 0
+
+
+def test_every_failure_of_main_is_an_exit_code_and_one_line(cases, tmp_path, monkeypatch, capsys):
+    """Errors outside a case (a missing dependency, a bug, Ctrl-C) never escape main: Slicer must exit."""
+    arguments = ["--task", "discs", "--input", str(cases / "beta.nrrd"), "--output", str(tmp_path / "o")]
+    expected = [
+        (ImportError("No module named 'torch'"), 1, "SpineSeg batch: error: ImportError: No module named 'torch'"),
+        (AttributeError("no scene"), 1, "SpineSeg batch: error: AttributeError: no scene"),
+        (KeyboardInterrupt(), 130, "SpineSeg batch: interrupted"),
+    ]
+    for error, code, line in expected:
+        def failing_run(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(batch, "run_batch", failing_run)
+        assert batch.main(arguments) == code
+        assert capsys.readouterr().err.strip().splitlines() == [line]
 
 
 @pytest.mark.parametrize("task", ["vertebrae", "discs"])

@@ -17,7 +17,7 @@ from spineseg.phantoms.mri import make_mri_phantom
 EXTENSION = Path(__file__).resolve().parents[1] / "SpineSegExtension"
 sys.path.insert(0, str(EXTENSION))
 
-import SpineSegBatch as batch  # noqa: E402
+from SpineSegLib import batch  # noqa: E402
 
 PHANTOMS = {
     "vertebrae": lambda: make_ct_phantom([20, 21], spacing=(2.0, 2.0, 2.0)).image,

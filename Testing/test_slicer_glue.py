@@ -154,18 +154,116 @@ def test_segments_have_names_colours_terminology_and_label_values(context):
 
 def test_terminology_string_matches_slicers_own_serialiser():
     slicer = _slicer()
-    from spineseg.labels import slicer_terminology_entry
+    from spineseg.labels import TERMINOLOGY_CONTEXT, slicer_terminology_entry
 
     for level in VERTEBRA_NAMES:
         code = vertebra_terminology(level)
+        modifier = code.modifier or type(code)("", "", "")
         expected = slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
-            "Segmentation category and type - 3D Slicer General Anatomy list",
+            TERMINOLOGY_CONTEXT,
             "123037004", "SCT", "Anatomical Structure",
             code.value, code.scheme, code.meaning,
-            "", "", "",
+            modifier.value, modifier.scheme, modifier.meaning,
             "Anatomic codes - DICOM master list", "", "", "", "", "", "",
         )  # fmt: skip
         assert slicer_terminology_entry(code) == expected
+    assert {vertebra_terminology(level).modifier.value for level in (25, 28)} == {"L6", "T13"}
+
+
+# --- terminology -------------------------------------------------------------------------------
+
+
+def loaded_terminology():
+    """SpineSeg's context as slicer-core's terminologies logic holds it after the glue loaded the shipped file.
+
+    Returns the context name and its entries: (category, type, type modifier) codes, each
+    (scheme, value), mapped to (3dSlicerLabel, recommended RGB 0-255), read back through the logic.
+    """
+    slicer = _slicer()
+    from SpineSegLib.terminology import load_terminology
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    name = load_terminology(logic)
+    assert logic.IsTerminologyContextLoaded(name)
+    assert load_terminology(logic) == name  # a second call loads nothing new
+    entries = {}
+    for c in range(logic.GetNumberOfCategoriesInTerminology(name)):
+        category = slicer.vtkSlicerTerminologyCategory()
+        assert logic.GetNthCategoryInTerminology(name, c, category)
+        key = (category.GetCodingSchemeDesignator(), category.GetCodeValue())
+        for n in range(logic.GetNumberOfTypesInTerminologyCategory(name, category)):
+            item = slicer.vtkSlicerTerminologyType()
+            assert logic.GetNthTypeInTerminologyCategory(name, category, n, item)
+            type_key = (item.GetCodingSchemeDesignator(), item.GetCodeValue())
+            entries[key, type_key, ("", "")] = (item.GetSlicerLabel(), tuple(item.GetRecommendedDisplayRGBValue()))
+            for m in range(logic.GetNumberOfTypeModifiersInTerminologyType(name, category, item) if item.GetHasModifiers() else 0):
+                modifier = slicer.vtkSlicerTerminologyType()
+                assert logic.GetNthTypeModifierInTerminologyType(name, category, item, m, modifier)
+                modifier_key = (modifier.GetCodingSchemeDesignator(), modifier.GetCodeValue())
+                entries[key, type_key, modifier_key] = (modifier.GetSlicerLabel(), tuple(modifier.GetRecommendedDisplayRGBValue()))
+    return name, entries
+
+
+def terminology_entry_in(name: str, entries: dict, serialised: str) -> tuple[str, tuple]:
+    """The (label, colour) of the entry a segment or node refers to; fails unless it is in SpineSeg's context."""
+    import slicer
+
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(serialised, entry)
+    assert entry.GetTerminologyContextName() == name
+    key = tuple(
+        (part.GetCodingSchemeDesignator() or "", part.GetCodeValue() or "")
+        for part in (entry.GetCategoryObject(), entry.GetTypeObject(), entry.GetTypeModifierObject())
+    )
+    assert key in entries, f"not in the SpineSeg terminology: {serialised}"
+    return entries[key]
+
+
+def test_terminology_file_lists_every_level_and_the_disc_with_the_project_codes_and_colours():
+    from spineseg.anatomy import HEAD_TO_FOOT
+    from spineseg.labels import INTERVERTEBRAL_DISC, TERMINOLOGY_CONTEXT, slicer_terminology_entry
+
+    name, entries = loaded_terminology()
+    assert name == TERMINOLOGY_CONTEXT
+    labels = {label for label, _ in entries.values()}
+    expected = {vertebra_segment_name(level) for level in HEAD_TO_FOOT}
+    assert expected <= labels and len(expected) == 27  # C1-C7, T1-T13, L1-L6, sacrum
+    for level in HEAD_TO_FOOT:
+        label, colour = terminology_entry_in(name, entries, slicer_terminology_entry(vertebra_terminology(level)))
+        assert label == vertebra_segment_name(level)
+        np.testing.assert_allclose(np.array(colour) / 255, vertebra_colour(level), atol=0.5 / 255)
+    assert terminology_entry_in(name, entries, slicer_terminology_entry(INTERVERTEBRAL_DISC))[0] == "intervertebral disc"
+    with pytest.raises(AssertionError, match="not in the SpineSeg terminology"):
+        terminology_entry_in(name, entries, slicer_terminology_entry(type(INTERVERTEBRAL_DISC)("SCT", "1234", "Rib")))
+
+
+def test_every_segment_and_point_list_the_glue_writes_refers_to_the_spineseg_terminology(context):
+    from spineseg.anatomy import HEAD_TO_FOOT
+    from spineseg.labels import DISC_COLOUR
+    from SpineSegLib.markups import markups_from_discs
+    from SpineSegLib.segmentations import segmentation_from_result
+    from SpineSegLib.volumes import node_from_volume
+
+    name, entries = loaded_terminology()
+    levels = tuple(HEAD_TO_FOOT)
+    image, result = spine_result(oblique_affine(), shape=(30, 24, 4 * len(levels) + 4), levels=levels)
+    node = node_from_volume(context.scene, image, "CT")
+    segmentation = segmentation_from_result(context.scene, context.segmentations_logic, result, node).GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == len(levels)
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        label, colour = terminology_entry_in(name, entries, segment.GetTerminology())
+        assert label == segment.GetName()
+        np.testing.assert_allclose(np.array(colour) / 255, segment.GetColor(), atol=0.5 / 255)
+
+    import slicer
+
+    points = markups_from_discs(context.scene, disc_result(), node)
+    serialised = slicer.vtkSlicerTerminologiesModuleLogic.GetTerminologyEntryAsString(points)
+    label, colour = terminology_entry_in(name, entries, serialised)
+    assert label == "intervertebral disc"
+    np.testing.assert_allclose(points.GetDisplayNode().GetSelectedColor(), DISC_COLOUR)
+    np.testing.assert_allclose(np.array(colour) / 255, DISC_COLOUR, atol=0.5 / 255)
 
 
 def test_segmentation_reference_geometry_is_the_input_volume(context):
@@ -295,6 +393,24 @@ def test_results_are_placed_in_the_inputs_study(context):
 
 
 # --- the core's files, read by MRML's own storage nodes ---------------------------------------
+
+
+def test_input_handed_to_the_background_process_is_uncompressed_and_keeps_geometry(context, tmp_path):
+    from SpineSegLib import storage
+    from SpineSegLib.volumes import node_from_volume
+    from spineseg.io import read_volume
+
+    image, _ = spine_result(oblique_affine())
+    node = node_from_volume(context.scene, image, "CT")
+    path = storage.write_input_volume(node, tmp_path / "input.nrrd")
+    header = path.read_bytes().split(b"\n\n", 1)[0].decode()
+    assert "encoding: raw" in header
+    assert path.stat().st_size >= image.array.nbytes
+    back = read_volume(path)
+    assert np.array_equal(back.array, image.array)
+    np.testing.assert_allclose(back.affine, image.affine, atol=1e-6)
+    with pytest.raises(ValueError, match=".nrrd"):
+        storage.write_input_volume(node, tmp_path / "input.nii.gz")
 
 
 def test_core_seg_nrrd_and_mrk_json_load_in_mrml(context, tmp_path):

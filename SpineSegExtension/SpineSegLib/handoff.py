@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import slicer
-
 from spineseg.choices import DeviceChoice, Task
 from spineseg.results import DiscsResult, VertebraeResult
 
@@ -83,12 +81,11 @@ def start_job(
     task, device = Task(task), DeviceChoice(device)
     folder = Path(tempfile.mkdtemp(prefix="SpineSeg-"))
     input_path = folder / "input.nrrd"
-    writer = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    writer.SetFileName(str(input_path))
-    writer.SetUseCompression(False)
-    if not writer.WriteData(volume_node):
+    try:
+        storage.write_input_volume(volume_node, input_path)
+    except OSError:
         shutil.rmtree(folder, ignore_errors=True)
-        raise OSError(f"could not write {volume_node.GetName()!r} to a temporary file in {folder.parent}")
+        raise
     command = process.cli_command(python_executable or process.default_python(), task, input_path,
                                   folder / "output", device, model or None, input_name_of(volume_node))
     runner = process.BackgroundProcess(command, env=process.child_environment(core_parent, device))

@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from spineseg.labels import disc_number
+from spineseg.labels import DISC_COLOUR, disc_number
 from spineseg.results import DiscRecord, DiscsResult
+
+from .terminology import set_disc_terminology
 
 __all__ = ["markups_from_discs", "discs_from_markups"]
 
@@ -34,7 +36,8 @@ def markups_from_discs(
         locked: lock the list so a stray click cannot move a point.
         minimum_confidence: leave out discs found with less confidence.
 
-    Each point's description holds the disc's confidence.
+    Each point's description holds the disc's confidence. The list carries the
+    intervertebral-disc entry of SpineSeg's terminology and its colour.
     """
     if not 0.0 <= minimum_confidence <= 1.0:
         raise ValueError(f"minimum_confidence must be within 0..1, got {minimum_confidence}")
@@ -46,6 +49,8 @@ def markups_from_discs(
     else:
         markups_node.RemoveAllControlPoints()
     markups_node.CreateDefaultDisplayNodes()
+    markups_node.GetDisplayNode().SetSelectedColor(*DISC_COLOUR)
+    set_disc_terminology(markups_node)
     if reference_volume_node is not None:
         transform = reference_volume_node.GetParentTransformNode()
         markups_node.SetAndObserveTransformNodeID(transform.GetID() if transform else None)

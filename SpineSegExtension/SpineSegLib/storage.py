@@ -1,4 +1,4 @@
-"""Read the result files a SpineSeg job wrote back into core results for the scene.
+"""Files between the scene and a SpineSeg job: the input handed over, the results read back.
 
 The records (names, completeness, centroids, confidences) come from the JSON the
 core wrote, never recomputed here, so Slicer shows what the files say.
@@ -12,13 +12,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import slicer
 
-from spineseg.io import read_volume
+from spineseg.io import atomic_path, read_volume
 from spineseg.labels import disc_number
 from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraRecord
 from spineseg.volume import VolumeKind
 
-__all__ = ["load_vertebrae_outputs", "load_discs_outputs"]
+__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs"]
+
+
+def write_input_volume(volume_node: Any, path: str | os.PathLike) -> Path:
+    """Write the volume handed to the background process as an uncompressed ``.nrrd``.
+
+    The file is read once and deleted, and it is written on the GUI thread:
+    compression would only make Slicer wait (about 5x longer on a large CT).
+    """
+    if not str(path).endswith(".nrrd"):
+        raise ValueError(f"input volume path must end with .nrrd, got {path}")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetUseCompression(False)
+    with atomic_path(path) as temporary:
+        storage.SetFileName(str(temporary))
+        if not storage.WriteData(volume_node):
+            raise OSError(f"Slicer could not write {volume_node.GetName()!r} to {path}")
+    return Path(path)
+
+
 
 
 def _record_list(data: Any, key: str) -> list[dict]:

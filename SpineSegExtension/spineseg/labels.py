@@ -25,6 +25,8 @@ __all__ = [
     "ANATOMICAL_STRUCTURE",
     "VERTEBRA_UNSPECIFIED",
     "INTERVERTEBRAL_DISC",
+    "TERMINOLOGY_CONTEXT",
+    "DISC_COLOUR",
 ]
 
 VERTEBRA_NAMES: dict[int, str] = {
@@ -39,11 +41,18 @@ VERTEBRA_NAMES: dict[int, str] = {
 
 @dataclass(frozen=True)
 class TerminologyCode:
-    """One DICOM coded concept (scheme, value, meaning)."""
+    """One DICOM coded concept (scheme, value, meaning), optionally refined by a type modifier."""
 
     scheme: str
     value: str
     meaning: str
+    modifier: "TerminologyCode | None" = None
+
+
+# Name of SpineSeg's own terminology context (Resources/Terminology/SegmentationCategoryTypeModifier-
+# SpineSeg.term.json): every vertebra, the sacrum and the discs with their codes and colours, so that
+# Slicer's terminology picker lists them. Every segment and point list SpineSeg writes refers to it.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - SpineSeg"
 
 
 ANATOMICAL_STRUCTURE = TerminologyCode("SCT", "123037004", "Anatomical Structure")
@@ -78,6 +87,15 @@ _SNOMED_VERTEBRA: dict[int, tuple[str, str]] = {
     SACRUM: ("54735007", "Sacrum"),
 }
 
+# SNOMED CT has no concept for the L6 and T13 variants: they are the standard "Vertebra" refined by a
+# modifier from a private coding scheme (DICOM private scheme designators start with "99").
+_LEVEL_MODIFIER: dict[int, TerminologyCode] = {
+    L6: TerminologyCode("99SPINESEG", "L6", "Sixth lumbar level"),
+    T13: TerminologyCode("99SPINESEG", "T13", "Thirteenth thoracic level"),
+}
+
+DISC_COLOUR: tuple[float, float, float] = (0.4, 1.0, 1.0)  # disc points, in Slicer and in .mrk.json files
+
 
 def _check_level(level: int) -> int:
     if level not in VERTEBRA_NAMES:
@@ -96,12 +114,13 @@ def vertebra_segment_name(level: int) -> str:
 
 
 def vertebra_terminology(level: int) -> TerminologyCode:
-    """SNOMED-CT type code of a vertebra (unspecified vertebra for L6 and T13)."""
+    """SNOMED-CT type code of a vertebra (for L6 and T13: "Vertebra" with a SpineSeg level modifier)."""
     _check_level(level)
     if level in _SNOMED_VERTEBRA:
         value, meaning = _SNOMED_VERTEBRA[level]
         return TerminologyCode("SCT", value, meaning)
-    return VERTEBRA_UNSPECIFIED
+    return TerminologyCode(VERTEBRA_UNSPECIFIED.scheme, VERTEBRA_UNSPECIFIED.value, VERTEBRA_UNSPECIFIED.meaning,
+                           _LEVEL_MODIFIER[level])  # fmt: skip
 
 
 def vertebra_colour(level: int) -> tuple[float, float, float]:
@@ -141,18 +160,19 @@ def disc_number(name: str) -> int:
 def slicer_terminology_entry(code: TerminologyCode, category: TerminologyCode = ANATOMICAL_STRUCTURE) -> str:
     """Serialise a terminology entry the way Slicer stores it in a segment's tags.
 
-    Fields are joined by '~': context, category, type, type modifier, anatomic
-    context, anatomic region, region modifier; each code is 'scheme^value^meaning'.
+    Fields are joined by '~': context (SpineSeg's own, :data:`TERMINOLOGY_CONTEXT`),
+    category, type, type modifier, anatomic context, anatomic region, region
+    modifier; each code is 'scheme^value^meaning'.
     """
-    def coded(item: TerminologyCode) -> str:
-        return f"{item.scheme}^{item.value}^{item.meaning}"
+    def coded(item: TerminologyCode | None) -> str:
+        return "^^" if item is None else f"{item.scheme}^{item.value}^{item.meaning}"
 
     return "~".join(
         [
-            "Segmentation category and type - 3D Slicer General Anatomy list",
+            TERMINOLOGY_CONTEXT,
             coded(category),
             coded(code),
-            "^^",
+            coded(code.modifier),
             "Anatomic codes - DICOM master list",
             "^^",
             "^^",

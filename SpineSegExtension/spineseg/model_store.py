@@ -3,10 +3,11 @@
 A model is two files side by side: ``NAME.safetensors`` (weights only, which
 load without running code) and ``NAME.json`` (the manifest: task,
 architecture, input spacing, patch size, channels, sha256 of the weights,
-training data and measured scores). Bundled models live in
-``SpineSegExtension/Resources/Models``; users pass a name from there or a
-path to their own manifest or weights. :func:`load_model` is the one way both
-tasks turn such a reference into a ready model.
+training data and measured scores). Bundled models are package data in
+``spineseg/models`` (found through ``importlib.resources``, so they are there
+in a wheel install and in the Slicer extension alike); users pass a name from
+there or a path to their own manifest or weights. :func:`load_model` is the one
+way both tasks turn such a reference into a ready model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,7 @@ __all__ = [
     "sha256_of",
 ]
 
-BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models"
+BUNDLED_MODELS_DIR = Path(str(resources.files("spineseg") / "models"))
 DEFAULT_MODELS = {Task.VERTEBRAE: "vertebrae-ct-phantom-v4", Task.DISCS: "discs-mri-phantom-v2"}
 
 

@@ -1,10 +1,14 @@
 """Run SpineSeg on one image or a folder of images without a window.
 
 In Slicer:
-    Slicer --no-main-window --python-script SpineSegExtension/SpineSegBatch.py -- \
+    Slicer --no-main-window --python-script SpineSegExtension/SpineSegLib/batch.py -- \
         --task vertebrae --input scans/ --output results/
 With plain Python and the slicer-core wheel (MRML without the application):
-    python SpineSegExtension/SpineSegBatch.py --task discs --input mri.nii.gz --output results/
+    python SpineSegExtension/SpineSegLib/batch.py --task discs --input mri.nii.gz --output results/
+
+It lives in SpineSegLib, not beside SpineSeg.py, because Slicer loads every
+Python file at the module's top level as a module. Run as a file, it puts
+the folder holding SpineSegLib and spineseg on sys.path itself.
 
 Each case gets a folder ``OUTPUT/<case>/`` holding the files ``spineseg
 vertebrae`` or ``spineseg discs`` writes (the same job, :mod:`spineseg.jobs`,
@@ -26,9 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # SpineSegLib and spineseg beside this file
-
-log = logging.getLogger("SpineSegBatch")
+log = logging.getLogger("SpineSegLib.batch")
 
 from spineseg.choices import DeviceChoice, Task  # noqa: E402  (torch-free)
 from spineseg.jobs import output_names  # noqa: E402  (imports torch only when a job runs)
@@ -159,7 +161,7 @@ def run_batch(
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="SpineSegBatch.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="SpineSegLib/batch.py", description=__doc__.split("\n")[0])
     parser.add_argument("--task", required=True, choices=[task.value for task in Task])
     parser.add_argument("--input", required=True, help="an image file, a DICOM folder or a folder of images")
     parser.add_argument("--output", required=True, help="output folder (one sub-folder per case)")
@@ -175,20 +177,38 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from spineseg.errors import ModelError
+    """Run the batch; returns the exit code and never raises.
 
-    options = parse_arguments(argv)
+    0: every case done or skipped; 1: a case failed, or the run itself
+    failed (one line on stderr; the traceback with --verbose); 2: bad
+    arguments or input; 3: the model cannot be loaded; 130: interrupted with
+    Ctrl-C. A windowless Slicer must always get a code to exit with, or it
+    would stay running.
+    """
+    from spineseg.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, ModelError
+
+    try:
+        options = parse_arguments(argv)
+    except SystemExit as stop:  # argparse: --help (0) or a usage error (2), already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_INPUT
     logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO, format="%(message)s")
     try:
         summary = run_batch(
             options.input, options.output, options.task, options.device, options.model, options.overwrite
         )
-    except (ValueError, ImportError) as error:
-        print(f"SpineSegBatch: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("SpineSeg batch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ModelError as error:
-        print(f"SpineSegBatch: model error: {error}", file=sys.stderr)
-        return 3
+        print(f"SpineSeg batch: model error: {error}", file=sys.stderr)
+        return EXIT_MODEL
+    except ValueError as error:  # InputError included: the input or an option cannot be used
+        print(f"SpineSeg batch: error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as error:  # the top of the program: report any failure as one line and an exit code
+        print(f"SpineSeg batch: error: {type(error).__name__}: {error}", file=sys.stderr)
+        log.debug("%s", traceback.format_exc())
+        return EXIT_FAILURE
     print(summary.text())
     return summary.exit_code
 
@@ -207,4 +227,7 @@ def _exit(code: int) -> None:
 
 
 if __name__ == "__main__":
+    extension_folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if extension_folder not in sys.path:  # run as a file: SpineSegLib and spineseg sit in the folder above
+        sys.path.insert(0, extension_folder)
     _exit(main())
