@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .labels import slicer_terminology_entry, vertebra_colour, vertebra_segment_name, vertebra_terminology
+from .labels import DISC_COLOUR, slicer_terminology_entry, vertebra_colour, vertebra_segment_name, vertebra_terminology
 from .results import DiscsResult, VertebraeResult
 from .volume import LPS_FROM_RAS
 
@@ -104,7 +104,7 @@ def markups_document(result: DiscsResult) -> dict[str, Any]:
             "lastUsedControlPointNumber": len(points),
             "controlPoints": points,
             "measurements": [],
-            "display": {"visibility": True, "opacity": 1.0, "color": [0.4, 1.0, 1.0],
+            "display": {"visibility": True, "opacity": 1.0, "color": list(DISC_COLOUR),
                         "selectedColor": [1.0, 0.5, 0.5], "propertiesLabelVisibility": True,
                         "pointLabelsVisibility": True, "textScale": 3.0, "glyphType": "Sphere3D",
                         "glyphScale": 3.0, "glyphSize": 5.0, "useGlyphScale": True},
