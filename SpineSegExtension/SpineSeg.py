@@ -248,6 +248,9 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 node.outputMarkups = output
                 self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {output.GetNumberOfControlPoints()} discs."
+            warnings = handoff.warnings_of(job)
+            if warnings:
+                self.ui.statusLabel.text += " Warning: " + " ".join(warnings)
 
 
 class SpineSegLogic(ScriptedLoadableModuleLogic):

@@ -33,8 +33,18 @@ __all__ = [
 ]
 
 
+# Largest deviation of the direction matrix's columns from perpendicular unit vectors (cosine of the angle
+# between two axes) that is still rounding: files store directions to about 6 digits.
+MAX_DIRECTION_SHEAR = 1e-4
+
+
 def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
-    """Convert a SimpleITK image (LPS, ``[k, j, i]`` array) into a :class:`Volume`."""
+    """Convert a SimpleITK image (LPS, ``[k, j, i]`` array) into a :class:`Volume`.
+
+    Raises:
+        InputError: not a 3D single-channel image, non-positive spacing, or axes that are not perpendicular
+            (a sheared grid: NIfTI cannot store it, so outputs could not lie on the input's grid).
+    """
     if image.GetDimension() != 3:
         raise InputError(
             f"expected a 3D image, got a {image.GetDimension()}D image of size {image.GetSize()}"
@@ -47,6 +57,12 @@ def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY)
     if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InputError(f"the voxel spacing must be positive, got {tuple(spacing)} mm")
     direction_lps = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    shear = np.abs(direction_lps.T @ direction_lps - np.eye(3)).max()
+    if shear > MAX_DIRECTION_SHEAR:
+        raise InputError(
+            f"the image's axes are not perpendicular (sheared direction matrix, off by {shear:.3g}); "
+            "resample it onto an orthogonal grid first"
+        )
     origin_lps = np.asarray(image.GetOrigin(), dtype=float)
     affine = np.eye(4)
     affine[:3, :3] = LPS_FROM_RAS @ direction_lps @ np.diag(spacing)
@@ -62,6 +78,29 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
     image.SetOrigin(tuple(float(x) for x in LPS_FROM_RAS @ volume.origin))
     image.SetDirection(tuple(float(x) for x in (LPS_FROM_RAS @ volume.direction).ravel()))
     return image
+
+
+def _check_metaio_spacing(path: Path) -> None:
+    """Refuse a MetaImage header (.mha, .mhd) with a negative spacing.
+
+    ITK reads ``ElementSpacing = 1 1 -3`` as a flipped axis, other readers as an
+    error; which way the writer meant is unknowable, and the wrong guess turns
+    the spine upside down (and its names with it).
+    """
+    with open(path, "rb") as stream:
+        for raw in stream:
+            key, _, value = raw.decode("latin-1").partition("=")
+            key = key.strip()
+            if key in ("ElementSpacing", "ElementSize"):
+                try:
+                    spacing = [float(v) for v in value.split()]
+                except ValueError:
+                    return  # not numbers: ITK reports the damage
+                if any(v < 0 for v in spacing):
+                    raise InputError(f"{path} has a negative voxel spacing ({value.strip()}) in its header; "
+                                     "it is ambiguous, so flip the axis and give a positive spacing")
+            if key == "ElementDataFile":
+                return
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -165,6 +204,8 @@ def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY
             if path.stat().st_size == 0:
                 raise InputError(f"{path} is an empty file")
             _check_file_integrity(path)
+            if path.name.lower().endswith((".mha", ".mhd")):
+                _check_metaio_spacing(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"

@@ -30,7 +30,7 @@ OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
 }
 PICTURE_NAMES = {Task.VERTEBRAE: "vertebrae.png", Task.DISCS: "discs.png"}
 
-# (volume, model=, device=, progress=) -> result; the core's segment_vertebrae / label_discs by default.
+# (volume, model=, device=, progress=, force_modality=) -> result; the core's segment_vertebrae / label_discs by default.
 Predictor = Callable[..., Any]
 
 
@@ -73,6 +73,7 @@ def run_job(
     reference: Volume | None = None,
     progress: ProgressCallback = no_progress,
     predict: Predictor | None = None,
+    force_modality: bool = False,
 ) -> JobResult:
     """Read, load the model, predict (the task checks its input first) and write the outputs into ``output_dir``.
 
@@ -89,6 +90,7 @@ def run_job(
         reference: a label map on the input's grid; a mismatch is refused before any work.
         progress: ``(fraction, message)`` callback; raising in it cancels.
         predict: replaces the core's task function (tests use fast stand-ins).
+        force_modality: run even if the image looks like the other modality (see :mod:`spineseg.checks`).
 
     Raises:
         InputError: unreadable or unusable input, a reference off the input's grid, or outputs in the way.
@@ -105,7 +107,8 @@ def run_job(
     names = output_names(task, picture)
     with output_directory(output_dir, names, overwrite) as staging:
         result = (predict or _predictors()[task])(image, model=loaded, device=device,
-                                                    progress=scaled(progress, 0.03, 0.9))
+                                                    progress=scaled(progress, 0.03, 0.9),
+                                                    force_modality=force_modality)
         progress(0.9, f"writing {', '.join(names)}")
         source = str(input_path) if input_name is None else input_name
         _write_outputs(task, image, result, staging, names, source, loaded.provenance())
