@@ -29,6 +29,8 @@ OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
     Task.DISCS: ("discs.mrk.json", "discs.json", "discs.png"),
 }
 PICTURE_NAMES = {Task.VERTEBRAE: "vertebrae.png", Task.DISCS: "discs.png"}
+# The DICOM modality (0008,0060) each task reads from a folder holding several series.
+DICOM_MODALITY = {Task.VERTEBRAE: "CT", Task.DISCS: "MR"}
 
 # (volume, model=, device=, progress=, force_modality=) -> result; the core's segment_vertebrae / label_discs by default.
 Predictor = Callable[..., Any]
@@ -74,6 +76,7 @@ def run_job(
     progress: ProgressCallback = no_progress,
     predict: Predictor | None = None,
     force_modality: bool = False,
+    series: str | None = None,
 ) -> JobResult:
     """Read, load the model, predict (the task checks its input first) and write the outputs into ``output_dir``.
 
@@ -91,6 +94,7 @@ def run_job(
         progress: ``(fraction, message)`` callback; raising in it cancels.
         predict: replaces the core's task function (tests use fast stand-ins).
         force_modality: run even if the image looks like the other modality (see :mod:`spineseg.checks`).
+        series: for a DICOM folder, the series UID to read (default: the only series of the task's modality).
 
     Raises:
         InputError: unreadable or unusable input, a reference off the input's grid, or outputs in the way.
@@ -100,7 +104,7 @@ def run_job(
 
     task = Task(task)
     # No progress report before the task has checked its input, so that a bad input's error prints alone.
-    image = read_volume(input_path)
+    image = read_volume(input_path, modality=DICOM_MODALITY[task], series=series)
     if reference is not None and not reference.same_grid(image):
         raise InputError("the reference label map is not on the input's grid (shape or geometry differ)")
     loaded = load_model(task, model, device)
