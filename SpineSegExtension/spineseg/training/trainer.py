@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, SpineSegError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
@@ -45,7 +45,8 @@ from .datasets import DataSplit, check_split, read_dataset, save_split
 from .distributed import Processes, barrier, gather, start_processes, stop_processes
 from .history import MetricsLog
 
-__all__ = ["TrainingTask", "TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
+__all__ = ["TrainingTask", "TrainingResult", "check_finite_loss", "learning_rate_at", "build_optimiser", "average_weights",
+           "train"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ class TrainingResult:
     model: ModelEntry
     iterations: int
     scores: dict[str, float] | None
+
+
+def check_finite_loss(loss: torch.Tensor, iteration: int) -> None:
+    """Stop the run on a NaN or infinite loss: every later step would be NaN too, and the exported model useless.
+
+    Raises:
+        SpineSegError: naming the iteration (the checkpoints written before it are kept).
+    """
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise SpineSegError(f"training stopped at iteration {iteration}: the loss is {float(loss.detach())}; "
+                            "check the training labels (whole disc or vertebra numbers) and the learning rate")
 
 
 def learning_rate_at(config: TrainingConfig, iteration: int, total: int) -> float:
@@ -271,6 +283,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: b
         batch = task.next_batch(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             loss, terms = task.loss(model, batch)
+        check_finite_loss(loss, iteration + 1)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
