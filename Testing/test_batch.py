@@ -29,7 +29,7 @@ def needs_slicer_core():
         pytest.skip("the 'slicer' module here has no MRML classes (install slicer-core)")
 
 
-def fake_vertebrae(volume: Volume, model=None, device="auto", progress=None) -> VertebraeResult:
+def fake_vertebrae(volume: Volume, model=None, device="auto", progress=None, force_modality=False) -> VertebraeResult:
     """Fast stand-in for segment_vertebrae: bright voxels, labelled L1, L2, L3 by thirds of k."""
     progress(0.5, "thresholding")
     labels = np.zeros(volume.shape, np.uint8)
@@ -42,7 +42,7 @@ def fake_vertebrae(volume: Volume, model=None, device="auto", progress=None) -> 
     return VertebraeResult(label_map, records)
 
 
-def fake_discs(volume: Volume, model=None, device="auto", progress=None) -> DiscsResult:
+def fake_discs(volume: Volume, model=None, device="auto", progress=None, force_modality=False) -> DiscsResult:
     """Fast stand-in for label_discs: three discs spaced along k through the image centre."""
     centre = (np.array(volume.shape) - 1) / 2
     discs = []
@@ -83,7 +83,7 @@ def test_folder_mode_writes_reads_back_skips_and_reports_failures(cases, tmp_pat
     summary = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae)
     assert summary.done == ["alpha", "beta"]
     assert list(summary.failed) == ["broken"] and "cannot read" in summary.failed["broken"]
-    assert summary.exit_code == 1
+    assert summary.exit_code == 2  # every failure was a refused input, as `spineseg` exits
     assert "2 done, 0 skipped, 1 failed" in summary.text()
     assert sorted(p.name for p in (out / "alpha").iterdir()) == sorted(output_names("vertebrae"))
     for name, source in (("alpha", "alpha.nii.gz"), ("beta", "beta.nrrd")):
@@ -148,7 +148,7 @@ def test_arguments_accept_slicers_separator():
 def test_main_in_process_with_injected_task(cases, tmp_path, monkeypatch, capsys):
     needs_slicer_core()
     run_batch = batch.run_batch
-    monkeypatch.setattr(batch, "run_batch", lambda *args: run_batch(*args, task_function=fake_discs))
+    monkeypatch.setattr(batch, "run_batch", lambda *args, **options: run_batch(*args, **options, task_function=fake_discs))
     code = batch.main(["--task", "discs", "--input", str(cases / "beta.nrrd"), "--output", str(tmp_path / "o")])
     assert code == 0
     assert "1 done, 0 skipped, 0 failed" in capsys.readouterr().out

@@ -37,7 +37,7 @@ from spineseg.jobs import output_names  # noqa: E402  (imports torch only when a
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
-TaskFunction = Callable[..., Any]  # (volume, model=, device=, progress=) -> VertebraeResult | DiscsResult
+TaskFunction = Callable[..., Any]  # (volume, model=, device=, progress=, force_modality=) -> a result
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,15 @@ class BatchSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)  # the failed cases whose input was refused (InputError)
     seconds: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        """0 when no case failed, 2 when every failure was a refused input (as ``spineseg`` exits), else 1."""
+        if not self.failed:
+            return 0
+        return 2 if set(self.failed) <= set(self.refused) else 1
 
     def text(self) -> str:
         lines = [
@@ -115,17 +119,20 @@ def run_batch(
     model: Any = None,
     overwrite: bool = False,
     task_function: TaskFunction | None = None,
+    force_modality: bool = False,
 ) -> BatchSummary:
     """Process every case; skip those already done, record failures and go on.
 
     Args:
         model: None (bundled), a bundled name, a manifest or weights path, or a loaded model; loaded once.
         task_function: replaces the core's task function (tests pass a fast one).
+        force_modality: run cases that do not look like the task's modality (CT or MRI).
 
     Raises:
         ValueError: unknown task or device, or an input with nothing to process.
         spineseg.errors.ModelError: the model cannot be loaded.
     """
+    from spineseg.errors import InputError
     from spineseg.jobs import run_job
     from spineseg.model_store import load_model
 
@@ -148,9 +155,11 @@ def run_batch(
 
         try:
             run_job(task, case.path, output_dir / case.name, model=loaded, device=device, overwrite=True,
-                    progress=progress, predict=task_function)
+                    progress=progress, predict=task_function, force_modality=force_modality)
         except Exception as error:  # one bad case must not stop the batch
             summary.failed[case.name] = f"{type(error).__name__}: {error}"
+            if isinstance(error, InputError):
+                summary.refused.append(case.name)
             log.error("[%d/%d] %s failed: %s", number, len(cases), case.name, error)
             log.debug("%s", traceback.format_exc())
             continue
@@ -169,6 +178,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None,
                         help="bundled model name, or path of a model's .json manifest or .safetensors weights")
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
+    parser.add_argument("--force-modality", action="store_true",
+                        help="run cases that do not look like the task's modality (vertebrae: CT, discs: MRI)")
     parser.add_argument("--verbose", action="store_true")
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["--"]:  # Slicer passes the separator on
@@ -194,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO, format="%(message)s")
     try:
         summary = run_batch(
-            options.input, options.output, options.task, options.device, options.model, options.overwrite
+            options.input, options.output, options.task, options.device, options.model, options.overwrite,
+            force_modality=options.force_modality,
         )
     except KeyboardInterrupt:
         print("SpineSeg batch: interrupted", file=sys.stderr)

@@ -23,7 +23,7 @@ from spineseg.results import DiscsResult, VertebraeResult
 
 from . import process, storage
 
-__all__ = ["SlicerJob", "start_job", "input_name_of", "load_results"]
+__all__ = ["SlicerJob", "start_job", "input_name_of", "load_results", "warnings_of"]
 
 
 @dataclass
@@ -65,12 +65,14 @@ def start_job(
     device: DeviceChoice | str = DeviceChoice.AUTO,
     model: str | None = None,
     python_executable: str | None = None,
+    force_modality: bool = False,
 ) -> SlicerJob:
     """Write the node to a temporary NRRD and start ``spineseg TASK`` on it; returns at once.
 
     Args:
         core_parent: the folder holding the ``spineseg`` package (put first on the child's path).
         python_executable: PythonSlicer by default.
+        force_modality: run even if the volume does not look like the task's modality (CT or MRI).
 
     Raises:
         ValueError: no input volume, or it holds no image.
@@ -87,7 +89,8 @@ def start_job(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     command = process.cli_command(python_executable or process.default_python(), task, input_path,
-                                  folder / "output", device, model or None, input_name_of(volume_node))
+                                  folder / "output", device, model or None, input_name_of(volume_node),
+                                  force_modality)
     runner = process.BackgroundProcess(command, env=process.child_environment(core_parent, device))
     runner.start()
     return SlicerJob(task, volume_node, folder, runner)
@@ -98,3 +101,8 @@ def load_results(job: SlicerJob) -> VertebraeResult | DiscsResult:
     if job.task is Task.VERTEBRAE:
         return storage.load_vertebrae_outputs(job.output_folder)
     return storage.load_discs_outputs(job.output_folder)
+
+
+def warnings_of(job: SlicerJob) -> list[str]:
+    """The warnings about the input that a finished job wrote (strong anisotropy, a forced modality)."""
+    return storage.read_warnings(job.output_folder, job.task.value)

@@ -240,13 +240,15 @@ def cli_command(
     device: DeviceChoice | str = DeviceChoice.AUTO,
     model: str | None = None,
     input_name: str | None = None,
+    force_modality: bool = False,
 ) -> list[str]:
     """The command line that runs ``spineseg TASK INPUT -o OUTDIR --progress-format json --no-picture``.
 
     ``python -c`` with ``spineseg.cli.main`` is used instead of the ``spineseg``
     console script, which Slicer's Python does not have on its PATH. The module
     shows no picture, so none is drawn. ``input_name`` is what the JSON outputs
-    record as the input (Slicer hands over a temporary copy).
+    record as the input (Slicer hands over a temporary copy). ``force_modality`` runs an image that does
+    not look like the task's modality.
     """
     task, device = Task(task), DeviceChoice(device)
     command = [
@@ -267,6 +269,8 @@ def cli_command(
         command += ["--model", str(model)]
     if input_name:
         command += ["--input-name", input_name]
+    if force_modality:
+        command.append("--force-modality")
     return command
 
 

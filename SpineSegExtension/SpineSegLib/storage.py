@@ -19,7 +19,7 @@ from spineseg.labels import disc_number
 from spineseg.results import DiscRecord, DiscsResult, VertebraeResult, VertebraRecord
 from spineseg.volume import VolumeKind
 
-__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs"]
+__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs", "read_warnings"]
 
 
 def write_input_volume(volume_node: Any, path: str | os.PathLike) -> Path:
@@ -48,6 +48,13 @@ def _record_list(data: Any, key: str) -> list[dict]:
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
+def read_warnings(folder: str | os.PathLike, task: str) -> list[str]:
+    """The warnings about the input that a job wrote into ``TASK.json`` (none in files of older versions)."""
+    data = json.loads((Path(folder) / f"{task}.json").read_text())
+    warnings = data.get("warnings", []) if isinstance(data, dict) else []
+    return [str(item) for item in warnings] if isinstance(warnings, list) else []
+
+
 def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:
     """Read ``vertebrae.nii.gz`` and the records of ``vertebrae.json`` written by a vertebra job."""
     folder = Path(folder)
@@ -58,7 +65,7 @@ def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:
                        float(item["completeness"]), tuple(float(x) for x in item["centroid_ras"]))
         for item in _record_list(json.loads((folder / "vertebrae.json").read_text()), "vertebrae")
     ]
-    return VertebraeResult(label_map, records)
+    return VertebraeResult(label_map, records, read_warnings(folder, "vertebrae"))
 
 
 def load_discs_outputs(folder: str | os.PathLike) -> DiscsResult:
@@ -69,4 +76,4 @@ def load_discs_outputs(folder: str | os.PathLike) -> DiscsResult:
         number = int(item["number"]) if "number" in item else disc_number(str(item["label"]))
         position = tuple(float(x) for x in item["position_ras"])
         discs.append(DiscRecord(number, position, float(item.get("confidence", 1.0))))
-    return DiscsResult(discs)
+    return DiscsResult(discs, warnings=read_warnings(folder, "discs"))

@@ -64,7 +64,7 @@ def _run_task(args: argparse.Namespace, progress: ProgressCallback) -> dict[str,
     reference = read_volume(args.reference, VolumeKind.LABEL) if getattr(args, "reference", None) else None
     job = run_job(args.command, args.input, args.output, model=args.model, device=args.device,
                   overwrite=args.overwrite, picture=not args.no_picture, input_name=args.input_name,
-                  reference=reference, progress=progress)
+                  reference=reference, progress=progress, force_modality=args.force_modality, series=args.series)
     if reference is not None:
         from .demo import print_vertebra_scores
         from .metrics import score_vertebrae
@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-picture", action="store_true", help="do not draw the PNG (needs no matplotlib)")
         sub.add_argument("--input-name", default=None, help="what the JSON output records as the input "
                                                             "(default: the INPUT path)")
+        sub.add_argument("--force-modality", action="store_true",
+                         help=f"run even if the image does not look like {'a CT' if task is Task.VERTEBRAE else 'an MRI'}")
+        sub.add_argument("--series", default=None, metavar="UID",
+                         help="for a DICOM folder holding several series: the one to read (the error lists them)")
         sub.add_argument("--progress-format", default="text", choices=["text", "json"],
                          help="'json' prints one JSON object per line (used by the Slicer module)")
         sub.set_defaults(runner=_run_task)

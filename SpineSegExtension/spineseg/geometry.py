@@ -3,8 +3,16 @@
 A model sees images on an isotropic grid whose axes point (close to) right,
 anterior and superior, whatever the scanner's orientation. ``working_grid``
 builds that grid from the input's own axes (permuted and flipped, never
-rotated, so an axial scan stays axis-aligned), and ``resample_to`` /
-``resample_probability_to`` move data between grids by their RAS affines.
+rotated, so an axial scan stays axis-aligned), and ``resample_to`` moves data
+between grids by their RAS affines.
+
+Orientation invariance: the working grid depends only on the physical image
+(its footprint in RAS), never on how the file stores the voxels. The 48 axis
+orders and flips of one image give the same grid, bit for bit, and the same
+working image: corners are snapped to ``GRID_SNAP_MM`` so that rounding in the
+affines cannot add or drop a slice, and a point counts as inside the image
+when it lies within the outer voxels' faces (``FACE_TOLERANCE_VOXELS``), not
+by a floating-point comparison with the outermost voxel centres.
 """
 
 from __future__ import annotations
@@ -14,7 +22,13 @@ from scipy import ndimage
 
 from .volume import Volume, VolumeKind
 
-__all__ = ["closest_ras_axes", "working_grid", "resample_to", "Grid"]
+__all__ = ["closest_ras_axes", "working_grid", "resample_to", "inside_footprint", "Grid"]
+
+# Working-grid corners are rounded to this (mm): far below any scanner's precision, far above the rounding
+# noise (about 1e-13 mm) of affines that store the same image in another axis order.
+GRID_SNAP_MM = 1e-4
+# A point this far (in voxels) beyond an image's outer voxel faces is still inside: the same rounding noise.
+FACE_TOLERANCE_VOXELS = 1e-3
 
 
 class Grid:
@@ -65,7 +79,8 @@ def working_grid(volume: Volume, spacing: float) -> Grid:
     corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in volume.shape], indexing="ij")).reshape(3, -1).T
     corners_ras = volume.ijk_to_ras(corners)
     projected = corners_ras @ direction  # coordinates along the new axes
-    low, high = projected.min(axis=0), projected.max(axis=0)
+    low = np.round(projected.min(axis=0) / GRID_SNAP_MM) * GRID_SNAP_MM
+    high = np.round(projected.max(axis=0) / GRID_SNAP_MM) * GRID_SNAP_MM
     shape = np.maximum(np.ceil((high - low) / spacing - 1e-6).astype(int), 1)
     affine = np.eye(4)
     affine[:3, :3] = direction * spacing
@@ -91,7 +106,9 @@ def resample_to(
     Labels use nearest neighbour and keep their integer type; intensities use
     linear interpolation (``order`` overrides) and, when the grid is much
     coarser, a Gaussian pre-filter against aliasing. Points outside the
-    volume get ``fill_value``.
+    volume's footprint (its outer voxel faces) get ``fill_value``; points
+    between the outermost voxel centres and those faces take the nearest
+    voxel's value, so an edge slice never depends on rounding.
     """
     mapping = _index_mapping(volume.affine, grid.affine)
     is_label = volume.kind is VolumeKind.LABEL
@@ -110,8 +127,24 @@ def resample_to(
         output_shape=grid.shape,
         output=output_dtype,
         order=order,
-        mode="constant",
-        cval=fill_value,
+        mode="nearest",
         prefilter=False,
     )
+    resampled[~inside_footprint(volume.shape, mapping, grid.shape)] = fill_value
     return Volume(resampled, grid.affine, volume.kind)
+
+
+def inside_footprint(source_shape: tuple[int, ...], mapping: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean array of ``shape``: which target voxels ``mapping`` (target to source indices, 4x4) sends
+    within the source's outer voxel faces. Computed one slice at a time to keep memory small."""
+    low = -0.5 - FACE_TOLERANCE_VOXELS
+    high = np.asarray(source_shape, dtype=float) - 0.5 + FACE_TOLERANCE_VOXELS
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    inside = np.empty(shape, dtype=bool)
+    for k in range(shape[2]):
+        slice_inside = np.ones(shape[:2], dtype=bool)
+        for axis in range(3):
+            coordinate = mapping[axis, 0] * i + mapping[axis, 1] * j + (mapping[axis, 2] * k + mapping[axis, 3])
+            slice_inside &= (coordinate >= low) & (coordinate <= high[axis])
+        inside[:, :, k] = slice_inside
+    return inside

@@ -14,6 +14,7 @@ import shutil
 import struct
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -25,6 +26,9 @@ from .volume import LPS_FROM_RAS, Volume, VolumeKind
 
 __all__ = [
     "read_volume",
+    "list_dicom_series",
+    "choose_dicom_series",
+    "DicomSeries",
     "write_volume",
     "volume_from_sitk",
     "volume_to_sitk",
@@ -33,8 +37,18 @@ __all__ = [
 ]
 
 
+# Largest deviation of the direction matrix's columns from perpendicular unit vectors (cosine of the angle
+# between two axes) that is still rounding: files store directions to about 6 digits.
+MAX_DIRECTION_SHEAR = 1e-4
+
+
 def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
-    """Convert a SimpleITK image (LPS, ``[k, j, i]`` array) into a :class:`Volume`."""
+    """Convert a SimpleITK image (LPS, ``[k, j, i]`` array) into a :class:`Volume`.
+
+    Raises:
+        InputError: not a 3D single-channel image, non-positive spacing, or axes that are not perpendicular
+            (a sheared grid: NIfTI cannot store it, so outputs could not lie on the input's grid).
+    """
     if image.GetDimension() != 3:
         raise InputError(
             f"expected a 3D image, got a {image.GetDimension()}D image of size {image.GetSize()}"
@@ -47,6 +61,12 @@ def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY)
     if np.any(~np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InputError(f"the voxel spacing must be positive, got {tuple(spacing)} mm")
     direction_lps = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    shear = np.abs(direction_lps.T @ direction_lps - np.eye(3)).max()
+    if shear > MAX_DIRECTION_SHEAR:
+        raise InputError(
+            f"the image's axes are not perpendicular (sheared direction matrix, off by {shear:.3g}); "
+            "resample it onto an orthogonal grid first"
+        )
     origin_lps = np.asarray(image.GetOrigin(), dtype=float)
     affine = np.eye(4)
     affine[:3, :3] = LPS_FROM_RAS @ direction_lps @ np.diag(spacing)
@@ -64,14 +84,123 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
     return image
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder)) or []
-    if not series_ids:
+def _check_metaio_spacing(path: Path) -> None:
+    """Refuse a MetaImage header (.mha, .mhd) with a negative spacing.
+
+    ITK reads ``ElementSpacing = 1 1 -3`` as a flipped axis, other readers as an
+    error; which way the writer meant is unknowable, and the wrong guess turns
+    the spine upside down (and its names with it).
+    """
+    with open(path, "rb") as stream:
+        for raw in stream:
+            key, _, value = raw.decode("latin-1").partition("=")
+            key = key.strip()
+            if key in ("ElementSpacing", "ElementSize"):
+                try:
+                    spacing = [float(v) for v in value.split()]
+                except ValueError:
+                    return  # not numbers: ITK reports the damage
+                if any(v < 0 for v in spacing):
+                    raise InputError(f"{path} has a negative voxel spacing ({value.strip()}) in its header; "
+                                     "it is ambiguous, so flip the axis and give a positive spacing")
+            if key == "ElementDataFile":
+                return
+
+
+# A series with fewer slices than this is a localiser (scouts have 1-3 images), not the scan.
+MIN_SCAN_SLICES = 5
+# Slice steps may differ from their median by this share before a slice counts as missing (or extra):
+# positions are stored to a few decimals, real gaps are a whole step.
+SLICE_STEP_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series in a DICOM folder: what the user needs to tell series apart, and its files."""
+
+    uid: str
+    modality: str
+    description: str
+    files: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.uid} ({self.modality or 'no modality'}, {self.description or 'no description'!r}, " \
+               f"{len(self.files)} slices)"
+
+
+def _dicom_tag(reader: sitk.ImageFileReader, key: str) -> str:
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+
+def _header_reader(file_name: str) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file_name)
+    reader.ReadImageInformation()
+    return reader
+
+
+def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
+    """Every series in a DICOM folder with its modality (0008,0060) and description (0008,103E)."""
+    series = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []:
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        first = _header_reader(files[0])
+        series.append(DicomSeries(uid, _dicom_tag(first, "0008|0060").upper(), _dicom_tag(first, "0008|103e"), files))
+    return series
+
+
+def choose_dicom_series(folder: Path, found: list[DicomSeries], modality: str | None, uid: str | None) -> DicomSeries:
+    """The series to read: the one named by ``uid``, else the only scan of ``modality``, else the only series.
+
+    Raises:
+        InputError: ``uid`` is not in the folder, or the choice is ambiguous; the message lists the series.
+    """
+    listing = "; ".join(str(s) for s in found)
+    if uid is not None:
+        chosen = [s for s in found if s.uid == uid]
+        if not chosen:
+            raise InputError(f"{folder} holds no series {uid}; it holds: {listing}")
+        return chosen[0]
+    scans = [s for s in found if len(s.files) >= MIN_SCAN_SLICES] or found
+    matching = [s for s in scans if modality is None or s.modality == modality]
+    if len(matching) == 1:
+        return matching[0]
+    if not matching and len(scans) == 1:
+        return scans[0]  # no modality tag to go by: the intensity checks decide
+    wanted = f"{modality} " if modality else ""
+    raise InputError(f"{folder} holds {len(matching) or 'no'} {wanted}series among {len(found)}, so none is "
+                     f"taken silently: {listing}; pick one with --series UID")
+
+
+def _check_slice_steps(series: DicomSeries) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing slice would stretch the volume)."""
+    positions = []
+    for file_name in series.files:
+        reader = _header_reader(file_name)
+        try:
+            position = np.array([float(v) for v in _dicom_tag(reader, "0020|0032").split("\\")])
+            cosines = np.array([float(v) for v in _dicom_tag(reader, "0020|0037").split("\\")])
+            positions.append(float(position @ np.cross(cosines[:3], cosines[3:])))
+        except ValueError:
+            return  # no positions to judge by: ITK reads the slices in file order
+    steps = np.diff(np.sort(positions))
+    if len(steps) < 2:
+        return
+    typical = float(np.median(steps))
+    if typical <= 0 or np.any(np.abs(steps - typical) > SLICE_STEP_TOLERANCE * typical):
+        raise InputError(f"the slices of series {series.uid} are unevenly spaced ({steps.min():.2f} to "
+                         f"{steps.max():.2f} mm, typically {typical:.2f} mm): a slice is missing or doubled; "
+                         "complete the series or resample it to even spacing first")
+
+
+def _read_dicom_folder(folder: Path, modality: str | None, series_uid: str | None) -> sitk.Image:
+    found = list_dicom_series(folder)
+    if not found:
         raise InputError(f"{folder} is a folder but holds no DICOM series")
-    # The series with the most slices is the scan; localisers come with few.
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids), key=len)
-    reader.SetFileNames(files)
+    chosen = choose_dicom_series(folder, found, modality, series_uid)
+    _check_slice_steps(chosen)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(chosen.files))
     return reader.Execute()
 
 
@@ -148,23 +277,33 @@ def _nifti_layout(path: Path, header: bytes) -> _NiftiLayout | None:
     return _NiftiLayout(data_offset, voxels * _NIFTI_BYTES_PER_TYPE.get(datatype, 1), dtype)
 
 
-def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY) -> Volume:
+def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY, *,
+                modality: str | None = None, series: str | None = None) -> Volume:
     """Read a 3D image file or DICOM folder and check that it can be used.
+
+    Args:
+        path: an image file or a DICOM folder.
+        kind: intensities or labels.
+        modality: for a DICOM folder, the modality (0008,0060) of the scan to take, e.g. "CT" or "MR".
+        series: for a DICOM folder, the series to take (as :func:`list_dicom_series` names it).
 
     Raises:
         InputError: the path is missing, not an image, not 3D, empty, has
-            non-positive spacing or non-finite voxels.
+            non-positive spacing or non-finite voxels; a DICOM folder whose
+            series to take is ambiguous, or whose slices are unevenly spaced.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
     try:
         if path.is_dir():
-            image = _read_dicom_folder(path)
+            image = _read_dicom_folder(path, modality, series)
         else:
             if path.stat().st_size == 0:
                 raise InputError(f"{path} is an empty file")
             _check_file_integrity(path)
+            if path.name.lower().endswith((".mha", ".mhd")):
+                _check_metaio_spacing(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"

@@ -29,8 +29,10 @@ OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
     Task.DISCS: ("discs.mrk.json", "discs.json", "discs.png"),
 }
 PICTURE_NAMES = {Task.VERTEBRAE: "vertebrae.png", Task.DISCS: "discs.png"}
+# The DICOM modality (0008,0060) each task reads from a folder holding several series.
+DICOM_MODALITY = {Task.VERTEBRAE: "CT", Task.DISCS: "MR"}
 
-# (volume, model=, device=, progress=) -> result; the core's segment_vertebrae / label_discs by default.
+# (volume, model=, device=, progress=, force_modality=) -> result; the core's segment_vertebrae / label_discs by default.
 Predictor = Callable[..., Any]
 
 
@@ -73,6 +75,8 @@ def run_job(
     reference: Volume | None = None,
     progress: ProgressCallback = no_progress,
     predict: Predictor | None = None,
+    force_modality: bool = False,
+    series: str | None = None,
 ) -> JobResult:
     """Read, load the model, predict (the task checks its input first) and write the outputs into ``output_dir``.
 
@@ -89,6 +93,8 @@ def run_job(
         reference: a label map on the input's grid; a mismatch is refused before any work.
         progress: ``(fraction, message)`` callback; raising in it cancels.
         predict: replaces the core's task function (tests use fast stand-ins).
+        force_modality: run even if the image looks like the other modality (see :mod:`spineseg.checks`).
+        series: for a DICOM folder, the series UID to read (default: the only series of the task's modality).
 
     Raises:
         InputError: unreadable or unusable input, a reference off the input's grid, or outputs in the way.
@@ -98,14 +104,15 @@ def run_job(
 
     task = Task(task)
     # No progress report before the task has checked its input, so that a bad input's error prints alone.
-    image = read_volume(input_path)
+    image = read_volume(input_path, modality=DICOM_MODALITY[task], series=series)
     if reference is not None and not reference.same_grid(image):
         raise InputError("the reference label map is not on the input's grid (shape or geometry differ)")
     loaded = load_model(task, model, device)
     names = output_names(task, picture)
     with output_directory(output_dir, names, overwrite) as staging:
         result = (predict or _predictors()[task])(image, model=loaded, device=device,
-                                                    progress=scaled(progress, 0.03, 0.9))
+                                                    progress=scaled(progress, 0.03, 0.9),
+                                                    force_modality=force_modality)
         progress(0.9, f"writing {', '.join(names)}")
         source = str(input_path) if input_name is None else input_name
         _write_outputs(task, image, result, staging, names, source, loaded.provenance())

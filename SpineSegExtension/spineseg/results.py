@@ -43,10 +43,12 @@ class VertebraRecord:
 
 @dataclass(frozen=True)
 class VertebraeResult:
-    """Label map (VerSe numbers, input grid, uint8) and one record per vertebra, head to foot."""
+    """Label map (VerSe numbers, input grid, uint8), one record per vertebra head to foot, and warnings
+    about the input (see :func:`spineseg.checks.check_input`)."""
 
     label_map: Volume
     vertebrae: list[VertebraRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def levels(self) -> list[int]:
@@ -76,11 +78,13 @@ class DiscRecord:
 
 @dataclass(frozen=True)
 class DiscsResult:
-    """Discs found in an MRI, head to foot, plus the 2D slab they were found on (for pictures)."""
+    """Discs found in an MRI, head to foot, the 2D slab they were found on (for pictures) and warnings about
+    the input (see :func:`spineseg.checks.check_input`)."""
 
     discs: list[DiscRecord] = field(default_factory=list)
     slab: np.ndarray | None = None
     slab_to_ras: np.ndarray | None = None  # 3x3: (row, column, 1) of the slab image -> RAS mm
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def numbers(self) -> list[int]:

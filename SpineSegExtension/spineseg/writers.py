@@ -118,7 +118,8 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
 
 
 def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
-    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, then one record per item."""
+    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, then
+    one record per item."""
     if isinstance(result, VertebraeResult):
         key, records = "vertebrae", [record.to_dict() for record in result.vertebrae]
     else:
@@ -129,6 +130,7 @@ def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict
         "spineseg_version": __version__,
         "coordinate_system": "RAS",
         "units": "mm",
+        "warnings": list(result.warnings),
         key: records,
     }
 

@@ -8,40 +8,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..checks import check_input
 from ..choices import DeviceChoice, Task
-from ..errors import InputError
 from ..progress import ProgressCallback, no_progress
 from ..results import DiscRecord, DiscsResult
 from ..volume import Volume
 from .decode import DecodeSettings, decode_heatmaps
-from .slab import extract_slab, refine_lateral, volume_ras_bounds
+from .slab import extract_slab, refine_lateral
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     from ..networks.disc_model import DiscModel
 
-__all__ = ["label_discs", "check_volume", "MIN_SPINE_EXTENT_MM"]
+__all__ = ["label_discs"]
 
 log = logging.getLogger(__name__)
-
-# Two discs are at least ~15 mm apart; an image shorter than this cannot show a labelled spine.
-MIN_SPINE_EXTENT_MM = 30.0
-
-
-def check_volume(volume: Volume) -> None:
-    """Raise InputError if the image cannot hold a labelled spine (2D, or too small)."""
-    if sum(n > 1 for n in volume.shape) < 3:
-        raise InputError(f"the image is 2D (size {volume.shape} voxels); disc labelling needs a 3D MRI")
-    lower, upper = volume_ras_bounds(volume)
-    extent = upper - lower
-    if max(extent[1], extent[2]) < MIN_SPINE_EXTENT_MM:
-        raise InputError(f"the image is too small to hold a spine: {np.round(extent, 1).tolist()} mm "
-                         f"(R, A, S); it must span at least {MIN_SPINE_EXTENT_MM:.0f} mm head to foot")
-
 
 def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = None,
                 device: DeviceChoice | str = DeviceChoice.AUTO,
                 progress: ProgressCallback = no_progress,
-                settings: DecodeSettings = DecodeSettings()) -> DiscsResult:
+                settings: DecodeSettings = DecodeSettings(), force_modality: bool = False) -> DiscsResult:
     """Find and name the intervertebral discs of one MRI.
 
     Args:
@@ -51,11 +36,15 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
         device: "auto" (GPU when available), "cpu" or "cuda".
         progress: callback (fraction, message); may raise CancelledError.
         settings: decoder settings.
+        force_modality: run even if the intensities say this is a CT.
 
     Returns:
-        DiscsResult with discs head to foot (RAS mm), the slab and slab_to_ras.
+        DiscsResult with discs head to foot (RAS mm), the slab, slab_to_ras and the input's warnings.
+
+    Raises:
+        InputError: the image cannot be used (see :func:`spineseg.checks.check_input`).
     """
-    check_volume(volume)
+    warnings = check_input(volume, Task.DISCS, force_modality)
     progress(0.0, "loading the disc model")
     from ..model_store import load_model
 
@@ -72,4 +61,4 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
         discs = [DiscRecord(d.number, tuple(float(x) for x in p), d.confidence) for d, p in zip(discs, refined)]
     log.info("found %d discs: %s", len(discs), ", ".join(d.name for d in discs))
     progress(1.0, f"found {len(discs)} discs")
-    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras)
+    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, SpineSegError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
 from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
@@ -43,7 +43,7 @@ from .distributed import Processes, barrier, gather, start_processes, stop_proce
 from .history import MetricsLog
 from .tasks import TrainingTask, build_task
 
-__all__ = ["TrainingResult", "learning_rate_at", "build_optimiser", "average_weights", "train"]
+__all__ = ["TrainingResult", "check_finite_loss", "learning_rate_at", "build_optimiser", "average_weights", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,17 @@ class TrainingResult:
     model: ModelEntry
     iterations: int
     scores: dict[str, float] | None
+
+
+def check_finite_loss(loss: torch.Tensor, iteration: int) -> None:
+    """Stop the run on a NaN or infinite loss: every later step would be NaN too, and the exported model useless.
+
+    Raises:
+        SpineSegError: naming the iteration (the checkpoints written before it are kept).
+    """
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise SpineSegError(f"training stopped at iteration {iteration}: the loss is {float(loss.detach())}; "
+                            "check the training labels (whole disc or vertebra numbers) and the learning rate")
 
 
 def learning_rate_at(config: TrainingConfig, iteration: int, total: int) -> float:
@@ -321,6 +332,7 @@ def _step(session: _Session, model: nn.Module, iteration: int) -> tuple[float, d
     batch = session.task.next_batch(device)
     with torch.autocast(device.type, dtype=torch.float16, enabled=session.use_amp):
         loss, terms = session.task.loss(model, batch)
+    check_finite_loss(loss, iteration + 1)
     session.optimiser.zero_grad(set_to_none=True)
     session.scaler.scale(loss).backward()
     session.scaler.step(session.optimiser)

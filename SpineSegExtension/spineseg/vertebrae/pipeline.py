@@ -1,6 +1,6 @@
 """Segment and name every vertebra of a CT: the whole task on a :class:`Volume`.
 
-Steps: check the image is a CT, resample it to the model's isotropic working
+Steps: check the image is a CT that can hold a vertebra (:mod:`spineseg.checks`), resample it to the model's isotropic working
 grid, walk the spine (:mod:`.traversal`), name the vertebrae as one
 consecutive run (:mod:`.levels`), and paint each vertebra's probability back
 onto the input grid with linear interpolation, so that boundaries are as fine
@@ -17,8 +17,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.sparse.csgraph import connected_components
 
+from ..checks import check_input
 from ..choices import DeviceChoice, Task
-from ..errors import InputError
 from ..geometry import Grid, resample_to, working_grid
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import VertebraeResult, VertebraRecord
@@ -31,27 +31,11 @@ if TYPE_CHECKING:  # torch loads with the model, not with this module
     from ..networks.vertebra_model import VertebraModel
 
 __all__ = [
-    "check_ct_intensities", "prepare_working_image", "find_vertebrae", "label_working_grid", "segment_vertebrae",
+    "prepare_working_image", "find_vertebrae", "label_working_grid", "segment_vertebrae",
     "keep_spine_column", "drop_fragments",
 ]
 
 logger = logging.getLogger(__name__)
-
-# Intensity check: percentiles are read from at most about this many voxels (every 4th along each axis
-# beyond), enough for a stable median and cheap on large scans.
-INTENSITY_SAMPLE_VOXELS = 8_000_000
-INTENSITY_SAMPLE_STEP = 4
-# Robust extremes and median (percentiles): single hot or dead voxels must not decide.
-INTENSITY_PERCENTILES = (0.5, 50.0, 99.5)
-# Values no CT in Hounsfield units reaches: below the padding scanners use (down to -3024 HU) and above
-# dense metal (about 30,000 HU on extended-scale scanners).
-MIN_PLAUSIBLE_HU, MAX_PLAUSIBLE_HU = -4000.0, 40000.0
-# A CT's median voxel is air, fat, soft tissue or bone: between these.
-MEDIAN_HU_RANGE = (-1500.0, 3000.0)
-# A robust spread (HU) below this holds no anatomy.
-MIN_INTENSITY_SPREAD_HU = 50.0
-# A CT holds some air or fat below this (HU); an image without any is probably not in Hounsfield units.
-LOWEST_EXPECTED_HU = -200.0
 
 # Painting: a vertebra's box holds its voxels above this probability; the interpolated mask never
 # reaches beyond them at any threshold used here.
@@ -63,22 +47,6 @@ SMALL_PIECE_FRACTION = 0.05
 # A found "vertebra" smaller than this share of the median one is a leftover piece (unless cut by the scan):
 # a whole vertebra is rarely less than a third of its neighbours' size.
 FRAGMENT_FRACTION = 0.35
-
-
-def check_ct_intensities(volume: Volume) -> None:
-    """Refuse images whose values cannot be Hounsfield units; warn about doubtful ones."""
-    step = INTENSITY_SAMPLE_STEP
-    sample = volume.array[::step, ::step, ::step] if volume.array.size > INTENSITY_SAMPLE_VOXELS else volume.array
-    low, median, high = np.percentile(sample, INTENSITY_PERCENTILES)
-    if low < MIN_PLAUSIBLE_HU or high > MAX_PLAUSIBLE_HU or not MEDIAN_HU_RANGE[0] <= median <= MEDIAN_HU_RANGE[1]:
-        raise InputError(
-            f"intensities ({low:.0f} to {high:.0f}, median {median:.0f}) are far outside CT's Hounsfield range; "
-            "give a CT in Hounsfield units (rescale slope and intercept applied)"
-        )
-    if high - low < MIN_INTENSITY_SPREAD_HU:
-        raise InputError(f"the image is nearly uniform ({low:.1f} to {high:.1f}); it holds no anatomy to segment")
-    if sample.min() > LOWEST_EXPECTED_HU:
-        logger.warning("no voxel below %.0f HU: this may not be a CT in Hounsfield units (an MRI?)", LOWEST_EXPECTED_HU)
 
 
 def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray, Grid]:
@@ -340,6 +308,7 @@ def segment_vertebrae(
     progress: ProgressCallback = no_progress,
     settings: TraversalSettings | None = None,
     refine_with_bone: bool = True,
+    force_modality: bool = False,
 ) -> VertebraeResult:
     """Find, outline and name every vertebra of a CT.
 
@@ -351,11 +320,16 @@ def segment_vertebrae(
         settings: traversal rules; by default they follow the model's geometry.
         refine_with_bone: snap boundaries to bone in the full-resolution CT (see ``_refine_with_bone``) and
             fill the marrow each vertebra's cortex encloses (see ``_fill_enclosed_marrow``).
+        force_modality: run even if the intensities say this is not a CT in Hounsfield units.
 
     Returns:
-        The label map in the input's grid (VerSe numbers) and one record per vertebra, head to foot.
+        The label map in the input's grid (VerSe numbers), one record per vertebra head to foot, and the
+        input's warnings.
+
+    Raises:
+        InputError: the image cannot be used (see :func:`spineseg.checks.check_input`).
     """
-    check_ct_intensities(volume)
+    warnings = check_input(volume, Task.VERTEBRAE, force_modality)
     progress(0.0, "loading the model")
     from ..model_store import load_model
 
@@ -396,4 +370,4 @@ def segment_vertebrae(
             )
         )
     progress(1.0, f"{len(records)} vertebrae")
-    return VertebraeResult(Volume(labels, volume.affine, VolumeKind.LABEL), records)
+    return VertebraeResult(Volume(labels, volume.affine, VolumeKind.LABEL), records, warnings)

@@ -151,10 +151,15 @@ def slab_sample_from_files(image_path: Path, labels_path: Path, size: int = 256,
     disc numbers (SCT's 1, 49, 50 and the like) are ignored.
 
     Raises:
-        InputError: unreadable files, an image too small for a slab, or no disc label at all.
+        InputError: unreadable files, non-integer label values, an image too small for a slab, or no disc
+            label at all.
     """
     volume = read_volume(image_path)
     labels = read_volume(labels_path, VolumeKind.LABEL)
+    fractional = labels.array[labels.array != np.round(labels.array)]
+    if fractional.size:
+        raise InputError(f"{labels_path} holds {fractional.size} voxel(s) with non-integer label values (e.g. "
+                         f"{float(fractional[0]):g}); disc labels are whole numbers (2 = C1/C2 ... 25 = L5/S1)")
     values = [int(v) for v in np.unique(labels.array) if v != 0]
     points_ras = {value: labels.ijk_to_ras(np.argwhere(labels.array == value).mean(axis=0))[0]
                   for value in values if value in DISC_NUMBERS}

@@ -1,0 +1,140 @@
+"""Can this image be used for this task? One place for refusals (InputError) and warnings.
+
+Both task functions (:func:`spineseg.vertebrae.pipeline.segment_vertebrae`,
+:func:`spineseg.discs.pipeline.label_discs`) call :func:`check_input` first,
+so the CLI, the batch script and Slicer refuse the same images with the same
+one-line reason, and write the same warnings into their JSON.
+
+Refused: an image too small to hold a vertebra (or a disc chain); for
+vertebrae, intensities that cannot be Hounsfield units, including an MRI or a
+CT without its rescale (no fat or air below -50 HU); for discs, a CT (fat and
+air in Hounsfield units). ``force_modality`` turns the modality refusals into
+warnings. Warned about: strongly anisotropic voxels.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .choices import Task
+from .errors import InputError
+from .volume import Volume
+
+__all__ = ["check_input", "fat_or_air_share", "MIN_VERTEBRA_EXTENT_MM", "MIN_SPINE_EXTENT_MM"]
+
+logger = logging.getLogger(__name__)
+
+# Intensity statistics are read from at most about this many voxels (every 4th along each axis beyond),
+# enough for stable percentiles and cheap on large scans.
+INTENSITY_SAMPLE_VOXELS = 8_000_000
+INTENSITY_SAMPLE_STEP = 4
+# Robust extremes and median (percentiles): single hot or dead voxels must not decide.
+INTENSITY_PERCENTILES = (0.5, 50.0, 99.5)
+# Values no CT in Hounsfield units reaches: below the padding scanners use (down to -3024 HU) and above
+# dense metal (about 30,000 HU on extended-scale scanners).
+MIN_PLAUSIBLE_HU, MAX_PLAUSIBLE_HU = -4000.0, 40000.0
+# A CT's median voxel is air, fat, soft tissue or bone: between these.
+MEDIAN_HU_RANGE = (-1500.0, 3000.0)
+# A robust spread (HU) below this holds no anatomy.
+MIN_INTENSITY_SPREAD_HU = 50.0
+# Fat (-150 to -50 HU) and air (-1000 HU) lie below this; MRI magnitudes and uncalibrated CT (0-255,
+# 0-4095) never do.
+FAT_HU = -50.0
+# A CT of the spine has at least this share of voxels of fat or air (measured: real CTs 0.64 and 0.73,
+# the CT phantom 0.25); the real MRIs have none (0.000 in all three).
+MIN_FAT_OR_AIR_SHARE = 0.01
+
+# The smallest vertebra (C3: body about 15 mm wide and deep, 12 mm tall) with a little tissue around it
+# needs this much along every axis; a thinner image shows at most a slice through one, which the network
+# would still name.
+MIN_VERTEBRA_EXTENT_MM = 20.0
+# Two discs are at least ~15 mm apart; an image shorter than this cannot show a labelled spine.
+MIN_SPINE_EXTENT_MM = 30.0
+# CT voxels longer than this many times their shortest side, or thicker than MAX_SLICE_MM, blur end plates
+# and discs along that axis: vertebrae merge or split and names shift.
+MAX_CT_ANISOTROPY = 3.0
+MAX_SLICE_MM = 5.0
+
+
+def check_input(volume: Volume, task: Task | str, force_modality: bool = False) -> list[str]:
+    """Refuse an image the task cannot use; return warnings (also logged) about doubtful ones.
+
+    Args:
+        volume: the input image.
+        task: vertebrae (CT in Hounsfield units) or discs (MRI).
+        force_modality: run even if the intensities say the image is of the other modality.
+
+    Raises:
+        InputError: the image is too small, is not of the task's modality (unless forced), or for
+            vertebrae its values cannot be Hounsfield units.
+    """
+    task = Task(task)
+    if sum(n > 1 for n in volume.shape) < 3:
+        raise InputError(f"the image is 2D (size {volume.shape} voxels); SpineSeg needs a 3D image")
+    extent = volume.spacing * np.array(volume.shape)
+    if task is Task.VERTEBRAE and extent.min() < MIN_VERTEBRA_EXTENT_MM:
+        raise InputError(f"the image is too small to hold a vertebra: {np.round(extent, 1).tolist()} mm; "
+                         f"it must span at least {MIN_VERTEBRA_EXTENT_MM:.0f} mm along every axis")
+    if task is Task.DISCS and np.sort(extent)[-2] < MIN_SPINE_EXTENT_MM:
+        raise InputError(f"the image is too small to hold a spine: {np.round(extent, 1).tolist()} mm; "
+                         f"it must span at least {MIN_SPINE_EXTENT_MM:.0f} mm along two axes")
+    warnings = _modality_warnings(volume, task, force_modality) + _spacing_warnings(volume, task)
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
+
+
+def _intensity_sample(volume: Volume) -> np.ndarray:
+    step = INTENSITY_SAMPLE_STEP
+    return volume.array[::step, ::step, ::step] if volume.array.size > INTENSITY_SAMPLE_VOXELS else volume.array
+
+
+def fat_or_air_share(volume: Volume) -> float:
+    """The share of voxels below ``FAT_HU``: large in any CT in Hounsfield units, zero in an MRI."""
+    return float(np.mean(_intensity_sample(volume) < FAT_HU))
+
+
+def _modality_warnings(volume: Volume, task: Task, force: bool) -> list[str]:
+    """Refuse (or, when forced, warn about) an image of the other modality; for vertebrae, then refuse values
+    that cannot be Hounsfield units at all."""
+    share = fat_or_air_share(volume)
+    warnings = []
+    if task is Task.DISCS and share >= MIN_FAT_OR_AIR_SHARE:
+        warnings.append(f"this looks like a CT, not an MRI: {100 * share:.0f} % of voxels are below {FAT_HU:.0f} "
+                        "(fat or air in Hounsfield units)")
+    elif task is Task.VERTEBRAE and share < MIN_FAT_OR_AIR_SHARE:
+        warnings.append(f"this does not look like a CT in Hounsfield units: only {100 * share:.1f} % of voxels are "
+                        f"below {FAT_HU:.0f} (a CT shows fat and air there); an MRI, or a CT without its rescale "
+                        "slope and intercept")
+    if warnings and not force:
+        raise InputError(f"{warnings[0]}; pass --force-modality to run anyway")
+    if task is Task.VERTEBRAE:
+        _check_hounsfield_range(volume)
+    return [f"{warning}; run anyway (--force-modality)" for warning in warnings]
+
+
+def _check_hounsfield_range(volume: Volume) -> None:
+    """Refuse values no CT in Hounsfield units holds, and images without anatomy."""
+    low, median, high = np.percentile(_intensity_sample(volume), INTENSITY_PERCENTILES)
+    if low < MIN_PLAUSIBLE_HU or high > MAX_PLAUSIBLE_HU or not MEDIAN_HU_RANGE[0] <= median <= MEDIAN_HU_RANGE[1]:
+        raise InputError(
+            f"intensities ({low:.0f} to {high:.0f}, median {median:.0f}) are far outside CT's Hounsfield range; "
+            "give a CT in Hounsfield units (rescale slope and intercept applied)"
+        )
+    if high - low < MIN_INTENSITY_SPREAD_HU:
+        raise InputError(f"the image is nearly uniform ({low:.1f} to {high:.1f}); it holds no anatomy to segment")
+
+
+def _spacing_warnings(volume: Volume, task: Task) -> list[str]:
+    """Warn about voxels too thick or too elongated for reliable boundaries and names."""
+    spacing = volume.spacing
+    thickest, finest = float(spacing.max()), float(spacing.min())
+    shown = " x ".join(f"{s:.2f}" for s in spacing)
+    if thickest > MAX_SLICE_MM:
+        return [f"voxels of {shown} mm are thicker than {MAX_SLICE_MM:.0f} mm: boundaries and names may be wrong"]
+    if task is Task.VERTEBRAE and thickest > MAX_CT_ANISOTROPY * finest:
+        return [f"voxels of {shown} mm are more than {MAX_CT_ANISOTROPY:.0f} times longer than wide: "
+                "boundaries and names may be wrong"]
+    return []
