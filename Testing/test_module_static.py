@@ -159,7 +159,7 @@ def test_help_description_and_status_say_the_bundled_models_are_phantom_trained(
     text = MODULE_FILE.read_text()
     help_text = re.search(r'helpText = f"""(.*?)"""', text, re.S).group(1)
     assert "{MODELS_CAVEAT}" in help_text and '<a href="{MODELS_FIGURES_URL}">' in help_text
-    assert re.search(r'"Done in \{job.seconds:.0f\} s: \{found\}.\{caveat\}"', text)
+    assert re.search(r'"Done in \{job.seconds:.0f\} s: \{found\}.\{warning\}\{caveat\}"', text)
     assert 'caveat = "" if node.model else " Phantom-trained demo model: check every result (see Help)."' in text
     description = re.search(r'set\(EXTENSION_DESCRIPTION "([^"]+)"\)', (ROOT / "CMakeLists.txt").read_text()).group(1)
     assert "trained only on generated phantoms" in description and url in description
