@@ -44,6 +44,7 @@ __all__ = [
     "output_directory",
     "atomic_path",
     "readable_by_others",
+    "lock_file",
     "STAGING_PREFIX",
 ]
 
@@ -447,7 +448,7 @@ def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: b
     except OSError as error:
         raise InputError(f"cannot write to the output folder {path} ({error.strerror or error}: "
                          f"{error.filename or path}); choose a folder you can write to") from None
-    lock = _lock_staging(staging)
+    lock = lock_file(staging / STAGING_LOCK)  # a new folder: nobody else holds it
     published: list[Path] = []
     try:
         yield staging
@@ -466,7 +467,8 @@ def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: b
         _remove_created(path, created)
         raise
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -489,11 +491,19 @@ def _remove_created(path: Path, created: bool) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _lock_staging(staging: Path) -> IO[bytes]:
-    """Open (and, where flock exists, lock) the staging folder's lock file; closing it releases the lock."""
-    handle = open(staging / STAGING_LOCK, "wb")
+def lock_file(path: str | os.PathLike) -> IO[bytes] | None:
+    """Open ``path`` (created) and lock it for this process; None if another process holds it.
+
+    Closing the handle, or the process ending in any way (``kill -9`` too),
+    releases the lock. Where flock is missing (Windows) nothing is locked.
+    """
+    handle = open(path, "ab")
     if fcntl is not None:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
     return handle
 
 
