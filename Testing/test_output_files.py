@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import signal
 import stat
@@ -156,8 +157,16 @@ def test_a_permission_denied_input_is_not_called_damaged(ct, monkeypatch):
     assert "damaged" not in str(refused.value)
 
 
+@pytest.fixture
+def locale_kept():
+    """GDCM's DICOM writer sets the C locale, after which later tests decode subprocess output as ASCII."""
+    saved = locale.setlocale(locale.LC_CTYPE)
+    yield
+    locale.setlocale(locale.LC_CTYPE, saved)
+
+
 @pytest.mark.parametrize("link", ["dangling", "looping"])
-def test_a_stray_symlink_does_not_hide_a_dicom_series(tmp_path, link):
+def test_a_stray_symlink_does_not_hide_a_dicom_series(tmp_path, link, locale_kept):
     write_series(tmp_path, "1.2.3.1", "CT", 8)
     target = tmp_path / "nowhere.dcm" if link == "dangling" else tmp_path / "stray.dcm"
     (tmp_path / "stray.dcm").symlink_to(target)

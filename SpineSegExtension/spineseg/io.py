@@ -175,13 +175,13 @@ def _scannable(folder: Path) -> Iterator[Path]:
     stray link would hide a valid series; the links keep the file names.
     """
     entries = list(folder.iterdir())
-    files = [entry for entry in entries if entry.is_file()]
-    if all(entry.is_dir() or entry in files for entry in entries):
+    if all(entry.is_file() or entry.is_dir() for entry in entries):
         yield folder
         return
     with tempfile.TemporaryDirectory(prefix="spineseg-dicom-") as view:
-        for entry in files:
-            os.symlink(entry.resolve(), Path(view) / entry.name)
+        for entry in entries:
+            if entry.is_file():
+                os.symlink(entry.resolve(), Path(view) / entry.name)
         yield Path(view)
 
 
@@ -475,6 +475,9 @@ def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: b
 def _check_output_names(path: Path, names: Sequence[str], overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"output path {path} exists and is not a folder")
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"output path {path} is a symbolic link that leads nowhere (dangling or a loop); "
+                         "remove it or choose another folder")
     folders = [name for name in names if (path / name).is_dir()]
     if folders:
         raise InputError(f"{path / folders[0]} is a folder where an output file goes; move it away or choose "
