@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,15 @@ import pytest
 from spineseg.volume import Volume, VolumeKind, affine_from_geometry
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(autouse=True)
+def locale_kept():
+    """Put back the locale after each test: GDCM's DICOM reader and writer set the C locale, after which later
+    tests would decode subprocess output (tqdm bars) as ASCII."""
+    saved = locale.setlocale(locale.LC_CTYPE)
+    yield
+    locale.setlocale(locale.LC_CTYPE, saved)
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:

@@ -15,6 +15,7 @@ sys.path.insert(0, str(EXTENSION))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from SpineSegLib import batch  # noqa: E402  (imports no slicer at module level)
+from spineseg.choices import Task  # noqa: E402
 from spineseg.io import read_volume, write_volume  # noqa: E402
 from spineseg.jobs import output_names  # noqa: E402
 from spineseg.phantoms.ct import make_ct_phantom  # noqa: E402
@@ -183,7 +184,7 @@ def test_every_failure_of_main_is_an_exit_code_and_one_line(cases, tmp_path, mon
     expected = [
         (ImportError("No module named 'torch'"), 1, "SpineSeg batch: error: ImportError: No module named 'torch'"),
         (AttributeError("no scene"), 1, "SpineSeg batch: error: AttributeError: no scene"),
-        (KeyboardInterrupt(), 130, "SpineSeg batch: interrupted"),
+        (KeyboardInterrupt(), 130, "SpineSeg batch: interrupted before any case ran"),
     ]
     for error, code, line in expected:
         def failing_run(*args, error=error, **kwargs):
@@ -208,3 +209,32 @@ def test_real_core_functions_on_a_phantom(tmp_path, task):
     assert summary.done == ["phantom"], summary.text()
     for name in output_names(task):
         assert (tmp_path / "out" / "phantom" / name).exists()
+
+
+
+def test_ctrl_c_prints_the_summary_so_far_and_exits_130(cases, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def interrupted_at_the_second_case(volume, **kwargs):
+        calls.append(volume)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fake_vertebrae(volume, **kwargs)
+
+    monkeypatch.setattr("spineseg.jobs._predictors", lambda: {Task.VERTEBRAE: interrupted_at_the_second_case})
+    out = tmp_path / "out"
+    assert batch.main(["--task", "vertebrae", "--input", str(cases), "--output", str(out), "--device", "cpu"]) == 130
+    assert "1 done, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["alpha"]  # beta left nothing, broken never started
+
+
+def test_a_case_whose_output_folder_cannot_be_written_fails_before_predicting(cases, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alpha").write_text("a file where the case folder goes")
+
+    def predicted(volume, **kwargs):
+        raise AssertionError("predicted a case whose outputs cannot be written")
+
+    summary = batch.run_batch(cases / "alpha.nii.gz", out, "vertebrae", device="cpu", task_function=predicted)
+    assert summary.refused == ["alpha"] and "is not a folder" in summary.failed["alpha"]

@@ -65,7 +65,26 @@ def test_malformed_manifests_and_unhashed_or_special_weights_are_refused(copied_
         find_model(copied_model, Task.DISCS)
 
 
-def test_absurd_settings_are_a_model_error(copied_model):
-    edit_manifest(copied_model, input_size=[100, 100])
-    with pytest.raises(ModelError, match="lacks valid input settings"):
+@pytest.mark.parametrize("changes, words", [
+    ({"input_size": [100, 100]}, "multiple of"),
+    ({"input_size": [65536, 65536]}, "2048"),  # would end in "out of memory", not in a model error
+    ({"slab_thickness_mm": 1e6}, "slab_thickness_mm"),
+    ({"output_stride": 10_000}, "output_stride"),
+])
+def test_absurd_settings_are_a_model_error(copied_model, changes, words):
+    edit_manifest(copied_model, **changes)
+    with pytest.raises(ModelError, match="lacks valid input settings") as refused:
         load_model(Task.DISCS, copied_model)
+    assert words in str(refused.value)
+
+
+@pytest.mark.parametrize("changes, words", [({"spacing_mm": 0.001}, "spacing_mm"), ({"patch_size": 80_000}, "patch_size")])
+def test_absurd_vertebra_settings_are_a_model_error_not_out_of_memory(tmp_path, changes, words):
+    name = DEFAULT_MODELS[Task.VERTEBRAE]
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(BUNDLED_MODELS_DIR / f"{name}{suffix}", tmp_path)
+    manifest = json.loads((tmp_path / f"{name}.json").read_text())
+    manifest["input"].update(changes)
+    (tmp_path / f"{name}.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=words):
+        load_model(Task.VERTEBRAE, tmp_path / f"{name}.json")

@@ -305,3 +305,57 @@ def test_whole_scan_validation_scores_what_the_pipeline_delivers():
         network.heads.level.bias += 3.0
     shifted = task.validate(network, torch.device("cpu"))
     assert shifted["dice"] == pytest.approx(scores["dice"]) and shifted["scan_dice"] < 0.05
+
+
+def test_a_run_folder_without_a_checkpoint_can_be_started_again(tmp_path, monkeypatch):
+    """A start that failed on its data (or was killed early) is neither resumable nor in the way."""
+    config, run = tiny_config("vertebrae", "iterations=2"), tmp_path / "run"
+    build_task = trainer.build_task
+
+    def labels_refused(*args):
+        raise InputError("disc labels hold 3.4")
+
+    monkeypatch.setattr(trainer, "build_task", labels_refused)
+    with pytest.raises(InputError, match="3.4"):
+        trainer.train(config, run, show_progress=False)
+    with pytest.raises(InputError, match="start the run without --resume"):
+        trainer.train(config, run, resume=True, show_progress=False)
+    monkeypatch.setattr(trainer, "build_task", build_task)
+    trainer.train(config, run, show_progress=False)
+    assert read_latest_checkpoint(run / "checkpoints").iteration == 2
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path):
+    from spineseg.io import lock_file
+
+    (tmp_path / "run").mkdir()
+    held = lock_file(tmp_path / "run" / trainer.RUN_LOCK)
+    try:
+        with pytest.raises(InputError, match="in use by another training"):
+            trainer.train(tiny_config("vertebrae", "iterations=2"), tmp_path / "run", show_progress=False)
+    finally:
+        held.close()
+
+
+class _NotATensor:
+    """Stands for anything a pickle could smuggle into ``optimiser.pt``."""
+
+
+@pytest.mark.parametrize("damage", ["optimiser.pt holds an object", "latest.json points outside the run"])
+def test_a_hostile_checkpoint_is_refused_with_exit_3_and_one_line(tmp_path, capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    trainer.train(tiny_config("vertebrae", "iterations=2"), run, show_progress=False)
+    folder = run / "checkpoints" / "iter-0000002"
+    if damage.startswith("optimiser"):
+        torch.save({"optimiser": _NotATensor()}, folder / "optimiser.pt")
+    else:
+        shutil.copytree(folder, tmp_path / "elsewhere")
+        (run / "checkpoints" / "latest.json").write_text(json.dumps({"iteration": 2, "folder": "../../elsewhere"}))
+    capsys.readouterr()
+    assert cli_main(["train", "vertebrae", "--out", str(run), "--resume"]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spineseg: model error: "), lines
+    assert ("refused" in lines[0]) and "weights_only" not in lines[0]
+    assert "Traceback" not in lines[0]

@@ -14,8 +14,10 @@ Each case gets a folder ``OUTPUT/<case>/`` holding the files ``spineseg
 vertebrae`` or ``spineseg discs`` writes (the same job, :mod:`spineseg.jobs`,
 so the same files and JSON schema). The model is loaded once for all cases.
 Cases whose outputs all exist are skipped; a failing case is reported and the
-batch goes on. Files are staged and moved into place together, so a case is
-done or not at all.
+batch goes on. Files are staged and moved into place together, the JSON
+last, so a case folder without its JSON is not done (and is redone). A case
+whose output folder cannot be written fails before it is predicted. Ctrl-C
+prints the summary so far and exits with 130.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Callable, Sequence
 log = logging.getLogger("SpineSegLib.batch")
 
 from spineseg.choices import DeviceChoice, Task  # noqa: E402  (torch-free)
+from spineseg.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, CancelledError  # noqa: E402
 from spineseg.jobs import output_names  # noqa: E402  (imports torch only when a job runs)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -57,18 +60,23 @@ class BatchSummary:
     failed: dict[str, str] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)  # the failed cases whose input was refused (InputError)
     seconds: float = 0.0
+    interrupted: bool = False  # stopped by Ctrl-C (or a CancelledError); the lists say how far it got
 
     @property
     def exit_code(self) -> int:
-        """0 when no case failed, 2 when every failure was a refused input (as ``spineseg`` exits), else 1."""
+        """130 when interrupted, 0 when no case failed, 2 when every failure was a refused input (as ``spineseg``
+        exits), else 1."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         if not self.failed:
-            return 0
-        return 2 if set(self.failed) <= set(self.refused) else 1
+            return EXIT_OK
+        return EXIT_INPUT if set(self.failed) <= set(self.refused) else EXIT_FAILURE
 
     def text(self) -> str:
+        stopped = ", then interrupted" if self.interrupted else ""
         lines = [
             f"SpineSeg batch: {len(self.done)} done, {len(self.skipped)} skipped, "
-            f"{len(self.failed)} failed in {self.seconds:.1f} s"
+            f"{len(self.failed)} failed in {self.seconds:.1f} s{stopped}"
         ]
         lines += [f"  FAILED {name}: {message}" for name, message in self.failed.items()]
         return "\n".join(lines)
@@ -121,7 +129,7 @@ def run_batch(
     task_function: TaskFunction | None = None,
     force_modality: bool = False,
 ) -> BatchSummary:
-    """Process every case; skip those already done, record failures and go on.
+    """Process every case; skip those already done, record failures and go on; stop at Ctrl-C.
 
     Args:
         model: None (bundled), a bundled name, a manifest or weights path, or a loaded model; loaded once.
@@ -131,9 +139,8 @@ def run_batch(
     Raises:
         ValueError: unknown task or device, or an input with nothing to process.
         spineseg.errors.ModelError: the model cannot be loaded.
+        KeyboardInterrupt: before the first case; once cases run, the summary records it instead.
     """
-    from spineseg.errors import InputError
-    from spineseg.jobs import run_job
     from spineseg.model_store import load_model
 
     task, device = Task(task), DeviceChoice(device)
@@ -142,31 +149,50 @@ def run_batch(
     cases = find_cases(input_path)
     loaded = load_model(task, model, device)
     summary = BatchSummary()
-    for number, case in enumerate(cases, 1):
-        if not overwrite and outputs_exist(output_dir, case, task):
-            log.info("[%d/%d] %s: outputs exist, skipped", number, len(cases), case.name)
-            summary.skipped.append(case.name)
-            continue
-        log.info("[%d/%d] %s: %s ...", number, len(cases), case.name, task.value)
-        case_start = time.monotonic()
-
-        def progress(fraction: float, message: str) -> None:
-            log.debug("%s: %3.0f%% %s", case.name, 100 * fraction, message)
-
-        try:
-            run_job(task, case.path, output_dir / case.name, model=loaded, device=device, overwrite=True,
-                    progress=progress, predict=task_function, force_modality=force_modality)
-        except Exception as error:  # one bad case must not stop the batch
-            summary.failed[case.name] = f"{type(error).__name__}: {error}"
-            if isinstance(error, InputError):
-                summary.refused.append(case.name)
-            log.error("[%d/%d] %s failed: %s", number, len(cases), case.name, error)
-            log.debug("%s", traceback.format_exc())
-            continue
-        summary.done.append(case.name)
-        log.info("[%d/%d] %s done in %.1f s", number, len(cases), case.name, time.monotonic() - case_start)
+    try:
+        for number, case in enumerate(cases, 1):
+            _run_case(case, f"[{number}/{len(cases)}]", output_dir, task, device, loaded, overwrite, task_function,
+                      force_modality, summary)
+    except (KeyboardInterrupt, CancelledError):
+        log.error("interrupted: the cases done are complete, the one running left nothing partial")
+        summary.interrupted = True
     summary.seconds = time.monotonic() - start
     return summary
+
+
+def _run_case(case: Case, count: str, output_dir: Path, task: Task, device: DeviceChoice, loaded: Any,
+              overwrite: bool, task_function: TaskFunction | None, force_modality: bool,
+              summary: BatchSummary) -> None:
+    """Run one case and record what happened in ``summary``; only an interruption is raised."""
+    from spineseg.errors import InputError
+    from spineseg.jobs import run_job
+
+    if not overwrite and outputs_exist(output_dir, case, task):
+        log.info("%s %s: outputs exist, skipped", count, case.name)
+        summary.skipped.append(case.name)
+        return
+    log.info("%s %s: %s ...", count, case.name, task.value)
+    case_start = time.monotonic()
+
+    def progress(fraction: float, message: str) -> None:
+        log.debug("%s: %3.0f%% %s", case.name, 100 * fraction, message)
+
+    try:
+        run_job(task, case.path, output_dir / case.name, model=loaded, device=device, overwrite=True,
+                progress=progress, predict=task_function, force_modality=force_modality)
+    except CancelledError as stop:
+        if stop.written:  # the stop came as the outputs were published: the case is complete
+            summary.done.append(case.name)
+        raise
+    except Exception as error:  # one bad case must not stop the batch
+        summary.failed[case.name] = f"{type(error).__name__}: {error}"
+        if isinstance(error, InputError):
+            summary.refused.append(case.name)
+        log.error("%s %s failed: %s", count, case.name, error)
+        log.debug("%s", traceback.format_exc())
+        return
+    summary.done.append(case.name)
+    log.info("%s %s done in %.1f s", count, case.name, time.monotonic() - case_start)
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -196,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C. A windowless Slicer must always get a code to exit with, or it
     would stay running.
     """
-    from spineseg.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, ModelError
+    from spineseg.errors import EXIT_MODEL, ModelError
 
     try:
         options = parse_arguments(argv)
@@ -208,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.input, options.output, options.task, options.device, options.model, options.overwrite,
             force_modality=options.force_modality,
         )
-    except KeyboardInterrupt:
-        print("SpineSeg batch: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # before the first case: nothing done yet
+        print("SpineSeg batch: interrupted before any case ran", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ModelError as error:
         print(f"SpineSeg batch: model error: {error}", file=sys.stderr)

@@ -167,8 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             outputs = args.runner(args, reporter)
         finally:
             reporter.close()
-    except (CancelledError, KeyboardInterrupt):
-        print("spineseg: interrupted; no output was written", file=sys.stderr)
+    except (CancelledError, KeyboardInterrupt) as error:
+        written = getattr(error, "written", ())
+        if written:
+            print(f"spineseg: interrupted after the outputs were complete: {', '.join(map(str, written))}",
+                  file=sys.stderr)
+        else:
+            print("spineseg: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ModelError as error:
         print(f"spineseg: model error: {error}", file=sys.stderr)

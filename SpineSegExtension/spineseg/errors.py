@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 __all__ = ["SpineSegError", "InputError", "ModelError", "CancelledError",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_INPUT", "EXIT_MODEL", "EXIT_INTERRUPTED"]
 
@@ -22,4 +25,8 @@ class ModelError(SpineSegError):
 
 
 class CancelledError(SpineSegError):
-    """The user cancelled a running job."""
+    """The user cancelled a running job; ``written`` lists the complete outputs published before the stop arrived."""
+
+    def __init__(self, message: str = "cancelled", written: Sequence[Path] = ()) -> None:
+        super().__init__(message)
+        self.written = tuple(written)

@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import os
 import shutil
+import signal
 import struct
 import tempfile
+import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import IO, Iterator, NamedTuple, Sequence
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import CancelledError, InputError
 from .volume import LPS_FROM_RAS, Volume, VolumeKind
 
 __all__ = [
@@ -34,7 +43,12 @@ __all__ = [
     "volume_to_sitk",
     "output_directory",
     "atomic_path",
+    "readable_by_others",
+    "lock_file",
+    "STAGING_PREFIX",
 ]
+
+log = logging.getLogger(__name__)
 
 
 # Largest deviation of the direction matrix's columns from perpendicular unit vectors (cosine of the angle
@@ -141,12 +155,34 @@ def _header_reader(file_name: str) -> sitk.ImageFileReader:
 
 def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
     """Every series in a DICOM folder with its modality (0008,0060) and description (0008,103E)."""
+    folder = Path(folder)
     series = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or []:
-        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-        first = _header_reader(files[0])
-        series.append(DicomSeries(uid, _dicom_tag(first, "0008|0060").upper(), _dicom_tag(first, "0008|103e"), files))
+    with _scannable(folder) as scanned:
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(scanned)) or []:
+            found = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(scanned), uid)
+            files = tuple(str(folder / Path(name).name) for name in found)
+            first = _header_reader(files[0])
+            series.append(DicomSeries(uid, _dicom_tag(first, "0008|0060").upper(), _dicom_tag(first, "0008|103e"),
+                                      files))
     return series
+
+
+@contextlib.contextmanager
+def _scannable(folder: Path) -> Iterator[Path]:
+    """``folder``, or where it holds a dangling or looping symlink, a temporary folder of links to its files.
+
+    GDCM gives up on the whole folder when one entry cannot be opened, so a
+    stray link would hide a valid series; the links keep the file names.
+    """
+    entries = list(folder.iterdir())
+    if all(entry.is_file() or entry.is_dir() for entry in entries):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="spineseg-dicom-") as view:
+        for entry in entries:
+            if entry.is_file():
+                os.symlink(entry.resolve(), Path(view) / entry.name)
+        yield Path(view)
 
 
 def choose_dicom_series(folder: Path, found: list[DicomSeries], modality: str | None, uid: str | None) -> DicomSeries:
@@ -240,6 +276,8 @@ def _check_file_integrity(path: Path) -> None:
                     usable = len(chunk) - len(chunk) % float_dtype.itemsize
                     non_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(chunk[:usable], float_dtype))))
                 size += len(chunk)
+    except PermissionError:
+        raise  # not damage: read_volume says so
     except (OSError, EOFError, zlib.error) as error:
         raise InputError(f"cannot read {path}: the file is truncated or damaged ({error})") from None
     if layout is None:
@@ -305,6 +343,9 @@ def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY
             if path.name.lower().endswith((".mha", ".mhd")):
                 _check_metaio_spacing(path)
             image = sitk.ReadImage(str(path))
+    except PermissionError as error:
+        raise InputError(f"cannot read {error.filename or path}: permission denied; make it readable "
+                         "(chmod) or run as a user who may read it") from None
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
         raise InputError(
@@ -325,12 +366,25 @@ def write_volume(volume: Volume, path: str | os.PathLike) -> None:
         sitk.WriteImage(volume_to_sitk(volume), str(temporary), useCompression=True)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_by_others(path: Path) -> None:
+    """Give a file (or folder) made by ``tempfile`` (0600/0700) the permissions the umask gives new files."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place on success.
 
     The temporary name keeps the full suffix (``.nii.gz``, ``.seg.nrrd``) so
-    writers that choose the format from it still do.
+    writers that choose the format from it still do. The file gets the
+    permissions the umask gives (``mkstemp`` alone would leave it private).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,45 +393,181 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        readable_by_others(temporary)
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
 
 
+STAGING_PREFIX = ".spineseg-partial-"
+# Held (flock) by the job staging in the folder, so the next run can tell a live staging folder from a stale one.
+STAGING_LOCK = ".lock"
+# Where flock is missing (Windows), a staging folder untouched this long is taken as left by a killed run.
+STALE_STAGING_SECONDS = 24 * 3600
+# A staging folder without its lock file is being created (a moment) or was left by a run killed at once.
+UNLOCKED_STAGING_SECONDS = 60
+
+
 @contextlib.contextmanager
-def output_directory(path: str | os.PathLike, names: list[str], overwrite: bool = False) -> Iterator[Path]:
-    """Stage outputs in a hidden folder and move them into ``path`` only when all succeeded.
+def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: bool = False, *,
+                     stale: Sequence[str] = ()) -> Iterator[Path]:
+    """Stage outputs in a hidden folder and publish them into ``path`` as one set, only when all succeeded.
+
+    A set is complete when its last name (the job's JSON, the marker) is present.
+    Publishing removes the old marker first, then every old file of ``names``
+    and ``stale`` the new set does not replace (so an old picture never sits
+    beside new results), moves the new files in and the marker last. SIGINT and
+    SIGTERM wait for those renames (milliseconds, main thread); one that arrived
+    meanwhile raises :class:`CancelledError` listing the complete set, so the
+    caller can say truthfully what was left. Even ``kill -9`` mid-publish leaves no
+    complete-looking mix, only a set without its marker. Staging folders left by
+    a killed run are removed by the next run in ``path``.
 
     Args:
         path: the user's output folder (created if missing).
-        names: file names the job will write; existing ones are an error
+        names: file names the job will write, the marker last; existing ones are an error
             unless ``overwrite`` is set, so user data is never replaced by accident.
-        overwrite: allow replacing existing files of those names.
+        overwrite: allow replacing existing files of those names (and removing those of ``stale``).
+        stale: other files of an older set of the same kind, removed when the new set is published.
 
     On any exception nothing is left: neither the staged files nor a folder
     that did not exist before.
+
+    Raises:
+        InputError: ``path`` cannot be written (read-only, under a file, a symlink loop), an output name is
+            taken by a folder, or outputs exist and ``overwrite`` is not set.
     """
     path = Path(path)
+    _check_output_names(path, [*names, *stale], overwrite)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(path)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path))
+    except OSError as error:
+        raise InputError(f"cannot write to the output folder {path} ({error.strerror or error}: "
+                         f"{error.filename or path}); choose a folder you can write to") from None
+    lock = lock_file(staging / STAGING_LOCK)  # a new folder: nobody else holds it
+    published: list[Path] = []
+    try:
+        yield staging
+        with _signals_deferred():
+            try:
+                published = _publish(staging, path, list(names), stale)
+            except OSError as error:
+                raise InputError(f"cannot move the outputs into {path} ({error}); it holds no complete set "
+                                 f"(no {names[-1]})") from None
+    except (KeyboardInterrupt, CancelledError) as error:
+        if not published:
+            _remove_created(path, created)
+            raise
+        raise CancelledError(f"interrupted after writing a complete set to {path}", written=published) from error
+    except BaseException:
+        _remove_created(path, created)
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_output_names(path: Path, names: Sequence[str], overwrite: bool) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"output path {path} exists and is not a folder")
-    clashes = [name for name in names if (path / name).exists()]
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"output path {path} is a symbolic link that leads nowhere (dangling or a loop); "
+                         "remove it or choose another folder")
+    folders = [name for name in names if (path / name).is_dir()]
+    if folders:
+        raise InputError(f"{path / folders[0]} is a folder where an output file goes; move it away or choose "
+                         "another output folder")
+    clashes = [name for name in names if os.path.lexists(path / name)]
     if clashes and not overwrite:
         raise InputError(
             f"{path} already holds {', '.join(clashes)}; choose another folder or pass --overwrite"
         )
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".spineseg-partial-", dir=path))
+
+
+def _remove_created(path: Path, created: bool) -> None:
+    if created:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def lock_file(path: str | os.PathLike) -> IO[bytes] | None:
+    """Open ``path`` (created) and lock it for this process; None if another process holds it.
+
+    Closing the handle, or the process ending in any way (``kill -9`` too),
+    releases the lock. Where flock is missing (Windows) nothing is locked.
+    """
+    handle = open(path, "ab")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+    return handle
+
+
+def _is_stale(staging: Path) -> bool:
+    """Whether a staging folder was left by a run that no longer runs (its lock is free)."""
+    if fcntl is None:
+        return time.time() - staging.stat().st_mtime > STALE_STAGING_SECONDS
     try:
-        yield staging
-        for name in names:
-            if (staging / name).exists():
-                os.replace(staging / name, path / name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
+        with open(staging / STAGING_LOCK, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except FileNotFoundError:  # killed before it locked, or being created right now: go by age
+        return time.time() - staging.stat().st_mtime > UNLOCKED_STAGING_SECONDS
+    return True
+
+
+def _remove_stale_staging(path: Path) -> None:
+    for staging in path.glob(STAGING_PREFIX + "*"):
+        if staging.is_dir() and not staging.is_symlink() and _is_stale(staging):
+            log.info("removing %s, left by a run that was killed", staging)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then act on one that arrived as its handler would have.
+
+    Handlers are swapped rather than the signals masked: the kernel would hand a
+    masked signal to another thread (torch's), whose handler runs at once.
+    Only the main thread sets handlers; in others Python runs no handler anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {number: signal.signal(number, lambda received, frame: arrived.append(received))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in arrived[:1]:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
+
+
+def _publish(staging: Path, path: Path, names: list[str], stale: Sequence[str]) -> list[Path]:
+    """Move the staged files into ``path``, the marker (last of ``names``) last; returns the files published.
+
+    The old marker goes first and every old file the new set does not replace
+    goes next, so no moment shows old and new files beside a marker.
+    """
+    new = [name for name in names if (staging / name).exists()]
+    for name in [names[-1], *(name for name in [*names, *stale] if name not in new)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path / name)
+    for name in new:
+        os.replace(staging / name, path / name)
+    return [path / name for name in new]

@@ -24,9 +24,10 @@ from .volume import Volume
 
 __all__ = ["OUTPUT_NAMES", "PICTURE_NAMES", "JobResult", "output_names", "run_job", "run_vertebrae", "run_discs"]
 
+# The JSON comes last: it is published last and marks a complete set (see spineseg.io.output_directory).
 OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
-    Task.VERTEBRAE: ("vertebrae.nii.gz", "vertebrae.seg.nrrd", "vertebrae.json", "vertebrae.png"),
-    Task.DISCS: ("discs.mrk.json", "discs.json", "discs.png"),
+    Task.VERTEBRAE: ("vertebrae.nii.gz", "vertebrae.seg.nrrd", "vertebrae.png", "vertebrae.json"),
+    Task.DISCS: ("discs.mrk.json", "discs.png", "discs.json"),
 }
 PICTURE_NAMES = {Task.VERTEBRAE: "vertebrae.png", Task.DISCS: "discs.png"}
 # The DICOM modality (0008,0060) each task reads from a folder holding several series.
@@ -47,7 +48,7 @@ class JobResult:
 
 
 def output_names(task: Task | str, picture: bool = True) -> list[str]:
-    """The files a job of ``task`` writes, with or without its picture."""
+    """The files a job of ``task`` writes, with or without its picture; the JSON, which marks a complete set, last."""
     task = Task(task)
     return [name for name in OUTPUT_NAMES[task] if picture or name != PICTURE_NAMES[task]]
 
@@ -86,7 +87,7 @@ def run_job(
         output_dir: created if missing; existing outputs need ``overwrite``.
         model: None (bundled), a bundled name, a manifest or weights path, or a loaded model.
         device: where a model loaded here runs.
-        overwrite: replace existing outputs of the same names.
+        overwrite: replace the existing outputs of this task (all of them, the picture too).
         picture: also draw the PNG (needs matplotlib).
         input_name: what the JSON records as the input (default: ``input_path``); Slicer passes
             the file the volume was loaded from, so its JSON matches the CLI's.
@@ -97,8 +98,10 @@ def run_job(
         series: for a DICOM folder, the series UID to read (default: the only series of the task's modality).
 
     Raises:
-        InputError: unreadable or unusable input, a reference off the input's grid, or outputs in the way.
+        InputError: unreadable or unusable input, a reference off the input's grid, outputs in the way, or an
+            output folder that cannot be written (checked before predicting).
         ModelError: the model cannot be loaded.
+        CancelledError: interrupted; its ``written`` lists the outputs if they were complete by then.
     """
     from .model_store import load_model
 
@@ -109,7 +112,8 @@ def run_job(
         raise InputError("the reference label map is not on the input's grid (shape or geometry differ)")
     loaded = load_model(task, model, device)
     names = output_names(task, picture)
-    with output_directory(output_dir, names, overwrite) as staging:
+    older = [name for name in OUTPUT_NAMES[task] if name not in names]  # an old picture must not outlive its set
+    with output_directory(output_dir, names, overwrite, stale=older) as staging:
         result = (predict or _predictors()[task])(image, model=loaded, device=device,
                                                     progress=scaled(progress, 0.03, 0.9),
                                                     force_modality=force_modality)

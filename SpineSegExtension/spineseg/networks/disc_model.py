@@ -18,6 +18,11 @@ from .loaded import LoadedModel
 __all__ = ["DiscModelSettings", "DiscModel"]
 
 
+# Settings a manifest may hold; outside, it is refused as broken instead of ending in "out of memory".
+INPUT_SIZE_RANGE = (16, 2048)  # slab pixels per side
+MAX_SLAB_THICKNESS_MM = 100.0  # thicker than a spine
+
+
 @dataclass(frozen=True)
 class DiscModelSettings:
     """Input geometry of a disc model: square slab size (pixels), heatmap stride, slab thickness (mm)."""
@@ -28,12 +33,15 @@ class DiscModelSettings:
     network: HourglassConfig = HourglassConfig()
 
     def __post_init__(self) -> None:
-        if self.input_size <= 0 or self.input_size % self.network.divisor:
-            raise ValueError(f"input_size must be a positive multiple of {self.network.divisor}, got {self.input_size}")
-        if self.output_stride <= 0:
-            raise ValueError(f"output_stride must be positive, got {self.output_stride}")
-        if self.slab_thickness_mm <= 0:
-            raise ValueError(f"slab_thickness_mm must be positive, got {self.slab_thickness_mm}")
+        if not INPUT_SIZE_RANGE[0] <= self.input_size <= INPUT_SIZE_RANGE[1] or \
+                self.input_size % self.network.divisor:
+            raise ValueError(f"input_size must be a multiple of {self.network.divisor} from {INPUT_SIZE_RANGE[0]} "
+                             f"to {INPUT_SIZE_RANGE[1]}, got {self.input_size}")
+        if not 0 < self.output_stride <= self.input_size:
+            raise ValueError(f"output_stride must be 1 to input_size, got {self.output_stride}")
+        if not 0 < self.slab_thickness_mm <= MAX_SLAB_THICKNESS_MM:
+            raise ValueError(f"slab_thickness_mm must be above 0 and at most {MAX_SLAB_THICKNESS_MM}, "
+                             f"got {self.slab_thickness_mm}")
 
     def to_dict(self) -> dict:
         """The manifest keys that rebuild the model (the layout the bundled manifests use)."""

@@ -19,6 +19,13 @@ from .unet3d import IterativeFCN, IterativeFCNConfig
 __all__ = ["VertebraModelSettings", "PatchPrediction", "VertebraModel"]
 
 
+# Settings a manifest may hold: finer than any CT voxel or coarser than a vertebra is no model's grid, and a
+# larger patch would not fit in memory (512³ floats are 0.5 GB per channel); outside, a manifest is refused
+# as broken instead of ending in "out of memory".
+SPACING_RANGE_MM = (0.25, 20.0)
+PATCH_SIZE_RANGE = (8, 512)
+
+
 @dataclass(frozen=True)
 class VertebraModelSettings:
     """Input geometry of a model: isotropic spacing (mm) and cube patch size (voxels)."""
@@ -28,8 +35,12 @@ class VertebraModelSettings:
     network: IterativeFCNConfig = IterativeFCNConfig(filters=16)
 
     def __post_init__(self) -> None:
-        if self.spacing_mm <= 0:
-            raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
+        if not SPACING_RANGE_MM[0] <= self.spacing_mm <= SPACING_RANGE_MM[1]:
+            raise ValueError(f"spacing_mm must be {SPACING_RANGE_MM[0]} to {SPACING_RANGE_MM[1]} mm, "
+                             f"got {self.spacing_mm}")
+        if not PATCH_SIZE_RANGE[0] <= self.patch_size <= PATCH_SIZE_RANGE[1]:
+            raise ValueError(f"patch_size must be {PATCH_SIZE_RANGE[0]} to {PATCH_SIZE_RANGE[1]} voxels, "
+                             f"got {self.patch_size}")
         if self.patch_size % self.network.divisor:
             raise ValueError(f"patch_size must be a multiple of {self.network.divisor}, got {self.patch_size}")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..errors import InputError
-from ..io import atomic_path
+from ..errors import InputError, ModelError
+from ..io import atomic_path, readable_by_others
 
-__all__ = ["Checkpoint", "write_checkpoint", "read_latest_checkpoint", "save_weights", "load_weights"]
+__all__ = ["Checkpoint", "write_checkpoint", "read_latest_checkpoint", "has_checkpoint", "require_checkpoint",
+           "save_weights",
+           "load_weights"]
 
 POINTER = "latest.json"
 
@@ -90,6 +93,7 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint) -> Path:
         for path in partial.iterdir():
             _sync(path)
         _sync(partial)
+        readable_by_others(partial)  # mkdtemp made it private
         final = directory / name
         if final.exists():  # left by a run that died before pointing at it
             shutil.rmtree(final)
@@ -105,23 +109,51 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint) -> Path:
     return final
 
 
-def read_latest_checkpoint(directory: str | Path) -> Checkpoint:
-    """Load the checkpoint ``latest.json`` points at.
+def has_checkpoint(directory: str | Path) -> bool:
+    """Whether ``directory`` (a run's ``checkpoints/``) has a checkpoint to resume from."""
+    return (Path(directory) / POINTER).is_file()
+
+
+def require_checkpoint(directory: str | Path) -> None:
+    """Raise InputError when ``directory`` (a run's ``checkpoints/``) has no checkpoint to resume from."""
+    if not has_checkpoint(directory):
+        raise InputError(f"no checkpoint to resume from in {directory}; start the run without --resume")
+
+
+def _checkpoint_folder(directory: Path) -> Path:
+    """The folder ``latest.json`` names: a plain folder directly in ``directory``, nothing elsewhere.
 
     Raises:
-        InputError: there is none, or it cannot be read.
+        ModelError: the index names a path (``..``, absolute, nested, a link) rather than a checkpoint folder.
+    """
+    name = json.loads((directory / POINTER).read_text())["folder"]
+    folder = directory / str(name)
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") or folder.is_symlink():
+        raise ModelError(f"{directory / POINTER} names {name!r}, not a checkpoint folder in {directory}; "
+                         "it is refused (start a new run folder)")
+    return folder
+
+
+def read_latest_checkpoint(directory: str | Path) -> Checkpoint:
+    """Load the checkpoint ``latest.json`` points at; the optimiser state loads as tensors only (no code runs).
+
+    Raises:
+        InputError: there is none.
+        ModelError: it cannot be read, holds more than tensors and numbers, or its index points elsewhere.
     """
     directory = Path(directory)
-    pointer = directory / POINTER
-    if not pointer.is_file():
-        raise InputError(f"no checkpoint to resume from in {directory}; start the run without --resume")
+    require_checkpoint(directory)
     try:
-        folder = directory / json.loads(pointer.read_text())["folder"]
+        folder = _checkpoint_folder(directory)
         state = json.loads((folder / "state.json").read_text())
         weights = load_file(str(folder / "weights.safetensors"))
         stored = torch.load(folder / "optimiser.pt", map_location="cpu", weights_only=True)
-    except (OSError, KeyError, json.JSONDecodeError, SafetensorError, RuntimeError) as error:
-        raise InputError(f"the checkpoint in {directory} cannot be read ({error}); "
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: the one thing not to do
+        raise ModelError(f"{folder / 'optimiser.pt'} holds more than tensors and numbers and is refused unloaded "
+                         "(it could run code); start a new run folder") from None
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, SafetensorError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"the checkpoint in {directory} cannot be read ({first_line}); "
                          "start a new run folder") from None
     return Checkpoint(state["iteration"], weights, stored["optimiser"], stored["scaler"], state["numpy_rng"],
                       stored["torch_rng"], stored["cuda_rng"], state["seconds"], state["best"])

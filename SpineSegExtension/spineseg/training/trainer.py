@@ -27,6 +27,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import nn
@@ -36,7 +37,9 @@ from tqdm import tqdm
 from ..errors import InputError, SpineSegError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
-from .checkpoint import Checkpoint, load_weights, read_latest_checkpoint, save_weights, write_checkpoint
+from ..io import lock_file
+from .checkpoint import (Checkpoint, has_checkpoint, load_weights, read_latest_checkpoint, require_checkpoint,
+                         save_weights, write_checkpoint)
 from .config import OptimiserName, ScheduleKind, TrainingConfig, config_to_dict, save_config
 from .datasets import DataSplit, check_split, read_dataset, save_split
 from .distributed import Processes, barrier, gather, start_processes, stop_processes
@@ -47,6 +50,7 @@ __all__ = ["TrainingResult", "check_finite_loss", "learning_rate_at", "build_opt
 
 log = logging.getLogger(__name__)
 
+RUN_LOCK = ".lock"  # held by the training that uses the run folder (released however it ends)
 PLOT_INTERVAL_S = 60.0  # metrics.png is redrawn at checkpoints at most this often, and at the end
 
 
@@ -130,15 +134,32 @@ def _load_initial_weights(config: TrainingConfig, network: nn.Module) -> ModelEn
     return entry
 
 
-def _prepare_run_dir(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool) -> None:
-    if resume:
-        check_split(split, run_dir / "split.json")
-        return
-    if (run_dir / "config.json").exists():
-        raise InputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another folder")
+def _prepare_run_dir(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool) -> IO[bytes] | None:
+    """Lock the run folder for this training, then check the split (resume) or write config and split (start).
+
+    A folder without a checkpoint (a start that failed on its data, or was
+    killed early) may be started afresh, so no run folder needs deleting by hand.
+
+    Returns:
+        The open lock file; the folder is this training's until it is closed.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.json")
-    save_split(split, run_dir / "split.json")
+    lock = lock_file(run_dir / RUN_LOCK)
+    if lock is None:
+        raise InputError(f"{run_dir} is in use by another training; wait for it to end or choose another folder")
+    try:
+        if resume:
+            check_split(split, run_dir / "split.json")
+        elif has_checkpoint(run_dir / "checkpoints"):
+            raise InputError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another "
+                             "folder")
+        else:
+            save_config(config, run_dir / "config.json")
+            save_split(split, run_dir / "split.json")
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 def _hardware(processes: Processes) -> str:
@@ -161,7 +182,7 @@ def train(
 
     Args:
         config: the resolved configuration (on resume, the one stored in ``run_dir``).
-        run_dir: the run folder (created); must not hold a run unless ``resume``.
+        run_dir: the run folder (created); must not hold a checkpoint unless ``resume``, nor be in use.
         resume: continue from the latest checkpoint in ``run_dir``.
         show_progress: draw a progress bar with loss and ETA on stderr.
         progress: callback (fraction, message) at every log interval; may raise
@@ -205,27 +226,35 @@ class _Session:
 def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: bool,
            progress: ProgressCallback, processes: Processes) -> TrainingResult | None:
     """Open the run, set up (or resume) this process's session, train; the first process exports the model."""
-    split = _open_run(config, run_dir, resume, processes)
-    session = _start_session(config, run_dir, split, resume, processes)
-    _run_iterations(session, show_progress, progress)
-    barrier(processes)
-    if not processes.is_main:
-        return None
-    return _export(session, split)
+    split, lock = _open_run(config, run_dir, resume, processes)
+    try:
+        session = _start_session(config, run_dir, split, resume, processes)
+        _run_iterations(session, show_progress, progress)
+        barrier(processes)
+        if not processes.is_main:
+            return None
+        return _export(session, split)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
-def _open_run(config: TrainingConfig, run_dir: Path, resume: bool, processes: Processes) -> DataSplit:
-    """Read the data split; the first process prepares the run folder, and its verdict reaches every process.
+def _open_run(config: TrainingConfig, run_dir: Path, resume: bool,
+              processes: Processes) -> tuple[DataSplit, IO[bytes] | None]:
+    """Read the data split; the first process locks and prepares the run folder, and its verdict reaches every
+    process. Returns the split and, on the first process, the run folder's lock.
 
     Every process waits for that verdict (which also waits for the folder to be
     written), so an error on the first process stops all of them at once
     instead of leaving them waiting.
     """
+    if resume:
+        require_checkpoint(run_dir / "checkpoints")  # before reading the data again
     split = read_dataset(config.task, config.data, config.seed)
-    problem = None
+    problem, lock = None, None
     if processes.is_main:
         try:
-            _prepare_run_dir(config, run_dir, split, resume)
+            lock = _prepare_run_dir(config, run_dir, split, resume)
         except InputError as error:
             problem = str(error)
         except OSError as error:
@@ -233,7 +262,7 @@ def _open_run(config: TrainingConfig, run_dir: Path, resume: bool, processes: Pr
     problem = gather(processes, problem)[0]
     if problem is not None:
         raise InputError(problem)
-    return split
+    return split, lock
 
 
 def _start_session(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool,
