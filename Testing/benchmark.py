@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,12 +32,9 @@ from spineseg.choices import Task
 from spineseg.model_store import load_model
 from spineseg.vertebrae.pipeline import segment_vertebrae
 from spineseg.volume import Volume, VolumeKind
+from stage_meter import StageMeter, peak_resident_mb
 
 LARGE_SHAPE = (512, 512, 1000)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> None:
@@ -47,13 +43,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--large", action="store_true", help="peak memory on a 512 x 512 x 1000 CT instead")
+    parser.add_argument("--job", nargs=2, metavar=("INPUT", "OUTPUT"), help=argparse.SUPPRESS)  # one measured run
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.job:
+        run_job_measured(*args.job, args.device)
+        return
     if args.large:
-        benchmark_large(args.device)
+        benchmark_large(args.device, args.threads, args.runs)
         return
     phantom = make_ct_phantom(list(range(13, 25)) + [26], spacing=(1.0, 1.0, 1.0), orientation="LPS", seed=1000)
-    before = peak_rss_mb()
+    before = peak_resident_mb()
     model = load_model(Task.VERTEBRAE, None, args.device)
     times, passes = [], []
     for _ in range(args.runs):
@@ -79,7 +79,7 @@ def main() -> None:
     print(f"wall time, median of {args.runs}: {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times)})")
     print(f"forward passes: {statistics.median(passes):.0f}; time per forward pass: {1000 * per_pass:.0f} ms")
     print(f"network share of wall time: {statistics.median(passes) * per_pass / median:.2f}")
-    print(f"peak resident memory: {peak_rss_mb():.0f} MB (before loading the model: {before:.0f} MB)")
+    print(f"peak resident memory: {peak_resident_mb():.0f} MB (before loading the model: {before:.0f} MB)")
 
 
 def large_ct() -> Volume:
@@ -96,28 +96,57 @@ def large_ct() -> Volume:
     return Volume(array, affine, VolumeKind.INTENSITY)
 
 
-def benchmark_large(device: str) -> None:
-    """Segment one 512 x 512 x 1000 CT with the ``spineseg`` command in a fresh process; report its peak memory.
+def benchmark_large(device: str, threads: int, runs: int) -> None:
+    """Segment one 512 x 512 x 1000 CT ``runs`` times, each in a fresh process; report time and memory by stage.
 
-    A separate process, because the peak of generating the phantom here would
-    hide the peak of segmenting it.
+    A fresh process per run, because the peak of generating the phantom here
+    would hide the peak of segmenting it. Each run is the ``spineseg
+    vertebrae`` job (read, segment, write the label map, segmentation, JSON
+    and picture).
     """
     volume = large_ct()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "large_ct.nrrd"
         write_volume(volume, path)
         del volume
-        command = [sys.executable, "-m", "spineseg.cli", "vertebrae", str(path), "-o", str(Path(folder) / "out"),
-                   "--device", device]
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        seconds = time.perf_counter() - started
-        table = json.loads((Path(folder) / "out" / "vertebrae.json").read_text())
-    child_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        reports = []
+        for run in range(runs):
+            command = [sys.executable, __file__, "--job", str(path), str(Path(folder) / f"out{run}"),
+                       "--device", device, "--threads", str(threads)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            reports.append(json.loads(output.strip().splitlines()[-1]))
+    seconds = [report["seconds"] for report in reports]
     print(f"CT: {LARGE_SHAPE} voxels, int16 ({np.prod(LARGE_SHAPE) * 2 / 2**20:.0f} MB), "
-          f"{len(table['vertebrae'])} vertebrae found")
-    print(f"device: {device}; one run of `spineseg vertebrae`: {seconds:.0f} s including reading and writing")
-    print(f"peak resident memory of that process: {child_peak_mb:.0f} MB")
+          f"{reports[0]['vertebrae']} vertebrae found, {reports[0]['forward_passes']} forward passes")
+    print(f"device: {device} ({threads} threads); `spineseg vertebrae` job (read, segment, write), fresh process")
+    print(f"wall time, median of {runs}: {statistics.median(seconds):.1f} s (runs: "
+          f"{', '.join(f'{s:.1f}' for s in seconds)})")
+    print(f"peak resident memory: {max(r['peak_mb'] for r in reports):.0f} MB (highest of the runs)")
+    print_stages([report["stages"] for report in reports])
+
+
+def print_stages(runs: list[dict[str, dict[str, float]]]) -> None:
+    """Median time and highest peak resident memory of each stage over runs."""
+    print("| stage | time, median (s) | peak resident memory (MB) |")
+    print("|---|---|---|")
+    for stage in runs[0]:
+        seconds = statistics.median(run[stage]["seconds"] for run in runs if stage in run)
+        peak = max(run[stage]["peak_mb"] for run in runs if stage in run)
+        print(f"| {stage} | {seconds:.1f} | {peak:.0f} |")
+
+
+def run_job_measured(input_path: str, output_dir: str, device: str) -> None:
+    """One ``spineseg vertebrae`` job in this process; print its figures as one JSON line."""
+    from spineseg.jobs import run_vertebrae
+
+    meter = StageMeter()
+    started = time.perf_counter()
+    model = load_model(Task.VERTEBRAE, None, device)
+    job = run_vertebrae(input_path, output_dir, model=model, device=device, progress=meter)
+    seconds = time.perf_counter() - started
+    stages = {name: vars(figures) for name, figures in meter.finish().items()}
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_resident_mb(), "vertebrae": len(job.result.vertebrae),
+                      "forward_passes": model.forward_passes, "stages": stages}))
 
 
 if __name__ == "__main__":
