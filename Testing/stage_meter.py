@@ -19,7 +19,7 @@ __all__ = ["STAGES", "StageFigures", "StageMeter", "resident_mb", "peak_resident
 
 # Stage names in run order, and the start of the progress messages that open them.
 STAGES = {
-    "read, model": ("loading the model",),
+    "model": ("loading the model",),
     "resample": ("resampling",),
     "walk": ("searching", "found vertebra"),
     "paint": ("painting",),
@@ -50,10 +50,10 @@ class StageFigures:
 class StageMeter:
     """A progress callback that adds up each stage's time and keeps its peak resident memory.
 
-    The first stage, before any message, is ``first`` (reading the input, in a job).
+    The first stage, before any message, is ``first``: reading the input (in a job) and checking it.
     """
 
-    def __init__(self, first: str = "read, model", interval_s: float = 0.002) -> None:
+    def __init__(self, first: str = "read, check", interval_s: float = 0.002) -> None:
         self.stages: dict[str, StageFigures] = {}
         self._stage = first
         self._started = time.perf_counter()

@@ -34,6 +34,7 @@ from ..io import read_volume
 from ..metrics import dice, score_vertebrae
 from ..networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ..phantoms.ct import random_ct_phantom
+from ..training.cache import cached_vertebra_case
 from ..training.config import Layout, TrainingConfig
 from ..training.datasets import DataSplit
 from ..volume import VolumeKind
@@ -147,7 +148,7 @@ class VertebraTask:
         else:
             loaded = {}
             for subject in tqdm(split.train + split.validation, desc="reading CTs", leave=False):
-                loaded[subject.case] = case_from_files(subject.image, subject.labels, spacing)
+                loaded[subject.case] = cached_vertebra_case(subject.image, subject.labels, spacing)
             train = [loaded[s.case] for s in split.train if loaded[s.case] is not None]
             validation = [loaded[s.case] for s in split.validation if loaded[s.case] is not None]
             if not train:
