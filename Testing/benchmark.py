@@ -41,7 +41,7 @@ from spineseg.networks.unet3d import IterativeFCN, IterativeFCNConfig
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.vertebrae.model import VertebraModel, VertebraModelSettings
 from spineseg.vertebrae.pipeline import segment_vertebrae
-from spineseg.volume import Volume
+from spineseg.volume import Volume, VolumeKind
 from stage_meter import StageMeter
 
 LARGE_SHAPE = (512, 512, 1000)
