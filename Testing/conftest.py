@@ -38,6 +38,12 @@ def awkward_affine(spacing=(0.8, 1.3, 2.5), origin=(12.5, -40.0, 230.0)) -> np.n
     return affine_from_geometry(spacing, origin, direction)
 
 
+@pytest.fixture(autouse=True)
+def _private_case_cache(tmp_path_factory, monkeypatch):
+    """Prepared training cases go to a temporary folder, never to the user's cache."""
+    monkeypatch.setenv("SPINESEG_CACHE", str(tmp_path_factory.mktemp("spineseg-cache")))
+
+
 @pytest.fixture
 def awkward_volume() -> Volume:
     rng = np.random.default_rng(3)

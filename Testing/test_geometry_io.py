@@ -63,6 +63,22 @@ def test_label_resampling_onto_a_permuted_grid_is_exact():
     assert np.array_equal(back.array, labels)
 
 
+@pytest.mark.parametrize("spacing_mm", [3.0, 1.0])  # blurred on every axis, on one axis
+@pytest.mark.parametrize("direction", [np.diag([-1.0, -1, 1]), np.diag([-1.0, -1, 1])[:, [2, 0, 1]]])
+def test_resampling_in_slabs_gives_the_whole_volume_result(direction, spacing_mm):
+    """Slabs of a large source (here forced by a small ``chunk_voxels``) read only the source they need."""
+    rng = np.random.default_rng(3)
+    hounsfield = rng.integers(-1000, 2000, size=(40, 50, 70)).astype(np.int16)
+    volume = Volume(hounsfield, affine_from_geometry((0.7, 0.7, 0.6), (3, -2, 5), direction))
+    grid = working_grid(volume, spacing_mm)
+    whole = resample_to(volume, grid, fill_value=np.nan).array
+    slabs = resample_to(volume, grid, fill_value=np.nan, chunk_voxels=10_000).array
+    assert whole.dtype == slabs.dtype == np.float32
+    assert np.allclose(slabs, whole, rtol=1e-6, atol=1e-3, equal_nan=True)
+    labels = volume.with_array((hounsfield > 500).astype(np.uint8), VolumeKind.LABEL)
+    assert np.array_equal(resample_to(labels, grid).array, resample_to(labels, grid, chunk_voxels=10_000).array)
+
+
 @pytest.mark.parametrize(
     "array, affine, message",
     [

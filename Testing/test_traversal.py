@@ -171,3 +171,18 @@ def test_sacrum_behind_the_last_lumbar_vertebra_stays_in_the_column_but_iliac_wi
     strays = [_piece([14.8, 37.8, 19.9], 1000), _piece([63.0, 46.0, 10.8], 600)]
     kept = keep_spine_column(lumbar + strays + [sacrum], spacing_mm=3.0)
     assert [v.centroid[2] for v in kept] == [63, 51, 39, 25, 11.0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_mixed_precision_on_the_gpu_matches_float32_on_the_cpu():
+    """On CUDA the forward pass runs under float16 autocast; its outputs must stay close to the CPU's."""
+    torch.manual_seed(0)
+    settings = VertebraModelSettings(patch_size=16, network=IterativeFCNConfig(filters=8))
+    network = IterativeFCN(settings.network)
+    image = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
+    memory = image > 1.0
+    on_cpu = VertebraModel(network, settings, "cpu").predict(image, memory)
+    on_gpu = VertebraModel(network, settings, "cuda").predict(image, memory)
+    assert on_gpu.probability.dtype == np.float32
+    assert np.abs(on_gpu.probability - on_cpu.probability).max() < 0.01
+    assert abs(on_gpu.completeness - on_cpu.completeness) < 0.01

@@ -17,6 +17,9 @@ by a floating-point comparison with the outermost voxel centres.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage
 
@@ -93,6 +96,28 @@ def _index_mapping(source_affine: np.ndarray, target_affine: np.ndarray) -> np.n
     return np.linalg.inv(source_affine) @ target_affine
 
 
+def _source_box(
+    mapping: np.ndarray, target: list[slice], reach: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The box of source voxels (start, stop) that the ``target`` box of grid voxels reads, ``reach`` voxels
+    beyond the floor of its mapped coordinates, clipped to the source's ``shape``."""
+    corners = np.array(np.meshgrid(*[[s.start, s.stop - 1] for s in target], indexing="ij")).reshape(3, -1)
+    points = mapping[:3, :3] @ corners + mapping[:3, 3:4]
+    low = np.maximum(np.floor(points.min(axis=1)).astype(int) - reach, 0)
+    high = np.minimum(np.floor(points.max(axis=1)).astype(int) + reach + 1, shape)
+    return low, high
+
+
+# Sources larger than this many voxels are resampled in slabs of the target grid, each from the part of
+# the source it needs (its float32 and blurred copies hold about this many voxels), so a large CT
+# (512 x 512 x 1000) never needs float32 copies of the whole image. A slab's interpolated values may
+# differ from a whole-volume pass in the last bit (its offset is rounded differently); typical scans
+# (up to 512 x 512 x 120) are one slab.
+RESAMPLE_CHUNK_VOXELS = 32_000_000
+# Gaussian kernels reach this many standard deviations (SciPy's default truncation).
+GAUSSIAN_TRUNCATE = 4.0
+
+
 def resample_to(
     volume: Volume,
     grid: Grid,
@@ -100,38 +125,67 @@ def resample_to(
     order: int | None = None,
     dtype: np.dtype | type = np.float32,
     antialias: bool = True,
+    chunk_voxels: int = RESAMPLE_CHUNK_VOXELS,
 ) -> Volume:
     """Resample ``volume`` onto ``grid``.
 
-    Labels use nearest neighbour and keep their integer type; intensities use
-    linear interpolation (``order`` overrides) and, when the grid is much
+    Labels use nearest neighbour and keep their integer type; intensities are
+    read as float32 and use linear interpolation (``order`` overrides) and, when the grid is much
     coarser, a Gaussian pre-filter against aliasing. Points outside the
     volume's footprint (its outer voxel faces) get ``fill_value``; points
     between the outermost voxel centres and those faces take the nearest
-    voxel's value, so an edge slice never depends on rounding.
+    voxel's value, so an edge slice never depends on rounding. A large source
+    is resampled in slabs of the target grid (see ``chunk_voxels``), on all CPU cores.
     """
     mapping = _index_mapping(volume.affine, grid.affine)
     is_label = volume.kind is VolumeKind.LABEL
     order = (0 if is_label else 1) if order is None else order
-    source = volume.array
+    sigma = np.zeros(3)
     if not is_label and antialias:
         ratio = grid.spacing.min() / volume.spacing
         sigma = np.where(ratio > 1.5, 0.4 * ratio, 0.0)
+    # Source voxels a target point reads beyond the floor of its coordinates: the interpolation's
+    # footprint, then the blur's reach (a blurred voxel is exact only that far inside its crop).
+    reach = np.full(3, max(order, 1)) + np.where(sigma > 0, (GAUSSIAN_TRUNCATE * sigma + 0.5).astype(int), 0)
+    output = np.empty(grid.shape, dtype=volume.array.dtype if is_label else dtype)
+    axis = int(np.argmax(grid.shape))
+    count = int(min(grid.shape[axis], max(1, np.ceil(volume.array.size / chunk_voxels))))
+    bounds = np.linspace(0, grid.shape[axis], count + 1).round().astype(int)
+
+    def resample_slab(start: int, stop: int) -> None:
+        target = [slice(0, n) for n in grid.shape]
+        target[axis] = slice(start, stop)
+        low, high = np.zeros(3, int), np.array(volume.shape)  # one slab: the whole source
+        if count > 1:
+            low, high = _source_box(mapping, target, reach, volume.shape)
+        if np.any(high <= low):  # the slab lies outside the source
+            output[tuple(target)] = fill_value
+            return
+        source = volume.array[tuple(slice(a, b) for a, b in zip(low, high))]
+        if not is_label:
+            source = source.astype(np.float32, copy=False)
         if np.any(sigma > 0):
-            source = ndimage.gaussian_filter(source.astype(np.float32, copy=False), sigma=sigma, mode="nearest")
-    output_dtype = volume.array.dtype if is_label else dtype
-    resampled = ndimage.affine_transform(
-        source,
-        mapping[:3, :3],
-        offset=mapping[:3, 3],
-        output_shape=grid.shape,
-        output=output_dtype,
-        order=order,
-        mode="nearest",
-        prefilter=False,
-    )
-    resampled[~inside_footprint(volume.shape, mapping, grid.shape)] = fill_value
-    return Volume(resampled, grid.affine, volume.kind)
+            source = ndimage.gaussian_filter(source, sigma=sigma, mode="nearest", truncate=GAUSSIAN_TRUNCATE)
+        first = np.array([s.start for s in target])
+        slab_mapping = mapping.copy()
+        slab_mapping[:3, 3] = mapping[:3, 3] + mapping[:3, :3] @ first  # slab indices -> source indices
+        slab_shape = tuple(s.stop - s.start for s in target)
+        slab = ndimage.affine_transform(
+            source,
+            mapping[:3, :3],
+            offset=slab_mapping[:3, 3] - low,
+            output_shape=slab_shape,
+            output=output.dtype,
+            order=order,
+            mode="nearest",  # the crop's edges are the source's edges wherever a target point reaches them
+            prefilter=False,
+        )
+        slab[~inside_footprint(volume.shape, slab_mapping, slab_shape)] = fill_value
+        output[tuple(target)] = slab
+
+    with ThreadPoolExecutor(max_workers=min(count, os.cpu_count() or 1)) as pool:
+        list(pool.map(resample_slab, bounds[:-1], bounds[1:]))
+    return Volume(output, grid.affine, volume.kind)
 
 
 def inside_footprint(source_shape: tuple[int, ...], mapping: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -85,8 +85,9 @@ def volume_from_sitk(image: sitk.Image, kind: VolumeKind = VolumeKind.INTENSITY)
     affine = np.eye(4)
     affine[:3, :3] = LPS_FROM_RAS @ direction_lps @ np.diag(spacing)
     affine[:3, 3] = LPS_FROM_RAS @ origin_lps
-    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-    return Volume(np.ascontiguousarray(array), affine, kind)
+    # One copy, straight from SimpleITK's buffer into [i, j, k] order (a large CT is held twice, not three times).
+    array = np.ascontiguousarray(sitk.GetArrayViewFromImage(image).transpose(2, 1, 0))
+    return Volume(array, affine, kind)
 
 
 def volume_to_sitk(volume: Volume) -> sitk.Image:

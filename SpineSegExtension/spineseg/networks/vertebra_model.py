@@ -77,10 +77,12 @@ class VertebraModel(LoadedModel):
     def predict(self, image_patch: np.ndarray, memory_patch: np.ndarray) -> PatchPrediction:
         """Segment the next vertebra in one patch (normalised CT and boolean memory, both D x H x W)."""
         inputs = np.stack([image_patch, memory_patch.astype(np.float32)])[np.newaxis]
-        output = self.network(torch.from_numpy(inputs).to(self.device))
+        # On a GPU, float16 where it is safe (autocast keeps norms and sums in float32); the CPU path is unchanged.
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            output = self.network(torch.from_numpy(inputs).to(self.device))
         self.forward_passes += 1
         return PatchPrediction(
-            probability=torch.sigmoid(output.mask_logits)[0, 0].float().cpu().numpy(),
-            completeness=float(torch.sigmoid(output.completeness_logit)[0]),
+            probability=torch.sigmoid(output.mask_logits.float())[0, 0].cpu().numpy(),
+            completeness=float(torch.sigmoid(output.completeness_logit.float())[0]),
             position=float(output.position[0]),
         )

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="name of the exported model")
     parser.add_argument("--device", choices=[device.value for device in DeviceChoice], help="default: the configuration's (auto)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only prepare the data set's cases into the cache (see spineseg.training.cache)")
 
 
 def run_training(args: argparse.Namespace) -> dict[str, str]:
@@ -60,6 +62,10 @@ def run_training(args: argparse.Namespace) -> dict[str, str]:
         if args.device:
             flags.append(f"device={json.dumps(args.device)}")
         config = load_config(args.task, args.config, [*flags, *args.overrides])
+    if args.prepare_only:
+        from .cache import prepare_cases
+
+        return {"cache": str(prepare_cases(config))}
     try:
         result = train(config, args.out, resume=args.resume)
     except (KeyboardInterrupt, CancelledError):

@@ -20,6 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
 from ..geometry import Grid, resample_to, working_grid
+from ..labels import vertebra_name
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
@@ -52,7 +53,7 @@ FRAGMENT_FRACTION = 0.35
 def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray, Grid]:
     """Resample a CT onto the model's grid and normalise it; outside the scan becomes ``OUTSIDE_VALUE``."""
     grid = working_grid(volume, spacing_mm)
-    source = Volume(volume.array.astype(np.float32, copy=False), volume.affine, VolumeKind.INTENSITY)
+    source = Volume(volume.array, volume.affine, VolumeKind.INTENSITY)  # resampled in float32, in slabs
     resampled = resample_to(source, grid, fill_value=np.nan).array
     outside = np.isnan(resampled)
     image = normalise_ct(np.nan_to_num(resampled, nan=0.0))
@@ -60,38 +61,68 @@ def prepare_working_image(volume: Volume, spacing_mm: float) -> tuple[np.ndarray
     return image, grid
 
 
-def _paint(
-    found: list[FoundVertebra], levels: list[int], grid: Grid, target: Grid, threshold: float = MASK_PROBABILITY
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label map on ``target`` (from the working ``grid``): each voxel gets the vertebra of highest probability
-    above ``threshold``.
+Box = tuple[np.ndarray, np.ndarray]  # start and stop voxel indices
 
-    Returns the labels and that highest probability per voxel.
-    """
-    labels = np.zeros(target.shape, dtype=np.uint8)
-    best = np.zeros(target.shape, dtype=np.float16)
-    input_to_work = np.linalg.inv(grid.affine) @ target.affine
-    for vertebra, level in zip(found, levels):
+
+def _support_boxes(found: list[FoundVertebra], grid: Grid, target: Grid) -> list[Box | None]:
+    """For each vertebra, the box of ``target`` voxels that its support (probability above
+    ``SUPPORT_PROBABILITY`` on the working ``grid``) covers; None where it covers none."""
+    work_to_input = np.linalg.inv(np.linalg.inv(grid.affine) @ target.affine)
+    boxes: list[Box | None] = []
+    for vertebra in found:
         support = np.argwhere(vertebra.probability > SUPPORT_PROBABILITY)
         if len(support) == 0:
+            boxes.append(None)
             continue
         low = support.min(axis=0) - 1 + vertebra.corner
         high = support.max(axis=0) + 1 + vertebra.corner
         corners = np.array(np.meshgrid(*zip(low, high), indexing="ij")).reshape(3, -1).T
-        input_corners = (corners @ np.linalg.inv(input_to_work)[:3, :3].T) + np.linalg.inv(input_to_work)[:3, 3]
+        input_corners = (corners @ work_to_input[:3, :3].T) + work_to_input[:3, 3]
         start = np.maximum(np.floor(input_corners.min(axis=0)).astype(int), 0)
         stop = np.minimum(np.ceil(input_corners.max(axis=0)).astype(int) + 1, target.shape)
-        if np.any(stop <= start):
+        boxes.append(None if np.any(stop <= start) else (start, stop))
+    return boxes
+
+
+def _spine_region(boxes: list[Box | None], shape: tuple[int, ...], margin: list[int]) -> tuple[slice, ...]:
+    """The box around all vertebra boxes, ``margin`` voxels wider on each side (clipped to ``shape``)."""
+    starts = [box[0] for box in boxes if box is not None]
+    stops = [box[1] for box in boxes if box is not None]
+    if not starts:
+        return tuple(slice(0, 0) for _ in shape)
+    low = np.maximum(np.min(starts, axis=0) - margin, 0)
+    high = np.minimum(np.max(stops, axis=0) + margin, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def _paint(
+    found: list[FoundVertebra], levels: list[int], grid: Grid, target: Grid, threshold: float = MASK_PROBABILITY,
+    region: tuple[slice, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label map on ``target`` (from the working ``grid``): each voxel gets the vertebra of highest probability
+    above ``threshold``.
+
+    Returns the labels and that highest probability per voxel, over ``region`` (a box of ``target`` holding
+    every vertebra's support; default the whole grid).
+    """
+    region = region or tuple(slice(0, n) for n in target.shape)
+    offset = np.array([s.start for s in region])
+    labels = np.zeros(tuple(s.stop - s.start for s in region), dtype=np.uint8)
+    best = np.zeros(labels.shape, dtype=np.float16)
+    input_to_work = np.linalg.inv(grid.affine) @ target.affine
+    for vertebra, level, box in zip(found, levels, _support_boxes(found, grid, target)):
+        if box is None:
             continue
-        box = tuple(slice(a, b) for a, b in zip(start, stop))
+        start, stop = box
+        local = tuple(slice(a, b) for a, b in zip(start - offset, stop - offset))
         index = np.indices(tuple(stop - start), dtype=np.float32).reshape(3, -1) + start[:, None]
         work = input_to_work[:3, :3] @ index + input_to_work[:3, 3:4] - vertebra.corner[:, None]
         probability = ndimage.map_coordinates(
             vertebra.probability.astype(np.float32), work, order=1, mode="constant", cval=0.0
         ).reshape(tuple(stop - start))
-        take = (probability > threshold) & (probability > best[box])
-        labels[box][take] = level
-        best[box][take] = probability[take]
+        take = (probability > threshold) & (probability > best[local])
+        labels[local][take] = level
+        best[local][take] = probability[take]
     return labels, best
 
 
@@ -154,6 +185,11 @@ CAVITY_BORDER_MM = 3.0
 CAVITY_MARGIN_MM = 10.0
 
 
+def _cavity_margin_voxels(spacing_mm: tuple[float, float, float]) -> list[int]:
+    """``CAVITY_MARGIN_MM`` in voxels along each axis."""
+    return [int(np.ceil(CAVITY_MARGIN_MM / s)) for s in spacing_mm]
+
+
 def _fill_enclosed_marrow(
     labels: np.ndarray, hounsfield: np.ndarray, level: int, box: tuple[slice, ...],
     spacing_mm: tuple[float, float, float],
@@ -171,7 +207,7 @@ def _fill_enclosed_marrow(
     never enclosed; a disc that a bony bridge closes is bordered by two
     vertebrae, so neither takes it.
     """
-    margin = [int(np.ceil(CAVITY_MARGIN_MM / s)) for s in spacing_mm]
+    margin = _cavity_margin_voxels(spacing_mm)
     around = tuple(slice(max(s.start - m, 0), min(s.stop + m, n)) for s, m, n in zip(box, margin, labels.shape))
     local = labels[around]
     solid = (local == level) | (hounsfield[around] >= BONE_HU)
@@ -339,7 +375,14 @@ def segment_vertebrae(
     found, levels = find_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
     progress(0.9, "painting vertebrae onto the input grid")
     threshold = CANDIDATE_PROBABILITY if refine_with_bone else MASK_PROBABILITY
-    labels, best = _paint(found, levels, grid, Grid(volume.shape, volume.affine), threshold)
+    # Painting and refinement work on the spine's region of the input grid, which holds every vertebra's
+    # box and, one voxel beyond the marrow search's reach, all that the search reads: results are those
+    # of the whole grid, and a large scan's grid is never copied or labelled whole until the end.
+    target = Grid(volume.shape, volume.affine)
+    margin = [n + 1 for n in _cavity_margin_voxels(volume.spacing)]
+    region = _spine_region(_support_boxes(found, grid, target), volume.shape, margin)
+    labels, best = _paint(found, levels, grid, target, threshold, region)
+    hounsfield = volume.array[region]
     # One pass for every vertebra's bounding box; refinement only shrinks them, so they stay valid.
     boxes = ndimage.find_objects(labels)
     records = []
@@ -348,15 +391,18 @@ def segment_vertebrae(
     completeness_by_level: dict[int, float] = {}
     for vertebra, level in zip(found, levels):
         completeness_by_level[level] = max(completeness_by_level.get(level, 0.0), float(vertebra.completeness))
-    for level, completeness in completeness_by_level.items():
+    for index, (level, completeness) in enumerate(completeness_by_level.items()):
         box = boxes[level - 1] if level <= len(boxes) else None
         if box is None:
             continue
         if refine_with_bone:
-            _refine_with_bone(labels, best, volume.array, level, box, volume.spacing)
-            _fill_enclosed_marrow(labels, volume.array, level, box, volume.spacing)
+            done = 0.9 + 0.1 * index / len(completeness_by_level)
+            progress(done, f"refining {vertebra_name(level)} with bone")
+            _refine_with_bone(labels, best, hounsfield, level, box, volume.spacing)
+            progress(done, f"filling {vertebra_name(level)}'s marrow")
+            _fill_enclosed_marrow(labels, hounsfield, level, box, volume.spacing)
         _remove_small_pieces(labels, level, box)
-        voxels = np.argwhere(labels[box] == level) + [s.start for s in box]
+        voxels = np.argwhere(labels[box] == level) + [s.start + r.start for s, r in zip(box, region)]
         if len(voxels) == 0:
             continue
         centroid = volume.ijk_to_ras(voxels.mean(axis=0))[0]
@@ -369,5 +415,7 @@ def segment_vertebrae(
                 centroid_ras=tuple(float(x) for x in centroid),
             )
         )
+    label_map = np.zeros(volume.shape, dtype=np.uint8)
+    label_map[region] = labels
     progress(1.0, f"{len(records)} vertebrae")
-    return VertebraeResult(Volume(labels, volume.affine, VolumeKind.LABEL), records, warnings)
+    return VertebraeResult(Volume(label_map, volume.affine, VolumeKind.LABEL), records, warnings)

@@ -39,6 +39,7 @@ from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
 from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image
 from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
 from ...volume import VolumeKind
+from ..cache import cached_vertebra_case
 from ..config import Layout, TrainingConfig
 from ..datasets import DataSplit
 
@@ -147,7 +148,7 @@ class VertebraTask:
         else:
             loaded = {}
             for subject in tqdm(split.train + split.validation, desc="reading CTs", leave=False):
-                loaded[subject.case] = case_from_files(subject.image, subject.labels, spacing)
+                loaded[subject.case] = cached_vertebra_case(subject.image, subject.labels, spacing)
             train = [loaded[s.case] for s in split.train if loaded[s.case] is not None]
             validation = [loaded[s.case] for s in split.validation if loaded[s.case] is not None]
             if not train:
