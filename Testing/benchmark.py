@@ -39,7 +39,7 @@ from spineseg.metrics import score_vertebrae
 from spineseg.model_store import load_model
 from spineseg.networks.unet3d import IterativeFCN, IterativeFCNConfig
 from spineseg.phantoms.ct import make_ct_phantom
-from spineseg.vertebrae.model import VertebraModel, VertebraModelSettings
+from spineseg.networks.vertebra_model import VertebraModel, VertebraModelSettings
 from spineseg.vertebrae.pipeline import segment_vertebrae
 from spineseg.volume import Volume, VolumeKind
 from stage_meter import StageMeter

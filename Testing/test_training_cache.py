@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spineseg.vertebrae.training as vertebra_training
+import spineseg.training.tasks.vertebrae as vertebra_training
 from spineseg.cli import main as cli_main
 from spineseg.io import write_volume
 from spineseg.phantoms.ct import make_ct_phantom
