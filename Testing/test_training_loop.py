@@ -359,3 +359,14 @@ def test_a_hostile_checkpoint_is_refused_with_exit_3_and_one_line(tmp_path, caps
     assert len(lines) == 1 and lines[0].startswith("spineseg: model error: "), lines
     assert ("refused" in lines[0]) and "weights_only" not in lines[0]
     assert "Traceback" not in lines[0]
+
+
+def test_ctrl_c_in_training_says_once_that_the_checkpoint_is_kept(tmp_path, monkeypatch, capsys):
+    """The trainer's own line names what was kept; the CLI must not add 'no output was written'."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    assert cli_main(["train", "vertebrae", "--data", "phantoms", "--out", str(tmp_path / "run")]) == 130
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "the last checkpoint" in error[0] and "--resume" in error[0], error

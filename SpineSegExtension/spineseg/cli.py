@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             reporter.close()
     except (CancelledError, KeyboardInterrupt) as error:
         written = getattr(error, "written", ())
-        if written:
+        if getattr(error, "reported", False):
+            pass  # the command already said what it kept
+        elif written:
             print(f"spineseg: interrupted after the outputs were complete: {', '.join(map(str, written))}",
                   file=sys.stderr)
         else:

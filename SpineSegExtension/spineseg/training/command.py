@@ -71,7 +71,9 @@ def run_training(args: argparse.Namespace) -> dict[str, str]:
     except (KeyboardInterrupt, CancelledError):
         print(f"spineseg: training stopped; the last checkpoint in {args.out / 'checkpoints'} is kept. "
               f"Continue with: spineseg train {args.task} --out {args.out} --resume", file=sys.stderr)
-        raise
+        stopped = CancelledError("training stopped")
+        stopped.reported = True  # the line above said what was kept; the CLI adds nothing
+        raise stopped from None
     if result is None:  # not the first of several processes
         return {}
     return {"model": str(result.model.weights_path), "manifest": str(result.model.manifest_path),
