@@ -31,7 +31,7 @@ from .layout import PlacedVertebra
 
 __all__ = [
     "DEFAULT_SAMPLE_DIR", "DEFAULT_LABEL_MAP", "DEFAULT_CENTROIDS", "FAR_MM",
-    "RealShape", "RealShapeLibrary", "default_library",
+    "RealShape", "RealShapeLibrary", "default_library", "load_sample_folder",
 ]
 
 # The VerSe sample beside the checkout: <checkout>/../shared/data/real/ct_verse_sample.
@@ -275,6 +275,22 @@ class RealShapeLibrary:
                                      prefilter=False, output=np.float32)
         sd *= _F(mm)
         return sd
+
+
+def load_sample_folder(folder: str | Path) -> RealShapeLibrary:
+    """The library of a VerSe folder holding one ``*_msk.nii.gz`` label map and, optionally, its ``*_ctd.json``.
+
+    Raises:
+        FileNotFoundError: the folder is missing or holds no single label map.
+    """
+    folder = Path(folder)
+    masks = sorted(folder.glob("*_msk.nii*")) if folder.is_dir() else []
+    if len(masks) != 1:
+        raise FileNotFoundError(
+            f"real vertebra shapes: expected one VerSe label map (*_msk.nii.gz) in {folder}, found {len(masks)}; "
+            f"the project's sample is {DEFAULT_SAMPLE_DIR} (see ../shared/data/real/README.md)")
+    centroids = sorted(folder.glob("*_ctd.json"))
+    return RealShapeLibrary.load(masks[0], centroids[0] if len(centroids) == 1 else None)
 
 
 @lru_cache(maxsize=1)
