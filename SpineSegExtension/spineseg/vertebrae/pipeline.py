@@ -427,7 +427,9 @@ def segment_vertebrae(
     found, naming = find_and_name_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
     levels = naming.levels
     record = naming_record(naming)
-    warnings = [*warnings, *_naming_warnings(record, bool(found))]
+    for warning in _naming_warnings(record, bool(found)):
+        logger.warning(warning)
+        warnings = [*warnings, warning]
     progress(0.9, "painting vertebrae onto the input grid")
     threshold = CANDIDATE_PROBABILITY if refine_with_bone else MASK_PROBABILITY
     # Painting and refinement work on the spine's region of the input grid, which holds every vertebra's
