@@ -118,21 +118,22 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
 
 
 def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
-    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, then
-    one record per item."""
-    if isinstance(result, VertebraeResult):
-        key, records = "vertebrae", [record.to_dict() for record in result.vertebrae]
-    else:
-        key, records = "discs", [disc.to_dict() for disc in result.discs]
-    return {
+    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, (for
+    vertebrae) how the names were fixed, then one record per item."""
+    document = {
         "input": source,
         "model": model,
         "spineseg_version": __version__,
         "coordinate_system": "RAS",
         "units": "mm",
         "warnings": list(result.warnings),
-        key: records,
     }
+    if isinstance(result, VertebraeResult):
+        document["naming"] = result.naming.to_dict() if result.naming is not None else None
+        document["vertebrae"] = [record.to_dict() for record in result.vertebrae]
+    else:
+        document["discs"] = [disc.to_dict() for disc in result.discs]
+    return document
 
 
 def write_json(document: Any, path: str | os.PathLike) -> None:
