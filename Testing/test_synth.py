@@ -112,3 +112,15 @@ def test_phantoms_with_real_shapes_differ_from_analytic_ones_but_keep_their_leve
         if analytic.labels.shape == real.labels.shape and (analytic.labels.array != real.labels.array).any():
             return
     pytest.fail("no phantom took a real shape in four seeds")
+
+
+def test_background_patches_lie_anywhere_and_ask_for_nothing():
+    """Background patches: empty targets, centred all over the scan rather than on a vertebra."""
+    cases = phantom_cases(1, 3.0, 8)
+    config = SamplerConfig(background_probability=1.0, synthetic_probability=0.5)
+    sampler = PatchSampler(cases, config, np.random.default_rng(2),
+                           lambda classes, spacing, rng: synthesize(classes, (spacing,) * 3, _bright_bone_model(), rng))
+    patches = [sampler.sample() for _ in range(30)]
+    assert not any(p.has_target or p.target.any() for p in patches)
+    without_bone = [p for p in patches if not p.inputs[1].any()]  # no vertebra in the memory: off the spine
+    assert len(without_bone) >= 5

@@ -5,7 +5,8 @@ instance labels. Traversal goes head to foot, so for a chosen vertebra the
 instance memory holds every vertebra above it. One patch in
 ``empty_every`` has no target: the memory holds all vertebrae. A target is
 "complete" when the whole vertebra lies in the scan and at least 98 % of it
-lies in the patch. Augmentation: smooth elastic warps and scaling, scan ends
+lies in the patch. A share of empty patches (``background_probability``)
+lies anywhere in the scan, as the walk's search does. Augmentation: smooth elastic warps and scaling, scan ends
 blanked, left-right mirroring, blur, low-resolution simulation, gamma,
 intensity scale/shift and noise. A case that carries a map of generation
 classes (a phantom) can have each patch drawn anew from it with a random
@@ -93,6 +94,7 @@ class SamplerConfig:
     lowres_probability: float = 0.0  # downsample by up to 2 and back (thick slices, coarse scans)
     gamma_probability: float = 0.0  # a gamma curve of 0.7-1.5 on the patch's intensity range
     synthetic_probability: float = 0.0  # patches of cases with generation classes drawn with a new appearance
+    background_probability: float = 0.0  # empty patches centred anywhere in the scan, not only near the spine
 
 
 class PatchSampler:
@@ -127,9 +129,13 @@ class PatchSampler:
         cfg = self.config
         case = self.cases[self.rng.integers(len(self.cases))]
         size = cfg.patch_size
-        empty = self.rng.integers(cfg.empty_every) == 0
+        background = cfg.background_probability > 0 and self.rng.random() < cfg.background_probability
+        empty = background or self.rng.integers(cfg.empty_every) == 0
         level = case.levels[self.rng.integers(len(case.levels))]
-        centre = self._centre_for(case, level)
+        if background:  # the walk's search sees the whole scan: bowel, vessels, table, arms
+            centre = self.rng.uniform(0, 1, 3) * np.asarray(case.image.shape)
+        else:
+            centre = self._centre_for(case, level)
         corner = np.round(centre - size / 2).astype(int)
         image = self._image_patch(case, corner)
         labels = extract_patch(case.labels, corner, size, 0)
