@@ -115,10 +115,11 @@ def _add_streaks(image: np.ndarray, metal: np.ndarray, rng: np.random.Generator,
     view += streaks[..., np.newaxis]
 
 
-def synthesize_ct(tissue: np.ndarray, spacing_mm, rng: np.random.Generator, axial_axis: int = 2) -> np.ndarray:
+def synthesize_ct(tissue: np.ndarray, spacing_mm, rng: np.random.Generator,
+                  appearance: AppearanceModel = CT_APPEARANCE, axial_axis: int = 2) -> np.ndarray:
     """One CT image in Hounsfield units (float32) of a phantom tissue map, with a random appearance."""
     classes = ct_generation_classes(tissue, rng)
-    image = synthesize(classes, spacing_mm, CT_APPEARANCE, rng, axial_axis)
+    image = synthesize(classes, spacing_mm, appearance, rng, axial_axis)
     metal = classes == METAL
     if metal.any():
         _add_streaks(image, metal, rng, axial_axis)

@@ -95,6 +95,7 @@ class SamplerConfig:
     gamma_probability: float = 0.0  # a gamma curve of 0.7-1.5 on the patch's intensity range
     synthetic_probability: float = 0.0  # patches of cases with generation classes drawn with a new appearance
     background_probability: float = 0.0  # empty patches centred anywhere in the scan, not only near the spine
+    realistic_probability: float = 0.6  # synthetic patches with realistic intensities (the rest: random per class)
 
 
 class PatchSampler:

@@ -41,7 +41,7 @@ from ...io import read_volume
 from ...metrics import dice, score_vertebrae
 from ...networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ...phantoms.ct import random_ct_phantom
-from ...phantoms.ct_appearance import synthesize_ct
+from ...phantoms.ct_appearance import CT_APPEARANCE, synthesize_ct
 from ...phantoms.real_shapes import RealShapeLibrary, load_sample_folder
 from ...vertebrae.loss import IterativeFCNLoss
 from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
@@ -75,8 +75,6 @@ def phantom_cases(count: int, spacing_mm: float, seed: int | Sequence[int],
     return cases
 
 
-def _ct_appearance(classes: np.ndarray, spacing_mm: float, rng: np.random.Generator) -> np.ndarray:
-    return synthesize_ct(classes, (spacing_mm,) * 3, rng)
 
 
 def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float) -> TrainingCase | None:
@@ -134,7 +132,9 @@ class VertebraTask:
         self.settings = VertebraModelSettings(
             config.model.spacing_mm, config.sampler.patch_size,
             IterativeFCNConfig(filters=config.model.filters, levels=config.model.levels))
-        self.sampler = PatchSampler(train_cases, config.sampler, rng, _ct_appearance)
+        appearance = replace(CT_APPEARANCE, realistic_probability=config.sampler.realistic_probability)
+        self.sampler = PatchSampler(train_cases, config.sampler, rng,
+                                    lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance))
         self.loss_function = IterativeFCNLoss(config.loss.fp_fn_weight, config.loss.level_weight)
         self.data_description = data_description
         self.validation_scans = validation_cases[:config.validation.scans]
