@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse.csgraph import connected_components
 
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
@@ -26,6 +25,7 @@ from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import find_anchors
+from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
 from .levels import Naming, count_missed_vertebrae, name_run
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import MASK_PROBABILITY, FoundVertebra, TraversalResult, TraversalSettings, traverse
@@ -254,36 +254,23 @@ def _remove_small_pieces(
 
 
 def keep_spine_column(
-    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = 25.0, max_gap_mm: float = 80.0,
-    max_sagittal_tilt_deg: float = 55.0,
+    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = MAX_OFFSET_MM,
+    max_gap_mm: float = MAX_GAP_MM, max_sagittal_tilt_deg: float = MAX_SAGITTAL_TILT_DEG,
 ) -> list[FoundVertebra]:
-    """Keep the largest run of found vertebrae that lines up as one spinal column.
+    """Keep the largest run of found vertebrae that lines up as one spinal column (see :mod:`.column`).
 
     Once its trail ends, the walk keeps searching the scan and may accept a
     rib, an iliac wing or a calcified vessel beside or in front of the spine.
-    Two found vertebrae (centroids on the working grid, whose axes are R, A,
-    S) are linked when they are at most ``max_gap_mm`` apart head to foot
-    (room for one missed vertebra), at most ``max_offset_mm`` apart left to
-    right, and front to back at most ``max_offset_mm`` apart or within
-    ``max_sagittal_tilt_deg`` of the head-foot axis: the sacrum's centroid
-    lies 30-45 mm behind L5's, down the lumbosacral curve, while stray bone
-    lies beside or in front of the spine at about the same height. The linked
-    group with the most members (then the most voxels) is the spine. Naming
-    fits one consecutive sequence, so every stray piece kept would shift the
-    names.
+    The linked group with the most members (then the most voxels) is the
+    spine. Naming fits one consecutive sequence, so every stray piece kept
+    would shift the names.
     """
-    if len(found) < 2:
-        return found
-    centres = np.array([v.centroid for v in found]) * spacing_mm
-    offsets = np.abs(centres[:, None, :] - centres[None, :, :])
-    lateral, front_back, vertical = offsets[..., 0], offsets[..., 1], offsets[..., 2]
-    sagittal_limit = np.maximum(max_offset_mm, vertical * np.tan(np.deg2rad(max_sagittal_tilt_deg)))
-    linked = (lateral <= max_offset_mm) & (front_back <= sagittal_limit) & (vertical <= max_gap_mm)
-    _, group = connected_components(linked)
-    sizes = np.bincount(group)
-    voxels = np.bincount(group, weights=[v.voxel_count for v in found])
-    best = max(range(len(sizes)), key=lambda g: (sizes[g], voxels[g]))
-    return [v for v, g in zip(found, group) if g == best]
+    centres = np.array([v.centroid for v in found]).reshape(-1, 3) * spacing_mm
+    members = column_members(
+        centres, np.array([v.voxel_count for v in found], float), max_offset_mm=max_offset_mm,
+        max_gap_mm=max_gap_mm, max_sagittal_tilt_deg=max_sagittal_tilt_deg,
+    )
+    return [found[i] for i in members]
 
 
 def drop_fragments(
