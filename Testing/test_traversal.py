@@ -121,8 +121,8 @@ def test_wandering_predictor_is_stopped_by_the_step_limit():
     def wandering(patch, memory):
         counter["n"] += 1
         probability = np.zeros(patch.shape, np.float32)
-        offset = 0 if counter["n"] % 2 else 20
-        probability[offset:offset + 8, 4:12, 4:12] = 1.0
+        offset = 8 if counter["n"] % 2 else 20  # a blob in the scan, jumping 12 voxels on every look
+        probability[offset:offset + 8, 12:20, 12:20] = 1.0
         return PatchPrediction(probability, 0.5, 5.0)
 
     settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_pieces=3)
@@ -190,6 +190,21 @@ def test_a_fragment_that_vanishes_on_closer_look_is_not_searched_again():
     assert result.vertebrae == []
     assert len(centred_looks) == 1  # one refinement; without the memory of rejects, one per overlapping patch
     assert result.forward_passes == 5**3 + 1  # every search position (half-patch steps) and that one look
+
+
+def test_a_fragment_that_is_soft_tissue_in_the_ct_is_not_accepted():
+    """The predictor outlines two blobs; one is bone in the CT, the other soft tissue (40 HU, a bowel loop the
+    network took for a vertebra). Only the bone is accepted, and the soft blob is not refined again and again."""
+    labels = _blobs((64, 32, 64), {19: (slice(8, 16), slice(12, 20), slice(40, 48)),
+                                   20: (slice(40, 48), slice(12, 20), slice(20, 28))})
+    oracle = OraclePredictor(labels)
+    image = oracle.encoded.copy()
+    image[labels == 19] = 0.04  # soft tissue, normalised HU
+    result = traverse(image, oracle, SMALL)
+    assert len(result.vertebrae) == 1
+    assert result.vertebrae[0].position == level_to_position(20)
+    without_check = traverse(oracle.encoded, oracle, SMALL)
+    assert len(without_check.vertebrae) == 2  # the same blob as bone is accepted
 
 
 def test_stray_bone_beside_an_established_column_is_not_followed():
