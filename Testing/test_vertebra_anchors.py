@@ -10,7 +10,7 @@ from spineseg.geometry import resample_to, working_grid
 from spineseg.labels import vertebra_name
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.results import NamingRecord
-from spineseg.vertebrae.anchors import Anchor, find_anchors
+from spineseg.vertebrae.anchors import Anchor, AnchorFindings, find_anchors
 from spineseg.vertebrae.levels import name_run
 from spineseg.vertebrae.pipeline import UNANCHORED_WARNING, _naming_warnings, naming_record
 from spineseg.vertebrae.traversal import FoundVertebra
@@ -122,3 +122,21 @@ def test_anchors_found_in_the_phantom_anatomy_name_a_shifted_run(levels, seed, e
         assert names(naming.levels) == names(present)
     else:
         assert not record.anchored
+
+
+def test_rib_readings_that_break_the_thoracic_run_give_no_rib_anchor():
+    """Ribs, none, ribs again (an iliac crest read as a rib, a rib missed): the readings contradict the anatomy,
+    so neither the last rib nor C7/T1 names the run; a clean run gives both."""
+
+    clean = AnchorFindings([False, False, True, True, True, False, False])
+    assert clean.anchors() == {Anchor.FIRST_RIB: 2, Anchor.LAST_RIB: 4}
+    broken = AnchorFindings([True, True, False, False, False, True, True])
+    assert broken.anchors() == {}
+    assert AnchorFindings([True, None, True, False], sacrum=3).anchors() == {Anchor.SACRUM: 3, Anchor.LAST_RIB: 2}
+
+
+def test_a_dens_with_ribs_right_below_it_is_not_c2():
+
+    assert Anchor.C2 not in AnchorFindings([False, False, True, True, True], dens=1).anchors()
+    neck = AnchorFindings([None, False, False, False, False, False, False, True], dens=1)
+    assert neck.anchors()[Anchor.C2] == 1 and neck.anchors()[Anchor.FIRST_RIB] == 7

@@ -110,6 +110,10 @@ class PieceAnatomy:
         return self.rib_reach_mm >= RIB_REACH_MM
 
 
+# C2 is followed by five vertebrae without ribs (C3-C7) before the first rib-bearing one (T1).
+C2_TO_FIRST_RIB = 5
+
+
 @dataclass(frozen=True)
 class AnchorFindings:
     """Anchors found on a head-to-foot run of pieces.
@@ -129,12 +133,18 @@ class AnchorFindings:
 
         The last rib is the last rib-bearing piece with a piece without ribs right below it; C7/T1
         the first rib-bearing piece with one without ribs right above it (neither across the sacrum).
+        Rib-bearing vertebrae are one unbroken run (T1-T12): readings that break it into several runs
+        contradict the anatomy, and then neither rib anchor is used. Nor is a C2 with ribs on one of the
+        ``C2_TO_FIRST_RIB`` pieces below it (C3-C7 carry none).
         """
         found: dict[Anchor, int] = {}
         if self.sacrum is not None:
             found[Anchor.SACRUM] = self.sacrum
-        if self.dens is not None:
+        rib_pieces = [i for i, ribs in enumerate(self.ribs) if ribs is True]
+        if self.dens is not None and not any(self.dens < i <= self.dens + C2_TO_FIRST_RIB for i in rib_pieces):
             found[Anchor.C2] = self.dens
+        if rib_pieces and any(self.ribs[i] is False for i in range(rib_pieces[0], rib_pieces[-1])):
+            return found  # ribs, then none, then ribs again: the rib readings contradict each other
         pairs = list(zip(self.ribs[:-1], self.ribs[1:]))
         last = [i for i, (above, below) in enumerate(pairs) if above is True and below is False]
         first = [i + 1 for i, (above, below) in enumerate(pairs) if above is False and below is True]
@@ -273,8 +283,8 @@ def find_anchors(
 ) -> tuple[AnchorFindings, list[PieceAnatomy]]:
     """Look for the sacrum, the ribs and the dens around a head-to-foot run of pieces on the working grid.
 
-    The sacrum is the head-most of the foot-end pieces (at most ``SACRUM_PIECES``) joined to the iliac wings,
-    below a piece that is not. Ribs are not judged on the sacrum nor on the piece right above it, whose bone
+    The sacrum is the head-most of the foot-end pieces (among the last ``SACRUM_PIECES``) joined to the iliac
+    wings, below a piece that is not. Ribs are not judged on the sacrum nor on the piece right above it, whose bone
     may run into the alae and the iliac crest.
 
     Args:
@@ -289,11 +299,11 @@ def find_anchors(
     anatomy = [measure_piece(hounsfield, found, index, slab, spacing_mm) for index, slab in enumerate(slabs)]
     sacrum = None
     for index in range(len(found) - 1, max(len(found) - 1 - SACRUM_PIECES, 0), -1):
-        if not anatomy[index].pelvis:
-            break
-        if not anatomy[index - 1].pelvis:
+        if anatomy[index].pelvis and not anatomy[index - 1].pelvis:
             sacrum = index
             break
+        if anatomy[index].pelvis_run_mm == 0:  # the foot end is not in the pelvis; a small foot-end fragment
+            break  # of the sacrum that only touches the wings (a run too short for `pelvis`) is looked past
     pelvic = len(found) if sacrum is None else sacrum - 1
     ribs = [a.ribs if index < pelvic else None for index, a in enumerate(anatomy)]
     return AnchorFindings(ribs, sacrum, _find_dens(found, spacing_mm)), anatomy
