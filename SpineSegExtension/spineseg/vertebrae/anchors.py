@@ -131,8 +131,8 @@ class AnchorFindings:
     def anchors(self) -> dict[Anchor, int]:
         """Each anchor found and the index of the piece whose level it fixes, most trusted first.
 
-        The last rib is the last rib-bearing piece with a piece without ribs right below it; C7/T1
-        the first rib-bearing piece with one without ribs right above it (neither across the sacrum).
+        The last rib is the last of two rib-bearing pieces with two pieces without ribs right below them;
+        C7/T1 the first of two rib-bearing pieces with two without ribs right above (neither across the sacrum).
         Rib-bearing vertebrae are one unbroken run (T1-T12): readings that break it into several runs
         contradict the anatomy, and then neither rib anchor is used. Nor is a C2 with ribs on one of the
         ``C2_TO_FIRST_RIB`` pieces below it (C3-C7 carry none).
@@ -145,9 +145,10 @@ class AnchorFindings:
             found[Anchor.C2] = self.dens
         if rib_pieces and any(self.ribs[i] is False for i in range(rib_pieces[0], rib_pieces[-1])):
             return found  # ribs, then none, then ribs again: the rib readings contradict each other
-        pairs = list(zip(self.ribs[:-1], self.ribs[1:]))
-        last = [i for i, (above, below) in enumerate(pairs) if above is True and below is False]
-        first = [i + 1 for i, (above, below) in enumerate(pairs) if above is False and below is True]
+        ribs = self.ribs
+        # A transition counts only with two readings on each side of it (one may be a vertebra cut by the scan).
+        last = [i for i in range(1, len(ribs) - 2) if ribs[i - 1:i + 1] == [True, True] and ribs[i + 1:i + 3] == [False, False]]
+        first = [i for i in range(2, len(ribs) - 1) if ribs[i - 2:i] == [False, False] and ribs[i:i + 2] == [True, True]]
         if last:
             found[Anchor.LAST_RIB] = last[-1]
         if first:
@@ -295,6 +296,8 @@ def find_anchors(
     Returns:
         The anchors and the measurements per piece they were read from.
     """
+    if not found:
+        return AnchorFindings([]), []
     slabs = slab_ranges(found, hounsfield.shape[2])
     anatomy = [measure_piece(hounsfield, found, index, slab, spacing_mm) for index, slab in enumerate(slabs)]
     sacrum = None

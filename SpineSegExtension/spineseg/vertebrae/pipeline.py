@@ -446,6 +446,12 @@ def segment_vertebrae(
             progress(done, f"filling {vertebra_name(level)}'s marrow")
             _fill_enclosed_marrow(labels, hounsfield, level, box, volume.spacing)
         _remove_small_pieces(labels, level, box)
+    # Counted once every vertebra is refined: refining one may move voxels between it and its neighbour.
+    boxes = ndimage.find_objects(labels)
+    for level, completeness in completeness_by_level.items():
+        box = boxes[level - 1] if level <= len(boxes) else None
+        if box is None:
+            continue
         voxels = np.argwhere(labels[box] == level) + [s.start + r.start for s, r in zip(box, region)]
         if len(voxels) == 0:
             continue
