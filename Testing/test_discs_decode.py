@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spineseg.discs.decode import decode_heatmaps, expected_spacing_mm
+from spineseg.discs.decode import DecodeSettings, decode_chain, decode_heatmaps, expected_spacing_mm
 from spineseg.discs.targets import N_CHANNELS, channel_of, render_heatmaps
 
 PIXEL_MM = 1.0  # input pixel size
@@ -83,3 +83,65 @@ def test_small_and_large_spines_keep_all_discs_and_labels():
         points = {n: (r, 120.0) for n, r in rows.items()}
         discs = decode_heatmaps(_heatmaps(points, peak=0.6), SLAB_TO_RAS, PIXEL_MM, STRIDE)
         assert [d.number for d in discs] == list(range(20, 26)), scale
+
+
+# Anchored decoding: the network's channels (its guess of the level) may be several levels off, as on real scans;
+# C2 or the sacrum in view fixes the count.
+
+def _shifted_heatmaps(true_rows: dict[int, float], shift: int) -> np.ndarray:
+    """Heatmaps that put each disc in the channel ``shift`` numbers away from its own."""
+    return _heatmaps({n + shift: (r, 120.0) for n, r in true_rows.items()})
+
+
+def _inside(first_row: int, last_row: int) -> np.ndarray:
+    inside = np.zeros((256, 256), dtype=bool)
+    inside[first_row : last_row + 1, 60:200] = True
+    return inside
+
+
+def _names(decoded) -> list[str]:
+    return [d.name for d in decoded.discs]
+
+
+def test_c2_anchor_names_a_cervical_chain_the_network_calls_lumbar():
+    # C2/C3 ... C7/T1; the network put them in the channels of L1/L2 ... L5/S1, so it claims a sacrum at the
+    # foot: a chain this short cannot hold both anchors, and the image's C2 wins over the network's sacrum.
+    rows = _disc_rows(list(range(3, 9)), first_row=120.0)
+    decoded = decode_chain(_shifted_heatmaps(rows, 17), SLAB_TO_RAS, PIXEL_MM, STRIDE,
+                           inside=_inside(40, int(rows[8]) + 8))  # C2, skull base and brain above; cut below C7/T1
+    assert decoded.anchored and decoded.anchor == "C2"
+    assert _names(decoded) == ["C2/C3", "C3/C4", "C4/C5", "C5/C6", "C6/C7", "C7/T1"]
+    assert [round(128.0 - d.position_ras[2]) for d in decoded.discs] == [round(r) for r in rows.values()]
+
+
+def test_sacrum_anchor_names_a_lumbar_chain_the_network_calls_thoracic():
+    rows = _disc_rows(list(range(20, 26)), first_row=5.0)
+    decoded = decode_chain(_shifted_heatmaps(rows, -4), SLAB_TO_RAS, PIXEL_MM, STRIDE,
+                           inside=_inside(0, 255))  # fused sacrum below L5/S1: no disc for 40+ mm
+    assert decoded.anchored and decoded.anchor == "sacrum"
+    assert _names(decoded) == ["T12/L1", "L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"]
+
+
+def test_sacrum_anchor_keeps_counting_across_a_missed_disc():
+    rows = _disc_rows(list(range(20, 26)), first_row=5.0)
+    del rows[23]  # L3/L4 not found
+    decoded = decode_chain(_shifted_heatmaps(rows, -4), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
+    assert _names(decoded) == ["T12/L1", "L1/L2", "L2/L3", "L4/L5", "L5/S1"]
+
+
+def test_thoracic_only_chain_is_unanchored_with_lowered_confidence():
+    rows = _disc_rows(list(range(11, 18)), first_row=40.0)  # T3/T4 ... T9/T10, the scan cut close to both ends
+    heatmaps = _heatmaps({n: (r, 120.0) for n, r in rows.items()})
+    inside = _inside(int(rows[11]) - 15, int(rows[17]) + 15)
+    decoded = decode_chain(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=inside)
+    assert not decoded.anchored and decoded.anchor is None
+    assert [d.number for d in decoded.discs] == list(range(11, 18))  # the network's names, kept
+    anchored_confidence = DecodeSettings().unanchored_confidence * 0.9
+    assert all(d.confidence <= anchored_confidence + 1e-6 for d in decoded.discs)
+
+
+def test_network_alone_anchors_at_a_confident_l5_s1():
+    # No room below the last disc, but the network is sure it is L5/S1: it is the anchor.
+    decoded = decode_chain(_heatmaps(POINTS), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(20, int(ROWS[25]) + 10))
+    assert decoded.anchor == "sacrum"
+    assert [d.number for d in decoded.discs] == list(range(20, 26))

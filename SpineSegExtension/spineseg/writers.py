@@ -118,12 +118,14 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
 
 
 def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
-    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, then
-    one record per item."""
+    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, how
+    the levels were named (``naming``: {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), then one
+    record per item."""
     if isinstance(result, VertebraeResult):
-        key, records = "vertebrae", [record.to_dict() for record in result.vertebrae]
+        key, records, naming = "vertebrae", [record.to_dict() for record in result.vertebrae], {}
     else:
         key, records = "discs", [disc.to_dict() for disc in result.discs]
+        naming = {"naming": result.naming.to_dict()}
     return {
         "input": source,
         "model": model,
@@ -131,6 +133,7 @@ def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict
         "coordinate_system": "RAS",
         "units": "mm",
         "warnings": list(result.warnings),
+        **naming,
         key: records,
     }
 
