@@ -141,6 +141,7 @@ class ValidationConfig:
     interval: int = 500  # iterations between validations (a multiple of log_interval)
     patches: int = 32  # vertebrae: fixed validation patches
     scans: int = 0  # vertebrae: validation cases also segmented whole; when > 0, their mean Dice is the score
+    real_folder: str = ""  # folder of the real validation scans (../shared/data/real); "" = none. Never trained on.
 
 
 @dataclass

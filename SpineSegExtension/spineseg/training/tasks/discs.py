@@ -12,11 +12,17 @@ memory; variety then comes from on-the-fly augmentation:
 * intensity: contrast and brightness change, gamma-like curve, Gaussian noise.
 
 Validation decodes each validation slab exactly as inference does
-(:func:`spineseg.discs.decode.decode_heatmaps`) and scores the discs with
-:func:`spineseg.discs.metrics.score_discs` in the slab plane (8 mm
-threshold). The score that picks the best model is the number of discs
-found with the right label divided by the larger of the reference and
-predicted counts, so misses, spurious discs and wrong labels all lower it.
+(:func:`spineseg.discs.decode.decode_chain`, anchors included) and scores the
+discs with :func:`spineseg.discs.metrics.score_discs` in the slab plane (8 mm
+threshold). The phantom score is the number of discs found with the right
+label divided by the larger of the reference and predicted counts, so misses,
+spurious discs and wrong labels all lower it. With ``validation.real_folder``
+set, the real MRIs of :mod:`spineseg.discs.real_scans` (validation only,
+never trained on) are labelled whole, slab and all, and scored as in their
+done-when (named right within 5 mm / 3 mm head to foot); the real score is
+the mean over scans of the share of their discs named right, and the score
+that picks the exported model is the mean of the phantom and real scores.
+Both, and each scan's share, are columns of ``metrics.csv``.
 
 Optimiser: the published RMSprop (lr 2.5e-4) is the default. The bundled CPU
 model used Adam (lr 1e-3, cosine decay) because it reaches a usable model in
@@ -36,11 +42,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ...anatomy import STANDARD_LEVELS
-from ...discs.decode import decode_heatmaps
+from ...discs.decode import decode_chain
 from ...discs.loss import heatmap_loss
 from ...discs.metrics import DiscScores, score_discs, summarise
 from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
-from ...discs.slab import extract_slab
+from ...discs.real_scans import RealScan, load_real_scans, score_real_scan
+from ...discs.slab import Slab, extract_slab
 from ...discs.targets import N_CHANNELS, render_heatmaps
 from ...errors import InputError
 from ...io import read_volume
@@ -199,13 +206,20 @@ class DiscTask:
     """Training pieces of the attention hourglass for :func:`spineseg.training.trainer.train`."""
 
     loss_terms: tuple[str, ...] = ()
-    validation_metrics = ("score", "median_distance_mm", "false_negative_rate", "false_positive_rate",
-                          "label_accuracy")
+    phantom_metrics = ("median_distance_mm", "false_negative_rate", "false_positive_rate", "label_accuracy")
 
     def __init__(self, config: TrainingConfig, train_samples: list[SlabSample],
-                 validation_samples: list[SlabSample], rng: np.random.Generator, data_description: str) -> None:
+                 validation_samples: list[SlabSample], rng: np.random.Generator, data_description: str,
+                 real_scans: Sequence[RealScan] = ()) -> None:
         if not train_samples:
             raise InputError("the disc task needs at least one training image")
+        self.real_scans = list(real_scans)
+        # The slabs of the real scans, cut once, exactly as inference cuts them.
+        self.real_slabs: list[Slab] = [extract_slab(scan.image, size=config.model.input_size,
+                                                    thickness_mm=SLAB_THICKNESS_MM) for scan in self.real_scans]
+        real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans)
+                        if self.real_scans else ())
+        self.validation_metrics = ("score", "phantom_score", *real_columns, *self.phantom_metrics)
         self.config = config
         self.network_config = HourglassConfig(out_channels=N_CHANNELS, features=config.model.features,
                                               stacks=config.model.stacks, depth=config.model.depth)
@@ -216,7 +230,7 @@ class DiscTask:
 
     @property
     def has_validation(self) -> bool:
-        return bool(self.validation_samples)
+        return bool(self.validation_samples or self.real_scans)
 
     @classmethod
     def from_split(cls, config: TrainingConfig, split: DataSplit, rng: np.random.Generator) -> "DiscTask":
@@ -236,7 +250,10 @@ class DiscTask:
             train, validation = read(split.train), read(split.validation)
             description = (f"{len(train)} MRIs with disc labels from {config.data.path} ({split.layout.value} layout), "
                            f"augmented on the fly; validation: {len(validation)} MRIs (split by subject, see split.json)")
-        return cls(config, train, validation, rng, description)
+        real = load_real_scans(config.validation.real_folder) if config.validation.real_folder else []
+        if real:
+            description += f"; real validation (never trained on): {', '.join(scan.name for scan in real)}"
+        return cls(config, train, validation, rng, description, real)
 
     def build_network(self) -> AttentionHourglassNet:
         return AttentionHourglassNet(self.network_config)
@@ -255,17 +272,31 @@ class DiscTask:
     @torch.inference_mode()
     def validate(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
         network.eval()
+
+        def heatmaps(image: np.ndarray) -> np.ndarray:
+            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
+            return network(tensor)[-1][0].float().cpu().numpy()
+
         scores: list[DiscScores] = []
         for sample in self.validation_samples:
-            image = torch.from_numpy(np.ascontiguousarray(sample.image, dtype=np.float32))[None, None].to(device)
-            heatmaps = network(image)[-1][0].float().cpu().numpy()
             pixel_mm = float(np.linalg.norm(sample.slab_to_ras[:, 0]))
-            found = decode_heatmaps(heatmaps, sample.slab_to_ras, pixel_mm, OUTPUT_STRIDE)
+            found = decode_chain(heatmaps(sample.image), sample.slab_to_ras, pixel_mm, OUTPUT_STRIDE,
+                                 inside=sample.image != 0).discs  # z-scored slabs are exactly 0 outside the scan
             scores.append(score_discs(found, _slab_truth(sample)))
         summary = summarise(scores)
         correct = sum(s.correct_labels for s in scores)
-        return {"score": correct / max(summary["reference_discs"], summary["predicted_discs"], 1),
-                **{name: summary[name] for name in self.validation_metrics[1:]}}
+        phantom = correct / max(summary["reference_discs"], summary["predicted_discs"], 1)
+        result = {"phantom_score": phantom, **{name: summary[name] for name in self.phantom_metrics}}
+        if not self.real_scans:
+            return {"score": phantom, **result}
+        real = {}
+        for scan, slab in zip(self.real_scans, self.real_slabs):
+            found = decode_chain(heatmaps(slab.image), slab.slab_to_ras, slab.pixel_mm, OUTPUT_STRIDE,
+                                 inside=slab.inside).discs
+            real[f"real_{scan.name}"] = score_real_scan(scan, found).fraction
+        real_score = float(np.mean(list(real.values())))
+        score = real_score if not self.validation_samples else 0.5 * (phantom + real_score)
+        return {"score": score, **result, "real_score": real_score, **real}
 
     def manifest(self) -> dict:
         return disc_manifest(self.network_config, self.config.model.input_size, self.config.model.sigma)
