@@ -41,7 +41,7 @@ from spineseg.phantoms.mri import FIELDS_OF_VIEW, random_mri_phantom
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 ANCHORED = ["cervical", "cervicothoracic", "thoracolumbar", "lumbar"]
 # Anchors that never fire: the network's names, as the decoder gave them before anchored decoding.
-NO_ANCHORS = DecodeSettings(anchor_score=float("inf"), anchor_room_mm=float("inf"))
+NO_ANCHORS = DecodeSettings(anchor_score=float("inf"))
 
 
 def evaluate_phantoms(model: DiscModel, count: int, seed: int, fields: list[str],

@@ -1,4 +1,4 @@
-"""Chain decoding on hand-made heatmaps: missing disc, spurious peak, missed top disc."""
+"""Chain decoding on hand-made heatmaps: missing disc, spurious peak, missed top disc, anchors."""
 
 from __future__ import annotations
 
@@ -103,21 +103,37 @@ def _names(decoded) -> list[str]:
     return [d.name for d in decoded.discs]
 
 
+def _with_anchor_channel(heatmaps: np.ndarray, row: float, number: int, peak: float = 0.9) -> np.ndarray:
+    """The network recognises an anchor at the end disc at ``row``: channel ``number`` lights up there too."""
+    anchor = render_heatmaps({number: np.array([row, 120.0])}, 256, STRIDE, sigma=1.25)[0]
+    heatmaps = heatmaps.copy()
+    heatmaps[channel_of(number)] = np.maximum(heatmaps[channel_of(number)], peak * anchor[channel_of(number)])
+    return heatmaps
+
+
 def test_c2_anchor_names_a_cervical_chain_the_network_calls_lumbar():
-    # C2/C3 ... C7/T1; the network put them in the channels of L1/L2 ... L5/S1, so it claims a sacrum at the
-    # foot: a chain this short cannot hold both anchors, and the image's C2 wins over the network's sacrum.
+    # C2/C3 ... C7/T1; the network put them in the channels of T12/L1 ... L4/L5 (its level guess is off), but
+    # it also sees the dens and the skull base above the top disc (the C2/C3 channel lights up there).
     rows = _disc_rows(list(range(3, 9)), first_row=120.0)
-    decoded = decode_chain(_shifted_heatmaps(rows, 17), SLAB_TO_RAS, PIXEL_MM, STRIDE,
+    heatmaps = _shifted_heatmaps(rows, 16)  # L1/L2 ... L4/L5 channels, no L5/S1 claim
+    decoded = decode_chain(_with_anchor_channel(heatmaps, rows[3], 3), SLAB_TO_RAS, PIXEL_MM, STRIDE,
                            inside=_inside(40, int(rows[8]) + 8))  # C2, skull base and brain above; cut below C7/T1
     assert decoded.anchored and decoded.anchor == "C2"
     assert _names(decoded) == ["C2/C3", "C3/C4", "C4/C5", "C5/C6", "C6/C7", "C7/T1"]
     assert [round(128.0 - d.position_ras[2]) for d in decoded.discs] == [round(r) for r in rows.values()]
 
 
+def test_short_chain_claiming_both_anchors_is_unanchored():
+    rows = _disc_rows(list(range(3, 9)), first_row=120.0)
+    heatmaps = _with_anchor_channel(_shifted_heatmaps(rows, 17), rows[3], 3)  # C2 at the top, "L5/S1" at the foot
+    decoded = decode_chain(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(40, 255))
+    assert not decoded.anchored
+
+
 def test_sacrum_anchor_names_a_lumbar_chain_the_network_calls_thoracic():
     rows = _disc_rows(list(range(20, 26)), first_row=5.0)
-    decoded = decode_chain(_shifted_heatmaps(rows, -4), SLAB_TO_RAS, PIXEL_MM, STRIDE,
-                           inside=_inside(0, 255))  # fused sacrum below L5/S1: no disc for 40+ mm
+    heatmaps = _with_anchor_channel(_shifted_heatmaps(rows, -4), rows[25], 25)  # the sacrum seen below L5/S1
+    decoded = decode_chain(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
     assert decoded.anchored and decoded.anchor == "sacrum"
     assert _names(decoded) == ["T12/L1", "L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"]
 
@@ -125,8 +141,25 @@ def test_sacrum_anchor_names_a_lumbar_chain_the_network_calls_thoracic():
 def test_sacrum_anchor_keeps_counting_across_a_missed_disc():
     rows = _disc_rows(list(range(20, 26)), first_row=5.0)
     del rows[23]  # L3/L4 not found
-    decoded = decode_chain(_shifted_heatmaps(rows, -4), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
+    heatmaps = _with_anchor_channel(_shifted_heatmaps(rows, -4), rows[25], 25)
+    decoded = decode_chain(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
     assert _names(decoded) == ["T12/L1", "L1/L2", "L2/L3", "L4/L5", "L5/S1"]
+
+
+def test_room_beyond_the_end_discs_is_no_anchor():
+    # A thoracic chain (T2/T3 ... T9/T10) in a tall field of view: plenty of image beyond both ends, but no
+    # anchor anatomy; the regression of the room rule named thoracic phantoms from a C2 or sacrum that was not there.
+    rows = _disc_rows(list(range(10, 18)), first_row=60.0)
+    decoded = decode_chain(_heatmaps({n: (r, 120.0) for n, r in rows.items()}), SLAB_TO_RAS, PIXEL_MM, STRIDE,
+                           inside=_inside(0, 255))
+    assert not decoded.anchored
+    assert [d.number for d in decoded.discs] == list(range(10, 18))
+
+
+def test_anchor_cut_off_by_the_image_edge_is_not_in_view():
+    # The network claims L5/S1 at the last disc, but the scan ends right below it: the sacrum is not in view.
+    decoded = decode_chain(_heatmaps(POINTS), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, int(ROWS[25]) + 3))
+    assert not decoded.anchored
 
 
 def test_thoracic_only_chain_is_unanchored_with_lowered_confidence():
@@ -140,8 +173,8 @@ def test_thoracic_only_chain_is_unanchored_with_lowered_confidence():
     assert all(d.confidence <= anchored_confidence + 1e-6 for d in decoded.discs)
 
 
-def test_network_alone_anchors_at_a_confident_l5_s1():
-    # No room below the last disc, but the network is sure it is L5/S1: it is the anchor.
-    decoded = decode_chain(_heatmaps(POINTS), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(20, int(ROWS[25]) + 10))
+def test_network_anchors_at_a_confident_l5_s1_with_the_sacrum_in_view():
+    # The network is sure the last disc is L5/S1 and the scan goes on below it (the sacrum is in view).
+    decoded = decode_chain(_heatmaps(POINTS), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
     assert decoded.anchor == "sacrum"
     assert [d.number for d in decoded.discs] == list(range(20, 26))

@@ -62,8 +62,6 @@ class Anchor(str, Enum):
 
 # A chain anchored at both ends spans at least this share of the shortest whole spine of the spacing prior.
 WHOLE_SPINE_SHARE = 0.7
-# Slack on the size range of the spacing prior when judging whether an end gap fits C2/C3 or L5/S1.
-ANCHOR_GAP_SLACK = 0.2
 # Disc numbers a chain anchored at each end may start (C2) or end (sacrum) with.
 ANCHOR_END_NUMBERS = {Anchor.C2: (2, 3), Anchor.SACRUM: (25,)}
 
@@ -80,13 +78,13 @@ class DecodeSettings:
     skip_penalty: float = 0.15
     max_sites: int = 60
     scales: tuple[float, ...] = (0.8, 0.846, 0.894, 0.946, 1.0, 1.057, 1.118, 1.182, 1.25)  # 0.8-1.25, geometric
-    # Anchors. The network vouches for an anchor when the chain's end disc scores at least anchor_score in an
-    # anchor channel; the image does when, beyond the end disc, the scan goes on for at least anchor_room_mm and
-    # anchor_room_gaps times the chain's own disc spacing without another disc (C2's tall body and dens, then the
-    # skull base and brain above; the fused sacrum below L5/S1).
+    # Anchors. The anchor is the anatomy beyond the chain's end disc (C2's dens and the skull base above C1/C2 or
+    # C2/C3; the sacrum below L5/S1): the network reports it by scoring the end disc at least anchor_score in an
+    # anchor channel, having seen those surroundings. The anchor must also be inside the image: the scan goes on
+    # beyond the end disc for at least anchor_in_view_gaps times the chain's end gap. How far the image goes on
+    # is never evidence by itself (a thoracic scan may have plenty of room beyond its end discs).
     anchor_score: float = 0.5
-    anchor_room_mm: float = 45.0
-    anchor_room_gaps: float = 1.5
+    anchor_in_view_gaps: float = 0.5
     identity_weight: float = 0.25  # counting from an anchor: weight of the channel (network's level guess)
     unanchored_confidence: float = 0.5  # confidence factor of discs named without an anchor
 
@@ -266,18 +264,15 @@ def _room_mm(inside: np.ndarray, row: float, col: float, pixel_mm: float) -> tup
 
 def find_anchors(positions_px: np.ndarray, scores: np.ndarray, chain: list[tuple[int, int]], inside: np.ndarray,
                  pixel_mm: float, settings: DecodeSettings = DecodeSettings()) -> tuple[Anchor, ...]:
-    """The anchors in view at the two ends of a chain, from the network and from the image.
+    """The anchors in view at the two ends of a chain.
 
-    * The network: the chain's first disc scores at least ``anchor_score`` as C1/C2 or C2/C3 (C2 in view), or
-      its last as L5/S1 (sacrum in view); the network judges this from the disc's look and surroundings.
-    * The image: beyond the end disc the scan goes on for at least ``anchor_room_mm`` and ``anchor_room_gaps``
-      times the chain's last gap without another disc, and that gap is a cervical one (C2) or a lumbar one
-      (sacrum). Above C2/C3 lie C2's tall body and dens, C1,
-      the skull base and the brain; below L5/S1 the fused sacrum: no disc for several spacings. A scan cut
-      through the thoracic spine has a disc within about one spacing of each end.
+    An end is anchored when the network scores its end disc at least ``anchor_score`` in an anchor channel
+    (C1/C2 or C2/C3 at the top: the dens and the skull base above it; L5/S1 at the foot: the sacrum below
+    it), and the anchor lies inside the image: beyond the end disc the scan goes on for at least
+    ``anchor_in_view_gaps`` times the chain's gap at that end. Room beyond an end disc is only that necessary
+    condition, never evidence: a thoracic field of view may go on far beyond its end discs.
 
-    Both ends anchored needs a chain as long as a whole spine; otherwise the end the image vouches for wins
-    over one only the network vouches for, and neither is kept when they tie.
+    Both ends anchored needs a chain as long as a whole spine; otherwise neither is kept (unsure: unanchored).
 
     Args:
         positions_px: (M, 2) site positions (row, column) in input pixels, head to foot.
@@ -286,36 +281,27 @@ def find_anchors(positions_px: np.ndarray, scores: np.ndarray, chain: list[tuple
         inside: (h, w) input pixels inside the scan.
         pixel_mm: input pixel size in mm.
     """
-    if not chain:
+    if len(chain) < 2:
         return ()
     top, bottom = chain[0][0], chain[-1][0]
     above, _ = _room_mm(inside, *positions_px[top], pixel_mm)
     _, below = _room_mm(inside, *positions_px[bottom], pixel_mm)
-    # The image vouches for an end only if the chain's spacing there fits the anchor's own discs (cervical gaps
-    # at C2, lumbar gaps at the sacrum, within the size range of the spacing prior): a lumbar chain whose top
-    # disc was missed has room above it too, but lumbar gaps.
-    low, high = (1.0 - ANCHOR_GAP_SLACK) * min(settings.scales), (1.0 + ANCHOR_GAP_SLACK) * max(settings.scales)
-    image_c2 = image_sacrum = False
-    if len(chain) >= 2:
-        top_gap = np.hypot(*(positions_px[chain[1][0]] - positions_px[top])) * pixel_mm
-        bottom_gap = np.hypot(*(positions_px[bottom] - positions_px[chain[-2][0]])) * pixel_mm
-        image_c2 = (above >= max(settings.anchor_room_mm, settings.anchor_room_gaps * top_gap)
-                    and top_gap <= high * expected_spacing_mm(3, 4))
-        image_sacrum = (below >= max(settings.anchor_room_mm, settings.anchor_room_gaps * bottom_gap)
-                        and bottom_gap >= low * expected_spacing_mm(24, 25))
+    top_gap = np.hypot(*(positions_px[chain[1][0]] - positions_px[top])) * pixel_mm
+    bottom_gap = np.hypot(*(positions_px[bottom] - positions_px[chain[-2][0]])) * pixel_mm
     top_channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[Anchor.C2]]
     bottom_channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[Anchor.SACRUM]]
-    # Evidence per end: 2 = the image, 1 = the network only, 0 = none.
-    c2 = 2 if image_c2 else int(scores[top, top_channels].max() >= settings.anchor_score)
-    sacrum = 2 if image_sacrum else int(scores[bottom, bottom_channels].max() >= settings.anchor_score)
+    c2 = (scores[top, top_channels].max() >= settings.anchor_score
+          and above >= settings.anchor_in_view_gaps * top_gap)
+    sacrum = (scores[bottom, bottom_channels].max() >= settings.anchor_score
+              and below >= settings.anchor_in_view_gaps * bottom_gap)
     if c2 and sacrum:
         # Both ends anchored means the whole spine from C2/C3 to L5/S1 is in view; a shorter chain cannot
-        # hold both, and the network's word gives way to the image's (both give way if they are equal).
+        # hold both, and with no way to tell which is right, neither is kept.
         span = np.hypot(*(positions_px[bottom] - positions_px[top])) * pixel_mm
         whole = min(settings.scales) * expected_spacing_mm(ANCHOR_END_NUMBERS[Anchor.C2][-1], 25)
-        if top == bottom or span < WHOLE_SPINE_SHARE * whole:
-            c2, sacrum = (c2 if c2 > sacrum else 0), (sacrum if sacrum > c2 else 0)
-    return tuple(anchor for anchor, evidence in ((Anchor.C2, c2), (Anchor.SACRUM, sacrum)) if evidence)
+        if span < WHOLE_SPINE_SHARE * whole:
+            c2 = sacrum = False
+    return tuple(anchor for anchor, found in ((Anchor.C2, c2), (Anchor.SACRUM, sacrum)) if found)
 
 
 @dataclass(frozen=True)
