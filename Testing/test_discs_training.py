@@ -81,7 +81,7 @@ def _target_peak(heatmap: np.ndarray) -> np.ndarray:
 def test_geometry_moves_the_image_and_the_targets_together(seed):
     sample = SlabSample(_dots(), DOT_POINTS, np.eye(3), {}, "T2")
     images, targets, _ = augment_batch([sample], np.random.default_rng(seed), STRIDE, 1.25, effects=())
-    picture = images[0, 0].numpy()
+    picture = ndimage.gaussian_filter(images[0, 0].numpy(), 1.5)  # the dots' centres, less the added noise
     found = 0
     for number in DOT_POINTS:
         heatmap = targets[0, channel_of(number)].numpy()
@@ -93,7 +93,7 @@ def test_geometry_moves_the_image_and_the_targets_together(seed):
         r, c = (int(round(x)) for x in peak)
         window = picture[r - 8 : r + 9, c - 8 : c + 9]
         dot = np.array(np.unravel_index(window.argmax(), window.shape)) + [r - 8, c - 8]
-        assert np.hypot(*(dot - peak)) <= 1.5, (seed, number, dot, peak)
+        assert np.hypot(*(dot - peak)) <= 1.5, (seed, number, dot, peak)  # whole-pixel argmax: <= 0.71 off
         found += 1
     assert found >= 4
 
@@ -142,3 +142,11 @@ def test_crop_keeps_the_targets_of_the_discs_it_keeps_and_drops_the_others():
             assert abs(row[c] - np.median(row)) < 1.0, (seed, number)  # the dot's peak is about 10 here
         cropped_some |= bool(dropped)
     assert cropped_some
+
+
+def test_a_batch_is_fixed_by_the_rng_state():
+    sample = SlabSample(_dots(), DOT_POINTS, np.eye(3), {}, "T2")
+    first = augment_batch([sample], np.random.default_rng(5), STRIDE, 1.25)
+    torch.manual_seed(123)  # torch's own generator plays no part
+    second = augment_batch([sample], np.random.default_rng(5), STRIDE, 1.25)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))

@@ -249,7 +249,9 @@ def augment_batch(
     contrast = torch.from_numpy(np.exp(rng.normal(0, 0.2 * strength, (n, 1, 1, 1))).astype(np.float32))
     offset = torch.from_numpy(rng.normal(0, 0.2 * strength, (n, 1, 1, 1)).astype(np.float32))
     noise = torch.from_numpy(rng.uniform(0, 0.25 * strength, (n, 1, 1, 1)).astype(np.float32))
-    warped = warped * contrast + offset + noise * torch.randn_like(warped)
+    # Noise from rng too (not torch's global generator), so a batch is fixed by the rng's state.
+    white = torch.from_numpy(rng.standard_normal(tuple(warped.shape), dtype=np.float32))
+    warped = warped * contrast + offset + noise * white
     # Gamma-like curve applied around the mean keeps the z-scored range.
     gamma = torch.from_numpy(rng.uniform(-0.15, 0.15, (n, 1, 1, 1)).astype(np.float32) * strength)
     warped = warped + gamma * (warped**2 - 1.0)
