@@ -261,6 +261,8 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if job.task is Task.VERTEBRAE:
                 node.outputSegmentation = output
                 found = f"{output.GetSegmentation().GetNumberOfSegments()} vertebrae"
+                naming = handoff.naming_of(job)
+                found += f", {naming.summary()}" if naming is not None else ""
             else:
                 node.outputMarkups = output
                 found = f"{output.GetNumberOfControlPoints()} discs"

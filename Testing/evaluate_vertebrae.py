@@ -19,18 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from spineseg.io import read_volume
 from spineseg.metrics import score_vertebrae
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
+from spineseg.training.real_scans import DEFAULT_REAL_FOLDER, read_real_cts, score_real_ct
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
 from spineseg.vertebrae.pipeline import segment_vertebrae
-from spineseg.volume import VolumeKind
-
-REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "ct_totalseg_example"
-# TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
-TOTALSEG_TO_VERSE = {25: 26, 26: 26, 27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18}
 
 HELD_OUT = [
     # (levels, spacing, orientation, seed)
@@ -66,26 +61,27 @@ def evaluate_phantoms(model: VertebraModel, cases: list, refine: bool = True) ->
     return rows
 
 
-def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> dict | None:
-    image_path, label_path = REAL_CT / "example_ct.nii.gz", REAL_CT / "example_seg_fast_force_split.nii.gz"
-    if not image_path.exists():
-        return None
-    image = read_volume(image_path)
-    reference = read_volume(label_path, VolumeKind.LABEL).array
-    mapped = np.zeros(reference.shape, np.uint8)
-    for source, target in TOTALSEG_TO_VERSE.items():
-        mapped[reference == source] = target
-    result = segment_vertebrae(image, model, refine_with_bone=refine)
-    scores = score_vertebrae(result.label_map.array, mapped, image.spacing)
-    row = {
-        "case": "real CT (TotalSegmentator example, 3 mm), reference = TotalSegmentator output",
-        "predicted_levels": result.levels,
-        **scores.summary(),
-        "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
-        "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae},
-    }
-    print(row)
-    return row
+def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> list[dict]:
+    """The whole pipeline on each real CT of ../shared/data/real (none when that folder is absent)."""
+    if not DEFAULT_REAL_FOLDER.is_dir():
+        return []
+    rows = []
+    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+        started = time.time()
+        result = segment_vertebrae(scan.image, model, refine_with_bone=refine)
+        scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
+        rows.append({
+            "case": f"{scan.name}, reference = TotalSegmentator output",
+            "seconds": round(time.time() - started, 1),
+            "predicted_levels": result.levels,
+            "anchor": result.naming.anchor if result.naming else None,
+            "scored_levels": list(scan.scored_levels),
+            **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
+            "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
+            "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae},
+        })
+        print(rows[-1])
+    return rows
 
 
 def main() -> None:

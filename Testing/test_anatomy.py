@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from spineseg.anatomy import (
+    most_vertebrae_in,
     HEAD_TO_FOOT, L6, SACRUM, STANDARD_LEVELS, T13, check_consecutive, level_size, level_to_position,
     position_to_level,
 )
@@ -40,6 +41,17 @@ def test_sizes_grow_towards_the_foot():
     assert level_size(13).has_ribs and not level_size(20).has_ribs
     with pytest.raises(ValueError, match="27"):
         level_size(27)
+
+
+def test_most_vertebrae_in_an_extent_counts_the_smallest_levels_plus_two_cut_ones():
+    assert most_vertebrae_in(0.0) == 2  # a thin slab may cut two vertebrae at a disc
+    assert most_vertebrae_in(14.0) == 3  # C1 (10 mm body, 4 mm disc) fits whole
+    counts = [most_vertebrae_in(mm) for mm in range(0, 1200, 10)]
+    assert counts == sorted(counts)
+    assert counts[-1] == len(STANDARD_LEVELS) + 2
+    assert most_vertebrae_in(336.0) == 17
+    with pytest.raises(ValueError, match="extent_mm"):
+        most_vertebrae_in(-1.0)
 
 
 def test_inference_does_not_import_the_phantoms():

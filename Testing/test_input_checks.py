@@ -17,6 +17,7 @@ from spineseg.io import read_volume, write_volume
 from spineseg.jobs import run_job
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.phantoms.mri import make_mri_phantom
+from spineseg.vertebrae.pipeline import UNANCHORED_WARNING
 from spineseg.volume import Volume, affine_from_geometry
 from test_orientation_invariance import BoneComponentModel
 
@@ -101,7 +102,8 @@ def test_strong_anisotropy_is_warned_on_stderr_and_in_the_json(tmp_path, caplog)
         run_job("vertebrae", tmp_path / "thick.nii.gz", tmp_path / "out", model=BoneComponentModel(), picture=False)
     assert any("thicker than 5 mm" in record.getMessage() for record in caplog.records)
     warnings = json.loads((tmp_path / "out" / "vertebrae.json").read_text())["warnings"]
-    assert len(warnings) == 1 and "1.00 x 1.00 x 6.00 mm" in warnings[0]
+    assert "1.00 x 1.00 x 6.00 mm" in warnings[0]
+    assert warnings[1:] == [UNANCHORED_WARNING]  # L1-L2 alone: no sacrum, no rib in view
     assert storage.read_warnings(tmp_path / "out", "vertebrae") == warnings  # what Slicer's status line shows
     elongated = Volume(thick.array, affine_from_geometry((0.3, 0.3, 4.0)))
     assert "more than 3 times longer" in check_input(elongated, "vertebrae")[0]

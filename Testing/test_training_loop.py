@@ -296,7 +296,8 @@ def _bundled_vertebra_task(validation_scans: int):
 def test_whole_scan_validation_scores_what_the_pipeline_delivers():
     """With validation.scans, the score is the level-matched Dice of whole validation scans walked and named
     by the inference code: the bundled model outlines and names a T5-L4 phantom; a net with its level head
-    shifted by three levels keeps its patch Dice but scores nothing."""
+    shifted by three levels loses its patch identification, but the walk's naming counts from the last rib
+    (T12) in view, so the whole-scan score stays."""
     task, network = _bundled_vertebra_task(validation_scans=1)
     scores = task.validate(network, torch.device("cpu"))
     assert task.validation_metrics[-2:] == ("scan_dice", "scan_identification")
@@ -304,7 +305,8 @@ def test_whole_scan_validation_scores_what_the_pipeline_delivers():
     with torch.no_grad():
         network.heads.level.bias += 3.0
     shifted = task.validate(network, torch.device("cpu"))
-    assert shifted["dice"] == pytest.approx(scores["dice"]) and shifted["scan_dice"] < 0.05
+    assert shifted["dice"] == pytest.approx(scores["dice"]) and shifted["identification"] < 0.1
+    assert shifted["scan_dice"] == pytest.approx(scores["scan_dice"], abs=0.02)
 
 
 def test_a_run_folder_without_a_checkpoint_can_be_started_again(tmp_path, monkeypatch):

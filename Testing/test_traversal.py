@@ -15,7 +15,9 @@ from spineseg.vertebrae.levels import assign_levels
 from spineseg.networks.vertebra_model import PatchPrediction, VertebraModel, VertebraModelSettings
 from spineseg.vertebrae.patches import OUTSIDE_VALUE, normalise_ct
 from spineseg.vertebrae.pipeline import keep_spine_column, label_working_grid
-from spineseg.vertebrae.traversal import FoundVertebra, TraversalSettings, traverse
+from spineseg.vertebrae.traversal import (
+    FoundVertebra, TraversalSettings, out_of_column_reach, piece_limit, traverse,
+)
 
 SMALL = TraversalSettings(patch_size=32, spacing_mm=4.0)
 
@@ -119,8 +121,8 @@ def test_wandering_predictor_is_stopped_by_the_step_limit():
     def wandering(patch, memory):
         counter["n"] += 1
         probability = np.zeros(patch.shape, np.float32)
-        offset = 0 if counter["n"] % 2 else 20
-        probability[offset:offset + 8, 4:12, 4:12] = 1.0
+        offset = 8 if counter["n"] % 2 else 20  # a blob in the scan, jumping 12 voxels on every look
+        probability[offset:offset + 8, 12:20, 12:20] = 1.0
         return PatchPrediction(probability, 0.5, 5.0)
 
     settings = TraversalSettings(patch_size=32, spacing_mm=4.0, max_pieces=3)
@@ -145,6 +147,78 @@ def test_untrained_network_terminates_on_noise_and_a_block_of_bone(kind):
     assert len(result.vertebrae) <= walk_settings.max_pieces
 
 
+def _blobs(shape: tuple[int, int, int], boxes: dict[int, tuple[slice, slice, slice]]) -> np.ndarray:
+    labels = np.zeros(shape, np.uint8)
+    for level, box in boxes.items():
+        labels[box] = level
+    return labels
+
+
+@pytest.mark.parametrize("slices", [10, 60])
+def test_the_walk_accepts_no_more_pieces_than_the_scans_extent_can_hold(slices):
+    """25 separate bone blobs side by side in one slab: a scan 40 mm tall shows at most 4 vertebrae (two whole
+    C-spine levels and two cut ones), so the walk stops at 8 pieces; 240 mm tall, it takes all 25."""
+    boxes = {level: (slice(2 + 6 * (n % 5), 6 + 6 * (n % 5)), slice(2 + 6 * (n // 5), 6 + 6 * (n // 5)), slice(2, 7))
+             for n, level in enumerate(range(1, 26))}
+    labels = _blobs((32, 32, slices), {level if level < 25 else 26: box for level, box in boxes.items()})
+    oracle = OraclePredictor(labels)
+    settings = TraversalSettings(patch_size=16, spacing_mm=4.0, first_fragment_mm3=500.0)
+    result = traverse(oracle.encoded, oracle, settings)
+    limit = piece_limit(oracle.encoded, settings)
+    if slices == 10:
+        assert limit == 8 and len(result.vertebrae) == 8 and "can hold" in result.stop_reason
+    else:
+        assert limit >= 25 and len(result.vertebrae) == 25
+
+
+def test_a_fragment_that_vanishes_on_closer_look_is_not_searched_again():
+    """The predictor sees a blob only from the side of the patch: every search patch overlapping it finds it, and
+    the refinement, centring on it, loses it. It is followed once; later search patches ignore it."""
+    labels = _blobs((96, 96, 96), {20: (slice(36, 44), slice(36, 44), slice(36, 44))})  # between search centres
+    oracle = OraclePredictor(labels)
+    centred_looks = []
+
+    def shy(image: np.ndarray, memory: np.ndarray) -> PatchPrediction:
+        prediction = oracle(image, memory)
+        mask = prediction.probability > 0.5
+        if mask.any() and np.linalg.norm(np.argwhere(mask).mean(axis=0) - (np.array(image.shape) - 1) / 2) < 3:
+            centred_looks.append(1)
+            return PatchPrediction(np.zeros(image.shape, np.float32), 0.0, 0.0)
+        return prediction
+
+    result = traverse(oracle.encoded, shy, SMALL)
+    assert result.vertebrae == []
+    assert len(centred_looks) == 1  # one refinement; without the memory of rejects, one per overlapping patch
+    assert result.forward_passes == 5**3 + 1  # every search position (half-patch steps) and that one look
+
+
+def test_a_fragment_that_is_soft_tissue_in_the_ct_is_not_accepted():
+    """The predictor outlines two blobs; one is bone in the CT, the other soft tissue (40 HU, a bowel loop the
+    network took for a vertebra). Only the bone is accepted, and the soft blob is not refined again and again."""
+    labels = _blobs((64, 32, 64), {19: (slice(8, 16), slice(12, 20), slice(40, 48)),
+                                   20: (slice(40, 48), slice(12, 20), slice(20, 28))})
+    oracle = OraclePredictor(labels)
+    image = oracle.encoded.copy()
+    image[labels == 19] = 0.04  # soft tissue, normalised HU
+    result = traverse(image, oracle, SMALL)
+    assert len(result.vertebrae) == 1
+    assert result.vertebrae[0].position == level_to_position(20)
+    without_check = traverse(oracle.encoded, oracle, SMALL)
+    assert len(without_check.vertebrae) == 2  # the same blob as bone is accepted
+
+
+def test_stray_bone_beside_an_established_column_is_not_followed():
+    """Four vertebrae in a column and a blob 76 mm to the side at the second one's height: once three pieces
+    line up, the search rejects the blob without refining it (the pipeline would drop it anyway)."""
+    column = {level: (slice(28, 38), slice(12, 20), slice(k - 2, k + 3)) for level, k in zip((20, 21, 22, 23), (70, 62, 54, 46))}
+    stray = {26: (slice(47, 55), slice(12, 20), slice(60, 65))}
+    labels = _blobs((64, 32, 80), column | stray)
+    oracle = OraclePredictor(labels)
+    result = traverse(oracle.encoded, oracle, SMALL)
+    assert sorted(round(v.centroid[2]) for v in result.vertebrae) == [46, 54, 62, 70]
+    assert all(abs(v.centroid[0] - 32.5) < 1 for v in result.vertebrae)
+
+
 def _piece(centroid_voxels, voxel_count=1000):
     return FoundVertebra(
         corner=np.zeros(3, int), probability=np.zeros((2, 2, 2), np.float16), voxel_count=voxel_count,
@@ -161,6 +235,19 @@ def test_stray_pieces_off_the_spinal_column_are_dropped_even_when_found_first():
     # A gap of one missed vertebra (60 mm) keeps the column in one piece; 120 mm splits it.
     assert len(keep_spine_column(spine[:2] + spine[3:], spacing_mm=3.0)) == 5
     assert len(keep_spine_column(spine[:2] + spine[-1:], spacing_mm=3.0)) == 2
+
+
+def test_search_patches_that_cannot_hold_a_piece_of_the_column_are_skipped():
+    """3 mm grid, 40-voxel patches: a column of three vertebrae at i = 40, j = 40 guides the search."""
+    column = [_piece([40, 40, z]) for z in (90, 80, 70)]
+    reach = lambda corner, found=column: out_of_column_reach(np.array(corner), 40, found, 3.0)  # noqa: E731
+    assert not reach([20, 20, 60])  # over the column
+    assert not reach([48, 20, 0])  # the patch's near edge is 24 mm to the side: a piece there could join
+    assert reach([50, 20, 60])  # 30 mm to the side at every height
+    assert reach([-10, 20, 0])  # 33 mm to the other side, below the column
+    # 45 mm in front: a piece at the patch's top or bottom, 90 mm from a column piece, may be the sacrum
+    assert not reach([20, 55, 60])
+    assert not reach([50, 20, 60], column[:2])  # two pieces are no column yet
 
 
 def test_sacrum_behind_the_last_lumbar_vertebra_stays_in_the_column_but_iliac_wings_do_not():

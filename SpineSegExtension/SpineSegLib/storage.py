@@ -16,10 +16,11 @@ import slicer
 
 from spineseg.io import atomic_path, read_volume
 from spineseg.labels import disc_number
-from spineseg.results import DiscNaming, DiscRecord, DiscsResult, VertebraeResult, VertebraRecord
+from spineseg.results import DiscNaming, DiscRecord, DiscsResult, NamingRecord, VertebraeResult, VertebraRecord
 from spineseg.volume import VolumeKind
 
-__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs", "read_warnings", "read_disc_naming"]
+__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs", "read_warnings", "read_naming",
+           "read_disc_naming"]
 
 
 def write_input_volume(volume_node: Any, path: str | os.PathLike) -> Path:
@@ -73,7 +74,15 @@ def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:
                        float(item["completeness"]), tuple(float(x) for x in item["centroid_ras"]))
         for item in _record_list(json.loads((folder / "vertebrae.json").read_text()), "vertebrae")
     ]
-    return VertebraeResult(label_map, records, read_warnings(folder, "vertebrae"))
+    return VertebraeResult(label_map, records, read_warnings(folder, "vertebrae"), read_naming(folder))
+
+
+def read_naming(folder: str | os.PathLike) -> NamingRecord | None:
+    """How a vertebra job's names were fixed (the anchor, or unanchored), from ``vertebrae.json``; None in files
+    of older versions."""
+    data = json.loads((Path(folder) / "vertebrae.json").read_text())
+    naming = data.get("naming") if isinstance(data, dict) else None
+    return NamingRecord.from_dict(naming) if isinstance(naming, dict) else None
 
 
 def load_discs_outputs(folder: str | os.PathLike) -> DiscsResult:

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = [
     "SACRUM", "T13", "L6", "HEAD_TO_FOOT", "STANDARD_LEVELS", "level_to_position", "position_to_level",
-    "check_consecutive", "LevelSize", "DIMENSIONS", "level_size",
+    "check_consecutive", "LevelSize", "DIMENSIONS", "level_size", "most_vertebrae_in",
 ]
 
 SACRUM = 26
@@ -105,3 +105,24 @@ def level_size(level: int) -> LevelSize:
         raise ValueError(f"typical sizes are known for levels 1-24 and {SACRUM} (sacrum), got {level}")
     values = {name: float(np.interp(level, _KEY_LEVELS, keys)) for name, keys in _KEY_SIZES.items()}
     return LevelSize(**values, has_ribs=8 <= level <= 19)
+
+
+def most_vertebrae_in(extent_mm: float) -> int:
+    """The most vertebrae a head-foot extent can show: the longest run of consecutive standard levels whose
+    heights (body plus the disc below) fit in it, plus one vertebra cut by each end of the extent.
+
+    With the smallest levels (the upper cervical spine) this bounds any scan, whatever part of the spine it
+    shows: 14 mm holds at most 3 (C1, cut neighbours above and below), 336 mm (a 3 mm scan of 112 slices) 17.
+    """
+    if extent_mm < 0:
+        raise ValueError(f"extent_mm must not be negative, got {extent_mm}")
+    pitches = [level_size(level).body_height + level_size(level).disc_below for level in STANDARD_LEVELS]
+    most = 0
+    for first in range(len(pitches)):
+        total, count = 0.0, 0
+        for pitch in pitches[first:]:
+            if total + pitch > extent_mm:
+                break
+            total, count = total + pitch, count + 1
+        most = max(most, count)
+    return most + 2

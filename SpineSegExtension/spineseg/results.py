@@ -12,7 +12,7 @@ import numpy as np
 from .labels import disc_name, vertebra_name
 from .volume import Volume
 
-__all__ = ["VertebraRecord", "VertebraeResult", "DiscRecord", "DiscsResult", "DiscNaming"]
+__all__ = ["VertebraRecord", "NamingRecord", "VertebraeResult", "DiscRecord", "DiscsResult", "DiscNaming"]
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,58 @@ class VertebraRecord:
 
 
 @dataclass(frozen=True)
+class NamingRecord:
+    """What fixed the vertebrae's names (see :mod:`spineseg.vertebrae.anchors`).
+
+    Attributes:
+        anchor: the most trusted anatomical anchor the names follow ("sacrum", "C2", "last rib", "C7/T1"),
+            or None: the run is unanchored and its names rest on the network's regressed positions alone.
+        anchors_found: every anchor seen, with the name of the vertebra it marks.
+        overruled: anchors seen that disagree with a more trusted one, which the names do not follow.
+        variant: "T13" or "L6" when the anchors demanded the extra vertebra.
+        renamed: vertebrae (found pieces) named otherwise than the regressed positions alone would name them.
+    """
+
+    anchor: str | None = None
+    anchors_found: dict[str, str] = field(default_factory=dict)
+    overruled: list[str] = field(default_factory=list)
+    variant: str | None = None
+    renamed: int = 0
+
+    @property
+    def anchored(self) -> bool:
+        return self.anchor is not None
+
+    def summary(self) -> str:
+        """One line for a status bar: which anchor named the run, or that none did."""
+        if not self.anchored:
+            return "unanchored: names from the network's estimates only"
+        on = self.anchors_found.get(self.anchor, "?")
+        phrase = {"sacrum": "the sacrum", "C2": "C2's dens", "last rib": f"the last rib (on {on})",
+                  "C7/T1": f"the first rib (on {on})"}.get(self.anchor, f"{self.anchor} (on {on})")
+        return f"named by {phrase}" + (f", with a {self.variant}" if self.variant else "")
+
+    def to_dict(self) -> dict:
+        return {"anchored": self.anchored, "anchor": self.anchor, "anchors_found": dict(self.anchors_found),
+                "overruled": list(self.overruled), "variant": self.variant, "renamed": self.renamed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NamingRecord":
+        """The record ``to_dict`` wrote (what Slicer reads back from ``vertebrae.json``)."""
+        return cls(data.get("anchor"), {str(k): str(v) for k, v in dict(data.get("anchors_found") or {}).items()},
+                   [str(a) for a in data.get("overruled") or []], data.get("variant"), int(data.get("renamed", 0)))
+
+
+@dataclass(frozen=True)
 class VertebraeResult:
-    """Label map (VerSe numbers, input grid, uint8), one record per vertebra head to foot, and warnings
-    about the input (see :func:`spineseg.checks.check_input`)."""
+    """Label map (VerSe numbers, input grid, uint8), one record per vertebra head to foot, warnings
+    about the input (see :func:`spineseg.checks.check_input`) and how the names were fixed (None where not
+    known, as in files of older versions)."""
 
     label_map: Volume
     vertebrae: list[VertebraRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    naming: NamingRecord | None = None
 
     @property
     def levels(self) -> list[int]:

@@ -119,23 +119,23 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
 
 def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
     """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, how
-    the levels were named (``naming``: {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), then one
-    record per item."""
-    if isinstance(result, VertebraeResult):
-        key, records, naming = "vertebrae", [record.to_dict() for record in result.vertebrae], {}
-    else:
-        key, records = "discs", [disc.to_dict() for disc in result.discs]
-        naming = {"naming": result.naming.to_dict()}
-    return {
+    the names were fixed (``naming``; for discs {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), then
+    one record per item."""
+    document = {
         "input": source,
         "model": model,
         "spineseg_version": __version__,
         "coordinate_system": "RAS",
         "units": "mm",
         "warnings": list(result.warnings),
-        **naming,
-        key: records,
     }
+    if isinstance(result, VertebraeResult):
+        document["naming"] = result.naming.to_dict() if result.naming is not None else None
+        document["vertebrae"] = [record.to_dict() for record in result.vertebrae]
+    else:
+        document["naming"] = result.naming.to_dict()
+        document["discs"] = [disc.to_dict() for disc in result.discs]
+    return document
 
 
 def write_json(document: Any, path: str | os.PathLike) -> None:

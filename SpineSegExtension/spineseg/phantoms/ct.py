@@ -25,10 +25,25 @@ from .ct_tissue import (
     table_height,
 )
 from .layout import SpineLayout, make_spine_layout
+from .real_shapes import RealShapeLibrary
 
 __all__ = ["CTPhantom", "make_ct_phantom", "random_ct_phantom", "orientation_matrix", "DEFAULT_CT_LEVELS"]
 
 DEFAULT_CT_LEVELS: list[int] = list(range(15, 25)) + [SACRUM]
+
+# Levels that may take a real shape (T4-L5) and the share of training phantoms that do.
+REAL_SHAPE_RANGE = range(11, 25)
+REAL_SHAPE_PROBABILITY = 0.6
+# The VerSe sample's L1 (20) is wedge-shaped by a compression fracture: no stand-in for other levels.
+_FRACTURED_SAMPLE_LEVELS = {20}
+
+
+def real_stand_ins(levels: Sequence[int], library: RealShapeLibrary) -> dict[int, int]:
+    """For each level in ``REAL_SHAPE_RANGE``, the nearest level the library holds (fractured ones excluded)."""
+    held = [level for level in library.levels if level not in _FRACTURED_SAMPLE_LEVELS]
+    if not held:
+        return {}
+    return {level: min(held, key=lambda h: (abs(h - level), h)) for level in levels if level in REAL_SHAPE_RANGE}
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,7 @@ class CTPhantom:
     image: Volume  # int16 Hounsfield units, kind INTENSITY
     labels: Volume  # uint8 VerSe numbers, 0 background, kind LABEL, same grid as image
     layout: SpineLayout
+    tissue: Volume  # uint8 generation classes (ct_tissue.Tissue) before blur and noise, same grid
 
 
 _LETTERS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
@@ -64,7 +80,7 @@ def orientation_matrix(code: str, rotation_deg: float = 0.0) -> np.ndarray:
 
 def _render(layout: SpineLayout, subject: Subject, spacing: np.ndarray, direction: np.ndarray,
             cut: tuple[float, float] | None, noise_hu: float, blur_mm: float, margin_mm: float,
-            rng: np.random.Generator) -> CTPhantom:
+            rng: np.random.Generator, real_shapes: RealShapeLibrary | None = None) -> CTPhantom:
     """Paint the body, discs, canal, ribs and vertebrae on a grid around the layout, then blur and add noise."""
     low, high = layout.bounds(margin_mm)
     # Reach the skin of the back (and the table) behind the spine.
@@ -83,16 +99,19 @@ def _render(layout: SpineLayout, subject: Subject, spacing: np.ndarray, directio
     for vertebra in layout.vertebrae:
         if vertebra.size.has_ribs:
             paint_ribs(canvas, vertebra, subject.cortex_mm)
+    stand_ins = real_stand_ins([v.level for v in layout.vertebrae], real_shapes) if real_shapes else {}
     for vertebra in layout.vertebrae:
         index = level_to_position(vertebra.level) - 1
         cancellous = subject.cancellous_base - CANCELLOUS_HU_PER_LEVEL * index + subject.level_jitter[index]
         if vertebra.level == SACRUM:
             cancellous -= SACRUM_MARROW_DROP_HU
-        paint_vertebra(canvas, vertebra, Bone(subject.cortical, cancellous, subject.cortex_mm), rng)
+        paint_vertebra(canvas, vertebra, Bone(subject.cortical, cancellous, subject.cortex_mm), rng, real_shapes,
+                       stand_ins.get(vertebra.level))
     blend_other_bone(canvas, subject)
     image = finish_image(canvas.hu, spacing, noise_hu, blur_mm, rng)
     return CTPhantom(image=Volume(image, affine, VolumeKind.INTENSITY),
-                     labels=Volume(canvas.labels, affine, VolumeKind.LABEL), layout=layout)
+                     labels=Volume(canvas.labels, affine, VolumeKind.LABEL), layout=layout,
+                     tissue=Volume(canvas.tissue, affine, VolumeKind.LABEL))
 
 
 def _check_levels(levels: Sequence[int]) -> list[int]:
@@ -164,8 +183,12 @@ def make_ct_phantom(
                    float(margin_mm), np.random.default_rng(pixel_seed))
 
 
-def random_ct_phantom(rng: np.random.Generator, spacing: Sequence[float] | float = (2.0, 2.0, 2.0)) -> CTPhantom:
-    """A random training phantom: 5-18 consecutive levels (mostly thoraco-lumbar), random shape and image quality."""
+def random_ct_phantom(rng: np.random.Generator, spacing: Sequence[float] | float = (2.0, 2.0, 2.0),
+                      real_shapes: RealShapeLibrary | None = None) -> CTPhantom:
+    """A random training phantom: 5-18 consecutive levels (mostly thoraco-lumbar), random shape and image quality.
+
+    With ``real_shapes``, ``REAL_SHAPE_PROBABILITY`` of the phantoms paint T4-L5 with real vertebra shapes.
+    """
     spacing_array = _check_spacing(spacing)
     count = int(rng.integers(5, 19))
     weights = np.ones(len(STANDARD_LEVELS))
@@ -180,5 +203,7 @@ def random_ct_phantom(rng: np.random.Generator, spacing: Sequence[float] | float
                                size_jitter=float(rng.uniform(0.02, 0.08)))
     subject = draw_subject(rng)
     cut = _cut_planes(layout, rng) if rng.random() < 0.8 else None
-    return _render(layout, subject, spacing_array, np.eye(3), cut, float(rng.uniform(10.0, 40.0)),
-                   float(rng.uniform(0.5, 1.5)), float(rng.uniform(10.0, 35.0)), rng)
+    noise_hu, blur_mm, margin_mm = float(rng.uniform(10.0, 40.0)), float(rng.uniform(0.5, 1.5)), float(rng.uniform(10.0, 35.0))
+    if real_shapes is not None and rng.random() >= REAL_SHAPE_PROBABILITY:
+        real_shapes = None
+    return _render(layout, subject, spacing_array, np.eye(3), cut, noise_hu, blur_mm, margin_mm, rng, real_shapes)

@@ -21,9 +21,10 @@ from .ct_bones import (
 )
 from .ct_tissue import (
     AIR_HU, FUSED_DISC_DROP_HU, MARROW_TEXTURE_HU, OTHER_CORTICAL_FACTOR, OTHER_MARROW_OFFSET_HU, SCANNER_HU_RANGE,
-    Subject,
+    Subject, Tissue,
 )
 from .layout import PlacedVertebra
+from .real_shapes import RealShapeLibrary
 
 __all__ = ["Bone", "Canvas", "grid_affine", "paint_ribs", "paint_vertebra", "blend_other_bone", "finish_image"]
 
@@ -54,13 +55,14 @@ class Bone:
 
 
 class Canvas:
-    """The scan grid plus the HU and label arrays being painted."""
+    """The scan grid plus the HU, label and generation-class (:class:`Tissue`) arrays being painted."""
 
     def __init__(self, affine: np.ndarray, shape: tuple[int, int, int]):
         self.affine = affine
         self.shape = shape
         self.hu = np.full(shape, AIR_HU, dtype=np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
+        self.tissue = np.full(shape, Tissue.AIR, dtype=np.uint8)
         self.inverse = np.linalg.inv(affine)
         self.voxel_mm = float(np.prod(np.linalg.norm(affine[:3, :3], axis=0)) ** (1.0 / 3.0))
         # Bone that carries no vertebra label (ribs, ilium): bone and marrow fractions, 0-255.
@@ -146,8 +148,12 @@ def paint_ribs(canvas: Canvas, vertebra: PlacedVertebra, cortex_mm: float) -> No
             canvas.add_other_bone(box, sd_capsule(u, v, w, a, c, r, r), cortex_mm)
 
 
-def paint_vertebra(canvas: Canvas, vertebra: PlacedVertebra, bone: Bone, rng: np.random.Generator) -> None:
-    """Label the vertebra's voxels (first painter keeps a voxel) and blend its HU with partial volume."""
+def paint_vertebra(canvas: Canvas, vertebra: PlacedVertebra, bone: Bone, rng: np.random.Generator,
+                   real_shapes: RealShapeLibrary | None = None, real_level: int | None = None) -> None:
+    """Label the vertebra's voxels (first painter keeps a voxel) and blend its HU with partial volume.
+
+    With ``real_shapes`` and ``real_level``, the real vertebra ``real_level`` stands in for the analytic shape.
+    """
     lo, hi = vertebra_extent(vertebra)
     box = canvas.box(vertebra.centre, vertebra.frame, lo, hi)
     if box is None:
@@ -159,6 +165,8 @@ def paint_vertebra(canvas: Canvas, vertebra: PlacedVertebra, bone: Bone, rng: np
         sd = sacrum_sd(u, v, w, size)
     elif level == 1:
         sd = atlas_sd(u, v, w, size)
+    elif real_shapes is not None and real_level is not None:
+        sd = real_shapes.signed_distance(real_level, vertebra, u, v, w, rng)
     else:
         sd = np.minimum(body_sd(u, v, w, size), arch_sd(u, v, w, vertebra))
         if level == 2:
@@ -179,6 +187,15 @@ def paint_vertebra(canvas: Canvas, vertebra: PlacedVertebra, bone: Bone, rng: np
     hu = canvas.hu[box]
     old = hu[near]
     hu[near] = (1.0 - f_bone) * old + (f_bone - f_marrow) * _F(bone.cortical_hu) + f_marrow * marrow
+    _classify_bone(canvas.tissue[box], near, f_bone, f_marrow, Tissue.CORTEX, Tissue.CANCELLOUS)
+
+
+def _classify_bone(tissue: np.ndarray, near: np.ndarray, f_bone: np.ndarray, f_marrow: np.ndarray,
+                   cortex: Tissue, marrow: Tissue) -> None:
+    """A voxel at least half marrow is marrow, else at least half bone is cortex; else it keeps its tissue."""
+    classes = tissue[near]
+    classes = np.where(f_bone >= 0.5, np.uint8(cortex), classes)
+    tissue[near] = np.where(f_marrow >= 0.5, np.uint8(marrow), classes)
 
 
 def blend_other_bone(canvas: Canvas, subject: Subject) -> None:
@@ -189,6 +206,7 @@ def blend_other_bone(canvas: Canvas, subject: Subject) -> None:
     canvas.hu[other] = ((1.0 - f_bone) * canvas.hu[other]
                         + (f_bone - f_marrow) * _F(subject.cortical * OTHER_CORTICAL_FACTOR)
                         + f_marrow * _F(subject.cancellous_base + OTHER_MARROW_OFFSET_HU))
+    _classify_bone(canvas.tissue, other, f_bone, f_marrow, Tissue.OTHER_CORTEX, Tissue.OTHER_MARROW)
     canvas.other_bone = canvas.other_marrow = None  # type: ignore[assignment]
 
 

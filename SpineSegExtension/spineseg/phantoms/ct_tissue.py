@@ -11,6 +11,7 @@ in their own local frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Subject", "draw_subject", "spine_axis_tables", "table_height", "paint_body", "paint_discs", "paint_canal",
-    "SCANNER_HU_RANGE", "AIR_HU",
+    "SCANNER_HU_RANGE", "AIR_HU", "Tissue", "TISSUE_HU",
 ]
 
 _F = np.float32
@@ -64,6 +65,58 @@ MARROW_TEXTURE_HU = 35.0  # trabecular texture of cancellous bone (per-voxel spr
 FUSED_DISC_DROP_HU = 70.0  # faint remnants of the fused discs inside the sacrum
 OTHER_CORTICAL_FACTOR = 0.85  # ribs and ilium: a somewhat dimmer cortex than the vertebrae's
 OTHER_MARROW_OFFSET_HU = -60.0  # ribs and ilium: fattier marrow than the vertebral bodies'
+
+
+class Tissue(IntEnum):
+    """Generation classes of the CT phantom: finer than the vertebra labels, one per tissue the image shows.
+
+    The phantom paints a class map beside its Hounsfield units, so that
+    :mod:`spineseg.phantoms.synth` can draw a new appearance for every class
+    (SynthSeg-style training images). Bone classes come from the partial-volume
+    fractions of each voxel: mostly marrow is cancellous, mostly bone is cortex.
+    """
+
+    AIR = 0
+    LUNG = 1
+    FAT = 2
+    MESENTERIC_FAT = 3
+    UPPER_ABDOMEN = 4
+    PSOAS = 5
+    PARASPINAL_MUSCLE = 6
+    ORGAN = 7
+    LIVER = 8
+    BOWEL = 9
+    BOWEL_GAS = 10
+    BLOOD = 11
+    AORTA_ENHANCED = 12
+    KIDNEY = 13
+    KIDNEY_ENHANCED = 14
+    CSF = 15
+    CORD = 16
+    NUCLEUS = 17
+    ANNULUS = 18
+    TABLE_SHELL = 19
+    TABLE_CORE = 20
+    CORTEX = 21  # vertebral cortex
+    CANCELLOUS = 22  # vertebral marrow
+    ENDPLATE = 23  # vertebral cortex next to a disc (found by the generator from the class map)
+    OTHER_CORTEX = 24  # ribs and ilium
+    OTHER_MARROW = 25
+
+
+# Soft-tissue classes painted with one fixed value (bone is blended per voxel, see ct_render).
+TISSUE_HU: dict[Tissue, float] = {
+    Tissue.AIR: AIR_HU, Tissue.LUNG: LUNG_HU, Tissue.FAT: FAT_HU, Tissue.MESENTERIC_FAT: MESENTERIC_FAT_HU,
+    Tissue.UPPER_ABDOMEN: UPPER_ABDOMEN_HU, Tissue.PSOAS: MUSCLE_HU, Tissue.PARASPINAL_MUSCLE: PARASPINAL_MUSCLE_HU,
+    Tissue.ORGAN: ORGAN_HU, Tissue.LIVER: LIVER_HU, Tissue.BOWEL: BOWEL_HU, Tissue.BOWEL_GAS: BOWEL_GAS_HU,
+    Tissue.BLOOD: BLOOD_HU, Tissue.AORTA_ENHANCED: AORTA_ENHANCED_HU, Tissue.KIDNEY: KIDNEY_HU,
+    Tissue.KIDNEY_ENHANCED: KIDNEY_ENHANCED_HU, Tissue.CSF: CSF_HU, Tissue.CORD: CORD_HU, Tissue.NUCLEUS: NUCLEUS_HU,
+    Tissue.ANNULUS: ANNULUS_HU, Tissue.TABLE_SHELL: TABLE_SHELL_HU, Tissue.TABLE_CORE: TABLE_CORE_HU,
+}
+T = Tissue
+_HU_OF_TISSUE = np.zeros(len(Tissue), dtype=np.float32)
+for _tissue, _hu in TISSUE_HU.items():
+    _HU_OF_TISSUE[_tissue] = _hu
 
 
 # ---------------------------------------------------------------- the subject
@@ -175,14 +228,14 @@ def paint_body(canvas: Canvas, layout: SpineLayout, subject: Subject, table_y: f
         r_body = np.sqrt(ex * ex + ey * ey)
         fat = subject.fat_mm * (0.5 if lc < 7 else 1.0)
         inner = 1.0 - fat / min(a, bb)
-        sl = np.where(r_body <= 1.0, _F(FAT_HU), _F(AIR_HU))
-        sl = np.where(r_body <= inner, _F(ORGAN_HU), sl)
+        sl = np.where(r_body <= 1.0, T.FAT, T.AIR)
+        sl = np.where(r_body <= inner, T.ORGAN, sl)
         level_ref = STANDARD_LEVELS[int(np.clip(round(lc), 0, 24))]
         size = sizes.get(level_ref, first_size)
         half_w, half_d = size.body_width / 2, size.body_depth / 2
         # Paraspinal muscles behind the arches; fat between them and the skin.
         para = ((np.abs(dx) - _F(half_w * 0.9 + 12.0)) / _F(half_w * 0.9 + 18.0)) ** 2 + ((dy + _F(half_d + 30.0)) / _F(28.0 + 0.2 * half_d)) ** 2
-        sl = np.where((para <= 1.0) & (r_body <= inner + 0.02), _F(PARASPINAL_MUSCLE_HU), sl)
+        sl = np.where((para <= 1.0) & (r_body <= inner + 0.02), T.PARASPINAL_MUSCLE, sl)
         if 7.5 <= lc <= 20.5:  # chest: lungs left and right, anterior to the ribs
             cage_a = np.interp(lc - 7.0, [0, 2, 6, 9, 11, 13], [62.0, 105.0, 135.0, 135.0, 120.0, 110.0]) - 10.0
             cage_b = np.interp(lc - 7.0, [0, 2, 6, 9, 11, 13], [45.0, 75.0, 100.0, 105.0, 95.0, 90.0]) - 8.0
@@ -191,44 +244,45 @@ def paint_body(canvas: Canvas, layout: SpineLayout, subject: Subject, table_y: f
             front = np.interp(lc, [7.5, 15.0, 18.0, 19.5, 20.5], [200.0, 200.0, 20.0, -10.0, -25.0])
             mediastinum = np.abs(dx + _F(8.0)) < _F(half_w + 12.0) + np.maximum(dy - _F(half_d), 0) * _F(0.45)
             lung = (cage <= 1.0) & ~mediastinum & (dy < _F(front)) & (np.abs(dx) > _F(half_w + 10.0))
-            sl = np.where(lung, _F(LUNG_HU), sl)
+            sl = np.where(lung, T.LUNG, sl)
         if 7.0 <= lc <= 22.5:  # descending aorta, left-anterior of the bodies
             ax, ay = -0.55 * half_w - 4.0, half_d + 13.0
             aorta = (dx - _F(ax)) ** 2 + (dy - _F(ay)) ** 2 <= _F(12.0 ** 2)
-            sl = np.where(aorta, _F(AORTA_ENHANCED_HU if subject.iv_contrast else BLOOD_HU), sl)
+            sl = np.where(aorta, T.AORTA_ENHANCED if subject.iv_contrast else T.BLOOD, sl)
         if lc <= 10.0:  # trachea (air) in front of the cervical and upper thoracic spine
             tr = (dx / _F(9.0)) ** 2 + ((dy - _F(half_d + 20.0)) / _F(8.0)) ** 2 <= 1.0
-            sl = np.where(tr, _F(AIR_HU), sl)
+            sl = np.where(tr, T.AIR, sl)
         if lc >= 18.5:  # abdomen: fatty retroperitoneum and mesentery around the organs
             fatty = (r_body <= inner) & ((dx / _F(135.0)) ** 2 + ((dy - _F(half_d + 30.0)) / _F(half_d + 45.0)) ** 2 <= 1.0)
-            sl = np.where(fatty, _F(MESENTERIC_FAT_HU if lc > 19.5 else UPPER_ABDOMEN_HU), sl)
+            sl = np.where(fatty, T.MESENTERIC_FAT if lc > 19.5 else T.UPPER_ABDOMEN, sl)
             bowel = fatty & (dy > _F(half_d + 35.0)) & (np.cos(dx * _F(0.09)) * np.cos(dy * _F(0.08) + _F(lc)) > _F(-0.2))
-            sl = np.where(bowel, _F(BOWEL_HU), sl)
+            sl = np.where(bowel, T.BOWEL, sl)
         if 18.5 <= lc <= 23.5:  # psoas muscles and kidneys
             grow = np.clip((lc - 18.5) / 5.0, 0.0, 1.0)
             psoas = ((np.abs(dx) - _F(half_w + 8.0 + 10.0 * grow)) / _F(10.0 + 12.0 * grow)) ** 2 + (dy / _F(12.0 + 6.0 * grow)) ** 2
-            sl = np.where(psoas <= 1.0, _F(MUSCLE_HU), sl)
+            sl = np.where(psoas <= 1.0, T.PSOAS, sl)
             if lc <= 22.0:
                 kid = ((np.abs(dx) - _F(75.0)) / _F(28.0)) ** 2 + ((dy - _F(-5.0)) / _F(24.0)) ** 2
-                sl = np.where(kid <= 1.0, _F(KIDNEY_ENHANCED_HU if subject.iv_contrast else KIDNEY_HU), sl)
+                sl = np.where(kid <= 1.0, T.KIDNEY_ENHANCED if subject.iv_contrast else T.KIDNEY, sl)
         if 16.5 <= lc <= 20.5:  # liver on the right
             extent = np.sqrt(max(1.0 - ((lc - 18.5) / 2.2) ** 2, 0.0))
             liver = ((dx - _F(95.0)) ** 2 + (dy - _F(70.0)) ** 2 <= _F((95.0 * extent) ** 2)) & (r_body <= inner)
-            sl = np.where(liver & (sl != _F(LUNG_HU)), _F(LIVER_HU), sl)
+            sl = np.where(liver & (sl != T.LUNG), T.LIVER, sl)
         if lc >= 20.0:  # bowel with gas pockets in front
             for g_level, g_x, g_y, g_r in subject.gas:
                 dz = (lc - g_level) * 30.0
                 if abs(dz) < g_r:
                     rr = g_r * g_r - dz * dz
                     pocket = ((dx - _F(g_x)) ** 2 + (dy - _F(half_d + g_y)) ** 2 <= _F(rr)) & (r_body <= inner)
-                    sl = np.where(pocket, _F(BOWEL_GAS_HU), sl)
+                    sl = np.where(pocket, T.BOWEL_GAS, sl)
         if subject.table:
             plate = (y2 < _F(table_y)) & (y2 > _F(table_y - 14.0))
             skin = plate & ((y2 > _F(table_y - 2.5)) | (y2 < _F(table_y - 11.5)))
-            sl = np.where(plate, np.where(skin, _F(TABLE_SHELL_HU), _F(TABLE_CORE_HU)), sl)
+            sl = np.where(plate, np.where(skin, T.TABLE_SHELL, T.TABLE_CORE), sl)
         index = [slice(None)] * 3
         index[s_axis] = k
-        canvas.hu[tuple(index)] = sl
+        canvas.tissue[tuple(index)] = sl
+        canvas.hu[tuple(index)] = _HU_OF_TISSUE[sl]
 
 
 def paint_discs(canvas: Canvas, layout: SpineLayout) -> None:
@@ -249,8 +303,9 @@ def paint_discs(canvas: Canvas, layout: SpineLayout) -> None:
         del pts_up
         pts_lo = canvas.local(box, lower.centre, lower.frame)[2]
         inside &= pts_lo >= _F(lower.size.body_height / 2 - 3.0)
-        hu = np.where(rho < 0.6, _F(NUCLEUS_HU), _F(ANNULUS_HU))
-        canvas.hu[box][inside] = hu[inside]
+        tissue = np.where(rho < 0.6, T.NUCLEUS, T.ANNULUS).astype(np.uint8)
+        canvas.tissue[box][inside] = tissue[inside]
+        canvas.hu[box][inside] = _HU_OF_TISSUE[tissue[inside]]
 
 
 def paint_canal(canvas: Canvas, vertebra: PlacedVertebra, disc_below: float) -> None:
@@ -266,6 +321,7 @@ def paint_canal(canvas: Canvas, vertebra: PlacedVertebra, disc_below: float) -> 
     u, v, w = canvas.local(box, vertebra.centre, vertebra.frame)
     ring_v = v - _F(0.3) * np.minimum(w, 0)
     rho = np.sqrt((u / _F(size.canal_width / 2)) ** 2 + ((ring_v - _F(canal_v)) / _F(size.canal_depth / 2)) ** 2)
-    value = np.where(rho < 0.45, _F(CORD_HU if vertebra.level <= 20 else CSF_HU), _F(CSF_HU))
+    tissue = np.where(rho < 0.45, T.CORD if vertebra.level <= 20 else T.CSF, T.CSF).astype(np.uint8)
     inside = rho <= 1.0
-    canvas.hu[box][inside] = value[inside]
+    canvas.tissue[box][inside] = tissue[inside]
+    canvas.hu[box][inside] = _HU_OF_TISSUE[tissue[inside]]

@@ -80,6 +80,9 @@ class DataConfig:
     phantoms: int = 40  # training phantoms (layout "phantoms")
     validation_phantoms: int = 4  # separate validation phantoms (layout "phantoms")
     validation_fraction: float = 0.2  # of the subjects of a data folder
+    # A VerSe vertebra label map whose real shapes stand in for the analytic ones in part of the training
+    # phantoms (layout "phantoms"; validation phantoms stay analytic); "" = analytic shapes only.
+    real_shapes: str = ""
 
 
 @dataclass

@@ -5,17 +5,26 @@ L5 = 24, sacrum = 25, see :mod:`spineseg.anatomy`) rather than its VerSe
 number, because positions of consecutive vertebrae differ by exactly one.
 Naming then picks the one consecutive sequence that the whole run supports
 best, so a single poor estimate cannot break the order.
+
+Anatomical anchors (:mod:`.anchors`: the sacrum, C2, the last rib, C7/T1)
+overrule the regressed positions: a sequence that agrees with more trusted
+anchors always wins, so an anchor in view fixes any offset, and the positions
+decide only among the sequences the anchors allow. The variants T13 and L6 are
+named only when the anchors demand an extra vertebra (13 rib-bearing
+vertebrae, or 6 without ribs between the last rib and the sacrum).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from ..anatomy import STANDARD_LEVELS, position_to_level
+from ..anatomy import HEAD_TO_FOOT, L6, SACRUM, STANDARD_LEVELS, T13, level_to_position
+from .anchors import Anchor
 
-__all__ = ["MAX_SACRUM_PIECES", "count_missed_vertebrae", "assign_levels"]
+__all__ = ["MAX_SACRUM_PIECES", "ANCHOR_TRUST", "count_missed_vertebrae", "Naming", "name_run", "assign_levels"]
 
 # The sacrum is taller than a model patch (120 mm at the bundled size), so the walk may find it
 # as up to this many pieces; naming may give all of them the sacrum's name.
@@ -58,63 +67,139 @@ def count_missed_vertebrae(heights_mm: Sequence[float]) -> list[int]:
     return missed
 
 
-def _candidate_sequences(count: int, missed: Sequence[int]) -> list[np.ndarray]:
-    """Every naming of ``count`` head-to-foot pieces: consecutive positions except for ``missed``
+# The level sequences a spine can have: the standard one and the two variants with an extra vertebra.
+SEQUENCES: dict[int | None, list[int]] = {
+    None: STANDARD_LEVELS,
+    T13: [level for level in HEAD_TO_FOOT if level != L6],
+    L6: [level for level in HEAD_TO_FOOT if level != T13],
+}
+# Where the regression would put a variant vertebra: between its neighbours' positions.
+_VARIANT_POSITION = {T13: level_to_position(19) + 0.5, L6: level_to_position(24) + 0.5}
+# How much each anchor counts when anchors disagree: each outweighs all less trusted ones together, so the
+# sacrum overrules the ribs, and the ribs are only followed where they agree with it (or with a variant).
+ANCHOR_TRUST: dict[Anchor, int] = {Anchor.SACRUM: 8, Anchor.C2: 4, Anchor.LAST_RIB: 2, Anchor.FIRST_RIB: 1}
+
+
+def _expected_position(level: int) -> float:
+    """The position the network is trained to regress for a level (variants: between their neighbours)."""
+    return _VARIANT_POSITION[level] if level in _VARIANT_POSITION else float(level_to_position(level))
+
+
+def _candidate_sequences(count: int, missed: Sequence[int], sequence: list[int]) -> list[list[int]]:
+    """Every naming of ``count`` head-to-foot pieces along ``sequence``: consecutive levels except for ``missed``
     vertebrae, the foot end possibly repeating the sacrum (a sacrum found in pieces)."""
-    sacrum = len(STANDARD_LEVELS)
+    last = len(sequence) - 1
     candidates = []
-    for start in range(1, sacrum + 1):
-        positions = np.minimum(start + np.arange(count) + np.cumsum(missed), sacrum)
-        if (positions == sacrum).sum() <= MAX_SACRUM_PIECES:
-            candidates.append(positions)
+    for start in range(len(sequence)):
+        indices = np.minimum(start + np.arange(count) + np.cumsum(missed), last)
+        if (indices == last).sum() <= MAX_SACRUM_PIECES:
+            candidates.append([sequence[i] for i in indices])
     return candidates
 
 
-def _log_likelihoods(regressed: np.ndarray) -> np.ndarray:
-    """Per vertebra (rows) and position 1..25 (columns): log-likelihood of the regressed value."""
+def _log_likelihoods(regressed: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Log-likelihood of each regressed position given the position a naming expects there."""
     positions = np.arange(1, len(STANDARD_LEVELS) + 1)
-    laplace = np.exp(-np.abs(regressed[:, None] - positions[None, :]) / POSITION_ERROR_SCALE)
-    laplace /= laplace.sum(axis=1, keepdims=True)
+    normaliser = np.exp(-np.abs(regressed[:, None] - positions[None, :]) / POSITION_ERROR_SCALE).sum(axis=1)
+    laplace = np.exp(-np.abs(regressed - expected) / POSITION_ERROR_SCALE) / normaliser
     return np.log((1.0 - OUTLIER_PROBABILITY) * laplace + OUTLIER_PROBABILITY / len(STANDARD_LEVELS))
+
+
+def _agrees(anchor: Anchor, index: int, levels: list[int], variant: int | None) -> bool:
+    """Whether a naming gives the piece at ``index`` the level ``anchor`` says it has."""
+    level = levels[index]
+    if anchor is Anchor.SACRUM:
+        return level == SACRUM and (index == 0 or levels[index - 1] != SACRUM)
+    if anchor is Anchor.C2:
+        return level == 2
+    if anchor is Anchor.LAST_RIB:
+        return level == (T13 if variant == T13 else 19)
+    return level == 8  # C7/T1: the first rib-bearing vertebra is T1
+
+
+@dataclass(frozen=True)
+class Naming:
+    """The levels of a run and what fixed them.
+
+    Attributes:
+        levels: VerSe numbers head to foot, one per piece (a sacrum in pieces repeats 26).
+        anchor: the most trusted anchor the naming follows; None when no anchor fixed it (unanchored).
+        found: every anchor seen and the index of the piece it marks.
+        followed: the anchors the naming agrees with (the others disagreed with a more trusted one).
+        variant: T13 or L6 when the anchors demanded the extra vertebra, else None.
+        renamed: how many pieces got another name than the regressed positions alone would give them.
+    """
+
+    levels: list[int]
+    anchor: Anchor | None = None
+    found: dict[Anchor, int] = field(default_factory=dict)
+    followed: list[Anchor] = field(default_factory=list)
+    variant: int | None = None
+    renamed: int = 0
+
+    @property
+    def anchored(self) -> bool:
+        return self.anchor is not None
+
+
+def name_run(
+    regressed: Sequence[float], complete: Sequence[bool] | None = None, missed: Sequence[int] | None = None,
+    anchors: dict[Anchor, int] | None = None,
+) -> Naming:
+    """Name a head-to-foot run of vertebrae: the consecutive sequence that agrees with the most trusted
+    anatomical anchors and, among those, fits the regressed positions best.
+
+    The fit of a naming is the product over the pieces of how well each regressed position fits the position
+    the naming gives it (Laplace errors, see ``POSITION_ERROR_SCALE``, with a small outlier chance). The foot
+    end may repeat the sacrum: a sacrum found in pieces is named once, not as "L5" and "sacrum". As in the
+    paper, only complete vertebrae vote (all of them if none is complete); the others are named by the
+    sequence. Anchors come first (see ``ANCHOR_TRUST``); the T13 and L6 variants only where they let the naming
+    follow more anchors than the standard sequence can.
+
+    Args:
+        regressed: the position head's output per vertebra, in traversal order (head first).
+        complete: which vertebrae are complete in their patch.
+        missed: vertebrae missed by the walk before each one (see ``count_missed_vertebrae``): the sequence skips
+            them, unless the run is too long for that.
+        anchors: anchors found and the index of the piece each one marks (see :mod:`.anchors`).
+
+    Raises:
+        ValueError: more pieces than the spine has levels and sacrum pieces, or an anchor on no piece.
+    """
+    count = len(regressed)
+    anchors = dict(anchors or {})
+    if any(not 0 <= index < count for index in anchors.values()):
+        raise ValueError(f"anchors must mark pieces 0..{count - 1}, got {anchors}")
+    if count == 0:
+        return Naming([])
+    votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)
+    if not votes.any():
+        votes[:] = True
+    rows = np.flatnonzero(votes)
+    values = np.asarray(regressed, dtype=float)[rows]
+    if not _candidate_sequences(count, [0] * count, STANDARD_LEVELS):
+        raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(STANDARD_LEVELS)} levels")
+    scored = []
+    for variant, sequence in SEQUENCES.items() if anchors else [(None, STANDARD_LEVELS)]:
+        # Misses are a step-length guess; a run too long to hold them all is named without them.
+        candidates = _candidate_sequences(count, missed, sequence) if missed is not None else []
+        for levels in candidates or _candidate_sequences(count, [0] * count, sequence):
+            expected = np.array([_expected_position(levels[row]) for row in rows])
+            fit = float(_log_likelihoods(values, expected).sum())
+            followed = [a for a, index in anchors.items() if _agrees(a, index, levels, variant)]
+            trust = sum(ANCHOR_TRUST[a] for a in followed)
+            scored.append(((trust, variant is None, fit), levels, variant, followed))
+    _, levels, variant, followed = max(scored, key=lambda item: item[0])
+    plain = max((item for item in scored if item[2] is None), key=lambda item: item[0][2])[1]
+    followed = sorted(followed, key=lambda a: -ANCHOR_TRUST[a])
+    return Naming(
+        levels=levels, anchor=followed[0] if followed else None, found=anchors, followed=followed,
+        variant=variant if followed else None, renamed=sum(a != b for a, b in zip(levels, plain)),
+    )
 
 
 def assign_levels(
     regressed: Sequence[float], complete: Sequence[bool] | None = None, missed: Sequence[int] | None = None
 ) -> list[int]:
-    """Name a head-to-foot run of vertebrae with the most likely consecutive sequence of levels.
-
-    The likelihood of a naming is the product over the pieces of how well each
-    regressed position fits the position the naming gives it (Laplace errors,
-    see ``POSITION_ERROR_SCALE``, with a small outlier chance). The foot end may
-    repeat the sacrum: a sacrum found in pieces is named once, not as "L5"
-    and "sacrum". As in the paper, only complete vertebrae vote (all of them
-    if none is complete); the others are named by the sequence.
-
-    Args:
-        regressed: the position head's output per vertebra, in traversal order (head first).
-        complete: which vertebrae are complete in their patch.
-        missed: vertebrae missed by the walk before each one (see ``count_missed_vertebrae``): the sequence skips them,
-            unless the run is too long for that.
-
-    Returns:
-        VerSe numbers, one per vertebra; up to ``MAX_SACRUM_PIECES`` foot-end pieces may all be 26.
-
-    Raises:
-        ValueError: more pieces than the spine has levels and sacrum pieces.
-    """
-    count = len(regressed)
-    if count == 0:
-        return []
-    # Misses are a step-length guess; a run too long to hold them all is named without them.
-    candidates = _candidate_sequences(count, missed) if missed is not None else []
-    candidates = candidates or _candidate_sequences(count, [0] * count)
-    if not candidates:
-        raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(STANDARD_LEVELS)} levels")
-    votes = np.ones(count, dtype=bool) if complete is None else np.asarray(complete, dtype=bool)
-    if not votes.any():
-        votes[:] = True
-    scores = _log_likelihoods(np.asarray(regressed, dtype=float))
-    rows = np.flatnonzero(votes)
-    likelihoods = [scores[rows, positions[rows] - 1].sum() for positions in candidates]
-    best = candidates[int(np.argmax(likelihoods))]
-    return [position_to_level(int(p)) for p in best]
+    """The levels :func:`name_run` gives a run from its regressed positions alone (no anchors)."""
+    return name_run(regressed, complete, missed).levels

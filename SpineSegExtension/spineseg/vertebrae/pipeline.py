@@ -1,8 +1,9 @@
 """Segment and name every vertebra of a CT: the whole task on a :class:`Volume`.
 
 Steps: check the image is a CT that can hold a vertebra (:mod:`spineseg.checks`), resample it to the model's isotropic working
-grid, walk the spine (:mod:`.traversal`), name the vertebrae as one
-consecutive run (:mod:`.levels`), and paint each vertebra's probability back
+grid, walk the spine (:mod:`.traversal`), look for the anatomical anchors
+that fix the count (:mod:`.anchors`), name the vertebrae as one consecutive
+run (:mod:`.levels`), and paint each vertebra's probability back
 onto the input grid with linear interpolation, so that boundaries are as fine
 as the input's voxels rather than the model's.
 """
@@ -15,16 +16,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse.csgraph import connected_components
 
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
 from ..geometry import Grid, resample_to, working_grid
 from ..labels import vertebra_name
 from ..progress import ProgressCallback, no_progress, scaled
-from ..results import VertebraeResult, VertebraRecord
+from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
-from .levels import assign_levels, count_missed_vertebrae
+from .anchors import find_anchors
+from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
+from .levels import Naming, count_missed_vertebrae, name_run
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import MASK_PROBABILITY, FoundVertebra, TraversalResult, TraversalSettings, traverse
 
@@ -32,8 +34,8 @@ if TYPE_CHECKING:  # torch loads with the model, not with this module
     from ..networks.vertebra_model import VertebraModel
 
 __all__ = [
-    "prepare_working_image", "find_vertebrae", "label_working_grid", "segment_vertebrae",
-    "keep_spine_column", "drop_fragments",
+    "prepare_working_image", "find_vertebrae", "find_and_name_vertebrae", "naming_record", "label_working_grid",
+    "segment_vertebrae", "keep_spine_column", "drop_fragments", "UNANCHORED_WARNING",
 ]
 
 logger = logging.getLogger(__name__)
@@ -252,36 +254,23 @@ def _remove_small_pieces(
 
 
 def keep_spine_column(
-    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = 25.0, max_gap_mm: float = 80.0,
-    max_sagittal_tilt_deg: float = 55.0,
+    found: list[FoundVertebra], spacing_mm: float, max_offset_mm: float = MAX_OFFSET_MM,
+    max_gap_mm: float = MAX_GAP_MM, max_sagittal_tilt_deg: float = MAX_SAGITTAL_TILT_DEG,
 ) -> list[FoundVertebra]:
-    """Keep the largest run of found vertebrae that lines up as one spinal column.
+    """Keep the largest run of found vertebrae that lines up as one spinal column (see :mod:`.column`).
 
     Once its trail ends, the walk keeps searching the scan and may accept a
     rib, an iliac wing or a calcified vessel beside or in front of the spine.
-    Two found vertebrae (centroids on the working grid, whose axes are R, A,
-    S) are linked when they are at most ``max_gap_mm`` apart head to foot
-    (room for one missed vertebra), at most ``max_offset_mm`` apart left to
-    right, and front to back at most ``max_offset_mm`` apart or within
-    ``max_sagittal_tilt_deg`` of the head-foot axis: the sacrum's centroid
-    lies 30-45 mm behind L5's, down the lumbosacral curve, while stray bone
-    lies beside or in front of the spine at about the same height. The linked
-    group with the most members (then the most voxels) is the spine. Naming
-    fits one consecutive sequence, so every stray piece kept would shift the
-    names.
+    The linked group with the most members (then the most voxels) is the
+    spine. Naming fits one consecutive sequence, so every stray piece kept
+    would shift the names.
     """
-    if len(found) < 2:
-        return found
-    centres = np.array([v.centroid for v in found]) * spacing_mm
-    offsets = np.abs(centres[:, None, :] - centres[None, :, :])
-    lateral, front_back, vertical = offsets[..., 0], offsets[..., 1], offsets[..., 2]
-    sagittal_limit = np.maximum(max_offset_mm, vertical * np.tan(np.deg2rad(max_sagittal_tilt_deg)))
-    linked = (lateral <= max_offset_mm) & (front_back <= sagittal_limit) & (vertical <= max_gap_mm)
-    _, group = connected_components(linked)
-    sizes = np.bincount(group)
-    voxels = np.bincount(group, weights=[v.voxel_count for v in found])
-    best = max(range(len(sizes)), key=lambda g: (sizes[g], voxels[g]))
-    return [v for v, g in zip(found, group) if g == best]
+    centres = np.array([v.centroid for v in found]).reshape(-1, 3) * spacing_mm
+    members = column_members(
+        centres, np.array([v.voxel_count for v in found], float), max_offset_mm=max_offset_mm,
+        max_gap_mm=max_gap_mm, max_sagittal_tilt_deg=max_sagittal_tilt_deg,
+    )
+    return [found[i] for i in members]
 
 
 def drop_fragments(
@@ -303,16 +292,38 @@ def drop_fragments(
     return [v for v in found if v.voxel_count >= fraction * typical or cut_by_scan_end(v)]
 
 
+# The warning of a run that no anatomical anchor named.
+UNANCHORED_WARNING = (
+    "No anatomical anchor (sacrum, C2, last rib, C7/T1) was found: the vertebrae are named from the network's "
+    "estimates alone and the whole run may be off by one level or more."
+)
+
+
 def find_vertebrae(
     image: np.ndarray, model: VertebraModel, settings: TraversalSettings | None = None,
     progress: ProgressCallback = no_progress,
 ) -> tuple[list[FoundVertebra], list[int]]:
     """Walk a working-grid CT (see ``prepare_working_image``), keep the spinal column and name it.
 
+    Returns:
+        The vertebrae head to foot and their VerSe numbers (see :func:`find_and_name_vertebrae`).
+    """
+    found, naming = find_and_name_vertebrae(image, model, settings, progress)
+    return found, naming.levels
+
+
+def find_and_name_vertebrae(
+    image: np.ndarray, model: VertebraModel, settings: TraversalSettings | None = None,
+    progress: ProgressCallback = no_progress,
+) -> tuple[list[FoundVertebra], Naming]:
+    """Walk a working-grid CT (see ``prepare_working_image``), keep the spinal column, find its anatomical
+    anchors and name it.
+
     ``settings`` default to the walk rules with the model's patch size and spacing.
 
     Returns:
-        The vertebrae head to foot and their VerSe numbers (a sacrum found in pieces repeats 26).
+        The vertebrae head to foot and their naming (VerSe numbers, a sacrum in pieces repeating 26, and the
+        anchors that fixed them).
     """
     settings = settings or TraversalSettings(patch_size=model.settings.patch_size, spacing_mm=model.settings.spacing_mm)
     walk: TraversalResult = traverse(image, model.predict, settings, progress)
@@ -328,7 +339,35 @@ def find_vertebrae(
     missed = count_missed_vertebrae([v.centroid[2] * settings.spacing_mm for v in found])
     if any(missed):
         logger.info("the walk missed %d vertebra(e); naming skips them", sum(missed))
-    return found, assign_levels([v.position for v in found], [v.completeness > COMPLETE_PROBABILITY for v in found], missed)
+    hounsfield = np.where(image == OUTSIDE_VALUE, np.float32(-1000.0), image * np.float32(1000.0))
+    findings, anatomy = find_anchors(hounsfield, found, settings.spacing_mm)
+    logger.info("anchors: %s; ribs per piece: %s", {a.value: i for a, i in findings.anchors().items()} or "none",
+                findings.ribs)
+    naming = name_run([v.position for v in found], [v.completeness > COMPLETE_PROBABILITY for v in found], missed,
+                      findings.anchors())
+    return found, naming
+
+
+def naming_record(naming: Naming) -> NamingRecord:
+    """What the results report of a naming: the anchors by name, and the vertebra each one marks."""
+    return NamingRecord(
+        anchor=naming.anchor.value if naming.anchor else None,
+        anchors_found={a.value: vertebra_name(naming.levels[index]) for a, index in naming.found.items()},
+        overruled=[a.value for a in naming.found if a not in naming.followed],
+        variant=None if naming.variant is None else vertebra_name(naming.variant),
+        renamed=naming.renamed,
+    )
+
+
+def _naming_warnings(record: NamingRecord, found_any: bool) -> list[str]:
+    """Warnings about the naming: none anchored it, or anchors disagree."""
+    if not found_any:
+        return []
+    warnings = [] if record.anchored else [UNANCHORED_WARNING]
+    for anchor in record.overruled:
+        warnings.append(f"The {anchor} (on {record.anchors_found[anchor]}) disagrees with the {record.anchor}; "
+                        f"the names follow the {record.anchor}.")
+    return warnings
 
 
 def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tuple[int, int, int]) -> np.ndarray:
@@ -372,7 +411,12 @@ def segment_vertebrae(
     model = load_model(Task.VERTEBRAE, model, device)
     progress(0.02, "resampling to the model's grid")
     image, grid = prepare_working_image(volume, model.settings.spacing_mm)
-    found, levels = find_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
+    found, naming = find_and_name_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
+    levels = naming.levels
+    record = naming_record(naming)
+    for warning in _naming_warnings(record, bool(found)):
+        logger.warning(warning)
+        warnings = [*warnings, warning]
     progress(0.9, "painting vertebrae onto the input grid")
     threshold = CANDIDATE_PROBABILITY if refine_with_bone else MASK_PROBABILITY
     # Painting and refinement work on the spine's region of the input grid, which holds every vertebra's
@@ -418,4 +462,4 @@ def segment_vertebrae(
     label_map = np.zeros(volume.shape, dtype=np.uint8)
     label_map[region] = labels
     progress(1.0, f"{len(records)} vertebrae")
-    return VertebraeResult(Volume(label_map, volume.affine, VolumeKind.LABEL), records, warnings)
+    return VertebraeResult(Volume(label_map, volume.affine, VolumeKind.LABEL), records, warnings, record)

@@ -5,13 +5,18 @@ instance labels. Traversal goes head to foot, so for a chosen vertebra the
 instance memory holds every vertebra above it. One patch in
 ``empty_every`` has no target: the memory holds all vertebrae. A target is
 "complete" when the whole vertebra lies in the scan and at least 98 % of it
-lies in the patch. Augmentation: smooth elastic warps, scan ends blanked,
-left-right mirroring, blur, intensity scale/shift and noise.
+lies in the patch. A share of empty patches (``background_probability``)
+lies anywhere in the scan, as the walk's search does. Augmentation: smooth elastic warps and scaling, scan ends
+blanked, left-right mirroring, blur, low-resolution simulation, gamma,
+intensity scale/shift and noise. A case that carries a map of generation
+classes (a phantom) can have each patch drawn anew from it with a random
+appearance (``synthetic_probability``, see :mod:`spineseg.phantoms.synth`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -20,16 +25,24 @@ from ..anatomy import level_to_position
 from .loss import boundary_weights
 from .patches import OUTSIDE_VALUE, extract_patch, normalise_ct
 
-__all__ = ["TrainingCase", "TrainingPatch", "PatchSampler", "SamplerConfig"]
+__all__ = ["TrainingCase", "TrainingPatch", "PatchSampler", "SamplerConfig", "Appearance", "OUTSIDE_CLASS"]
+
+# Draws a Hounsfield image of a patch of generation classes: (classes, spacing mm, rng) -> float32 HU.
+Appearance = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
+OUTSIDE_CLASS = 255  # generation class of voxels outside the scan (as spineseg.phantoms.synth)
 
 
 @dataclass
 class TrainingCase:
-    """A normalised CT (working frame) and its VerSe label map of the same shape."""
+    """A normalised CT (working frame) and its VerSe label map of the same shape.
+
+    ``tissue``, when given (phantoms), holds the generation classes the image was painted from.
+    """
 
     image: np.ndarray
     labels: np.ndarray
     spacing_mm: float
+    tissue: np.ndarray | None = None
 
     @classmethod
     def from_hounsfield(cls, hounsfield: np.ndarray, labels: np.ndarray, spacing_mm: float) -> "TrainingCase":
@@ -77,18 +90,28 @@ class SamplerConfig:
     elastic_probability: float = 0.3
     elastic_displacement_mm: float = 4.0
     elastic_smoothness_mm: float = 20.0
+    scale_range: float = 0.0  # isotropic zoom by 1 +- this, with the elastic warp
+    lowres_probability: float = 0.0  # downsample by up to 2 and back (thick slices, coarse scans)
+    gamma_probability: float = 0.0  # a gamma curve of 0.7-1.5 on the patch's intensity range
+    synthetic_probability: float = 0.0  # patches of cases with generation classes drawn with a new appearance
+    background_probability: float = 0.0  # empty patches centred anywhere in the scan, not only near the spine
+    realistic_probability: float = 0.6  # synthetic patches with realistic intensities (the rest: random per class)
 
 
 class PatchSampler:
     """Draws random :class:`TrainingPatch` es from a list of cases."""
 
-    def __init__(self, cases: list[TrainingCase], config: SamplerConfig, rng: np.random.Generator) -> None:
+    def __init__(self, cases: list[TrainingCase], config: SamplerConfig, rng: np.random.Generator,
+                 appearance: Appearance | None = None) -> None:
         cases = [case for case in cases if case.levels]
         if not cases:
             raise ValueError("the sampler needs at least one case with a labelled vertebra")
         self.cases = cases
         self.config = config
         self.rng = rng
+        self.appearance = appearance
+        if config.synthetic_probability > 0 and appearance is None:
+            raise ValueError("sampler.synthetic_probability > 0 needs an appearance model for the generation classes")
 
     def _centre_for(self, case: TrainingCase, level: int) -> np.ndarray:
         """A centre such that at least ``min_target_mm3`` of the vertebra is inside the patch."""
@@ -107,11 +130,15 @@ class PatchSampler:
         cfg = self.config
         case = self.cases[self.rng.integers(len(self.cases))]
         size = cfg.patch_size
-        empty = self.rng.integers(cfg.empty_every) == 0
+        background = cfg.background_probability > 0 and self.rng.random() < cfg.background_probability
+        empty = background or self.rng.integers(cfg.empty_every) == 0
         level = case.levels[self.rng.integers(len(case.levels))]
-        centre = self._centre_for(case, level)
+        if background:  # the walk's search sees the whole scan: bowel, vessels, table, arms
+            centre = self.rng.uniform(0, 1, 3) * np.asarray(case.image.shape)
+        else:
+            centre = self._centre_for(case, level)
         corner = np.round(centre - size / 2).astype(int)
-        image = extract_patch(case.image, corner, size, OUTSIDE_VALUE)
+        image = self._image_patch(case, corner)
         labels = extract_patch(case.labels, corner, size, 0)
 
         if empty:
@@ -122,8 +149,9 @@ class PatchSampler:
             memory = np.isin(labels, above)
             target = labels == level
 
+        volume_factor = 1.0
         if self.rng.random() < cfg.elastic_probability:
-            image, memory, target = self._deform(image, memory, target, case.spacing_mm)
+            image, memory, target, volume_factor = self._deform(image, memory, target, case.spacing_mm)
         if self.rng.random() < cfg.blank_probability:
             # A scan that ends inside the patch: blank one end along the head-foot axis.
             cut = int(self.rng.integers(size // 8, size // 2))
@@ -137,7 +165,7 @@ class PatchSampler:
         has_target = bool(target.any())
         complete = 0.0
         if has_target:
-            whole = len(case.voxels[level])
+            whole = len(case.voxels[level]) * volume_factor
             complete = float(not case.cut_by_scan[level] and target.sum() >= cfg.complete_fraction * whole)
         image = self._augment_intensity(image)
         weights = boundary_weights(target, case.spacing_mm)
@@ -151,13 +179,24 @@ class PatchSampler:
             has_target=has_target,
         )
 
+    def _image_patch(self, case: TrainingCase, corner: np.ndarray) -> np.ndarray:
+        """The normalised image patch: the case's own, or one drawn anew from its generation classes."""
+        size = self.config.patch_size
+        if case.tissue is None or self.rng.random() >= self.config.synthetic_probability:
+            return extract_patch(case.image, corner, size, OUTSIDE_VALUE)
+        classes = extract_patch(case.tissue, corner, size, OUTSIDE_CLASS)
+        image = normalise_ct(self.appearance(classes, case.spacing_mm, self.rng))
+        image[classes == OUTSIDE_CLASS] = OUTSIDE_VALUE
+        return image
+
     def _deform(
         self, image: np.ndarray, memory: np.ndarray, target: np.ndarray, spacing_mm: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Warp the patch by a smooth random displacement field (same field for image and masks).
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Warp the patch by a smooth random displacement field and zoom (same for image and masks).
 
         Displacements peak near ``elastic_displacement_mm`` and vary over about
         ``elastic_smoothness_mm``, so vertebrae bend and bulge but keep their topology.
+        Returns the warped arrays and the factor by which the zoom scales volumes.
         """
         cfg = self.config
         shape = image.shape
@@ -167,18 +206,28 @@ class PatchSampler:
             noise = ndimage.gaussian_filter(self.rng.standard_normal(shape), sigma, mode="wrap")
             scale = cfg.elastic_displacement_mm / spacing_mm / (np.abs(noise).max() + 1e-8)
             field.append(noise * scale)
+        zoom = 1.0 + self.rng.uniform(-cfg.scale_range, cfg.scale_range)
+        centre = (np.asarray(shape) - 1) / 2.0
         grid = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
-        coordinates = [axis + shift for axis, shift in zip(grid, field)]
+        coordinates = [c + (axis - c) / zoom + shift for axis, shift, c in zip(grid, field, centre)]
         warped_image = ndimage.map_coordinates(image, coordinates, order=1, mode="nearest").astype(np.float32)
         warped_memory = ndimage.map_coordinates(memory.astype(np.uint8), coordinates, order=0, mode="nearest") > 0
         warped_target = ndimage.map_coordinates(target.astype(np.uint8), coordinates, order=0, mode="nearest") > 0
-        return warped_image, warped_memory, warped_target
+        return warped_image, warped_memory, warped_target, zoom**3
 
     def _augment_intensity(self, image: np.ndarray) -> np.ndarray:
         cfg = self.config
         inside = image > OUTSIDE_VALUE + 0.5
         if self.rng.random() < cfg.blur_probability:
             image = ndimage.gaussian_filter(image, sigma=self.rng.uniform(0.3, 0.8))
+        if self.rng.random() < cfg.lowres_probability:
+            factor = self.rng.uniform(1.2, 2.0)
+            small = ndimage.zoom(image, 1.0 / factor, order=1)
+            image = ndimage.zoom(small, np.asarray(image.shape) / np.asarray(small.shape), order=1)
+        if self.rng.random() < cfg.gamma_probability and inside.any():
+            low, high = float(image[inside].min()), float(image[inside].max())
+            unit = np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
+            image = low + (high - low) * unit ** self.rng.uniform(0.7, 1.5)
         image = image * (1.0 + self.rng.uniform(-cfg.intensity_scale, cfg.intensity_scale))
         image = image + self.rng.uniform(-cfg.intensity_shift, cfg.intensity_shift)
         image = image + self.rng.normal(0.0, self.rng.uniform(0, cfg.noise_std), image.shape).astype(np.float32)

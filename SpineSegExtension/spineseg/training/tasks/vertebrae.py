@@ -13,7 +13,14 @@ is the mean of Dice, identification and completeness accuracy. With
 ``validation.scans`` set, the first that many validation cases are also
 segmented whole by the inference walk and naming, and the score becomes
 their mean level-matched Dice (a vertebra named wrong scores 0): what a user
-gets from a scan, where patch scores are a noisy guide to it.
+gets from a scan, where patch scores are a noisy guide to it. With
+``validation.real_folder`` set, the real CTs there (:mod:`..real_scans`) are
+segmented by the whole pipeline too, and the score is the mean of the phantom
+and the real score, so real scans help choose the exported model. They are
+never trained on.
+
+Phantom cases keep their map of generation classes, so that the sampler can
+draw a patch anew with a random CT appearance (:mod:`spineseg.phantoms.ct_appearance`).
 """
 
 from __future__ import annotations
@@ -34,14 +41,17 @@ from ...io import read_volume
 from ...metrics import dice, score_vertebrae
 from ...networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ...phantoms.ct import random_ct_phantom
+from ...phantoms.ct_appearance import CT_APPEARANCE, synthesize_ct
+from ...phantoms.real_shapes import RealShapeLibrary, load_sample_folder
 from ...vertebrae.loss import IterativeFCNLoss
 from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
-from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image
+from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image, segment_vertebrae
 from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
 from ...volume import VolumeKind
 from ..cache import cached_vertebra_case
 from ..config import Layout, TrainingConfig
 from ..datasets import DataSplit
+from ..real_scans import read_real_cts, score_real_ct
 
 __all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
 
@@ -52,14 +62,19 @@ _UNMODELLED = {25: "L6", 28: "T13"}
 _VALIDATION_BATCH = 8
 
 
-def phantom_cases(count: int, spacing_mm: float, seed: int | Sequence[int]) -> list[TrainingCase]:
-    """Generate ``count`` random CT phantoms directly on the model's isotropic grid."""
+def phantom_cases(count: int, spacing_mm: float, seed: int | Sequence[int],
+                  real_shapes: RealShapeLibrary | None = None) -> list[TrainingCase]:
+    """Generate ``count`` random CT phantoms directly on the model's isotropic grid (some with real shapes)."""
     rng = np.random.default_rng(seed)
     cases = []
     for _ in tqdm(range(count), desc="phantoms", leave=False):
-        phantom = random_ct_phantom(rng, spacing=(spacing_mm,) * 3)
-        cases.append(TrainingCase.from_hounsfield(phantom.image.array, phantom.labels.array, spacing_mm))
+        phantom = random_ct_phantom(rng, spacing=(spacing_mm,) * 3, real_shapes=real_shapes)
+        case = TrainingCase.from_hounsfield(phantom.image.array, phantom.labels.array, spacing_mm)
+        case.tissue = phantom.tissue.array
+        cases.append(case)
     return cases
+
+
 
 
 def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float) -> TrainingCase | None:
@@ -109,6 +124,7 @@ class VertebraTask:
     loss_terms = ("mask", "completeness", "level")
     patch_metrics = ("score", "dice", "level_error", "identification", "completeness_accuracy")
     scan_metrics = ("scan_dice", "scan_identification")
+    real_metrics = ("real_dice", "real_named")
 
     def __init__(self, config: TrainingConfig, train_cases: list[TrainingCase],
                  validation_cases: list[TrainingCase], rng: np.random.Generator, data_description: str) -> None:
@@ -116,15 +132,20 @@ class VertebraTask:
         self.settings = VertebraModelSettings(
             config.model.spacing_mm, config.sampler.patch_size,
             IterativeFCNConfig(filters=config.model.filters, levels=config.model.levels))
-        self.sampler = PatchSampler(train_cases, config.sampler, rng)
+        appearance = replace(CT_APPEARANCE, realistic_probability=config.sampler.realistic_probability)
+        self.sampler = PatchSampler(train_cases, config.sampler, rng,
+                                    lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance))
         self.loss_function = IterativeFCNLoss(config.loss.fp_fn_weight, config.loss.level_weight)
         self.data_description = data_description
         self.validation_scans = validation_cases[:config.validation.scans]
-        self.validation_metrics = self.patch_metrics + (self.scan_metrics if self.validation_scans else ())
+        self.real_scans = read_real_cts(config.validation.real_folder) if config.validation.real_folder else []
+        self.validation_metrics = (self.patch_metrics + (self.scan_metrics if self.validation_scans else ())
+                                   + (self.real_metrics if self.real_scans else ()))
         self.validation_patches: list[TrainingPatch] = []
         if validation_cases:
             plain = replace(config.sampler, blank_probability=0.0, flip_probability=0.0, noise_std=0.0,
-                            intensity_shift=0.0, intensity_scale=0.0, blur_probability=0.0, elastic_probability=0.0)
+                            intensity_shift=0.0, intensity_scale=0.0, blur_probability=0.0, elastic_probability=0.0,
+                            lowres_probability=0.0, gamma_probability=0.0, synthetic_probability=0.0)
             fixed = PatchSampler(validation_cases, plain, np.random.default_rng(config.seed))
             self.validation_patches = [fixed.sample() for _ in range(config.validation.patches)]
 
@@ -141,10 +162,17 @@ class VertebraTask:
         """Generate the phantoms or read the CTs of ``split``."""
         spacing = config.model.spacing_mm
         if split.layout is Layout.PHANTOMS:
-            train = phantom_cases(len(split.train), spacing, config.seed)
+            shapes = load_sample_folder(config.data.real_shapes) if config.data.real_shapes else None
+            train = phantom_cases(len(split.train), spacing, config.seed, shapes)
             validation = phantom_cases(len(split.validation), spacing, (config.seed, 1))
+            shape_note = f", real vertebra shapes from {config.data.real_shapes} in part of them" if shapes else ""
             description = (f"{len(train)} random CT phantoms (spineseg.phantoms.ct.random_ct_phantom, seed "
-                           f"{config.seed}); validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
+                           f"{config.seed}){shape_note}, {config.sampler.synthetic_probability:.0%} of patches drawn "
+                           "anew from their tissue classes with a random CT appearance "
+                           f"(spineseg.phantoms.ct_appearance); validation: {len(validation)} phantoms (seed "
+                           f"({config.seed}, 1))")
+            if config.validation.real_folder:
+                description += f" and the real CTs of {config.validation.real_folder} (validation only)"
         else:
             loaded = {}
             for subject in tqdm(split.train + split.validation, desc="reading CTs", leave=False):
@@ -190,10 +218,14 @@ class VertebraTask:
             "identification": float(np.mean(identified)) if identified else 0.0,
             "completeness_accuracy": float(np.mean(completeness)) if completeness else 0.0,
         }
+        phantom_score = (scores["dice"] + scores["identification"] + scores["completeness_accuracy"]) / 3
         if self.validation_scans:
             scores.update(self._validate_scans(network, device))
-            return {"score": scores["scan_dice"], **scores}
-        return {"score": (scores["dice"] + scores["identification"] + scores["completeness_accuracy"]) / 3, **scores}
+            phantom_score = scores["scan_dice"]
+        if self.real_scans:
+            scores.update(self._validate_real(network, device))
+            return {"score": (phantom_score + scores["real_dice"]) / 2, **scores}
+        return {"score": phantom_score, **scores}
 
     def _validate_scans(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
         """Walk, name and paint each validation scan on the working grid; mean level-matched Dice and
@@ -207,6 +239,13 @@ class VertebraTask:
             dices.append(scores.mean_dice)
             identified.append(scores.identification_rate)
         return {"scan_dice": float(np.mean(dices)), "scan_identification": float(np.mean(identified))}
+
+    def _validate_real(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """The whole pipeline on each real CT: mean level-matched Dice and share named right over their scored levels."""
+        model = VertebraModel(network, self.settings, device)
+        scores = [score_real_ct(segment_vertebrae(scan.image, model).label_map.array, scan) for scan in self.real_scans]
+        return {"real_dice": float(np.mean([s["dice"] for s in scores])),
+                "real_named": float(np.mean([s["named"] for s in scores]))}
 
     def manifest(self) -> dict:
         return {

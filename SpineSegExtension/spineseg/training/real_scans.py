@@ -1,0 +1,83 @@
+"""The real CTs that judge a vertebra model: validation and reporting only, never training.
+
+The folder is the project's ``../shared/data/real`` (beside the checkout; see
+its README). Its reference labels come from TotalSegmentator, so scores are
+agreement with another model, not with a manual ground truth. Each scan is
+scored only on the levels its reference holds whole:
+
+* ``ct_totalseg_example/example_ct.nii.gz`` (3 mm, T11 cut to sacrum): T12-L5;
+* ``ct_totalseg_example/dicom`` (1 x 1 x 2 mm, 40 mm tall): T11 and T12.
+
+The score of a scan is its mean level-matched Dice over those levels (a
+vertebra named wrong scores 0), what a user of the whole pipeline gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import read_volume
+from ..metrics import score_vertebrae
+from ..volume import Volume, VolumeKind
+
+__all__ = ["DEFAULT_REAL_FOLDER", "TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct"]
+
+DEFAULT_REAL_FOLDER = Path(__file__).resolve().parents[4] / "shared" / "data" / "real"
+# TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
+TOTALSEG_TO_VERSE = {25: 26, 26: 26, 27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18}
+
+
+@dataclass(frozen=True)
+class RealCT:
+    """A real CT, its reference label map in VerSe numbers, and the levels it is scored on."""
+
+    name: str
+    image: Volume
+    reference: np.ndarray
+    scored_levels: tuple[int, ...]
+
+
+def _mapped(labels: np.ndarray) -> np.ndarray:
+    verse = np.zeros(labels.shape, np.uint8)
+    for source, target in TOTALSEG_TO_VERSE.items():
+        verse[labels == source] = target
+    return verse
+
+
+def read_real_cts(folder: str | Path) -> list[RealCT]:
+    """The real CTs of ``folder`` (the NIfTI scan and the DICOM series of ``ct_totalseg_example``).
+
+    Raises:
+        InputError: the folder does not exist or holds neither scan.
+    """
+    folder = Path(folder)
+    example = folder / "ct_totalseg_example"
+    if not example.is_dir():
+        raise InputError(f"no real CTs in {folder}: expected {example} (the project's ../shared/data/real); "
+                         "set validation.real_folder to that folder, or to \"\" to validate on phantoms only")
+    scans = []
+    if (example / "example_ct.nii.gz").exists():
+        image = read_volume(example / "example_ct.nii.gz")
+        reference = _mapped(read_volume(example / "example_seg_fast_force_split.nii.gz", VolumeKind.LABEL).array)
+        scans.append(RealCT("real CT 3 mm (T11-sacrum)", image, reference, (19, 20, 21, 22, 23, 24)))
+    if (example / "dicom").is_dir():
+        image = read_volume(example / "dicom")
+        reference = _mapped(read_volume(example / "example_seg_dicom.nii.gz", VolumeKind.LABEL).array)
+        if reference.shape == image.shape:
+            scans.append(RealCT("real CT DICOM 2 mm (T11-T12)", image, reference, (18, 19)))
+    if not scans:
+        raise InputError(f"{example} holds neither example_ct.nii.gz nor a dicom folder")
+    return scans
+
+
+def score_real_ct(prediction: np.ndarray, scan: RealCT) -> dict[str, float]:
+    """Mean level-matched Dice and the share of scored levels named right (matched to the right label)."""
+    scores = score_vertebrae(prediction, scan.reference, scan.image.spacing)
+    scored = [s for s in scores.vertebrae if s.level in scan.scored_levels]
+    return {"dice": float(np.mean([s.dice for s in scored])),
+            "named": float(np.mean([s.identified for s in scored])),
+            "matched_dice": float(np.mean([s.matched_dice for s in scored]))}

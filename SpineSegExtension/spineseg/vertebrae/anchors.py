@@ -1,0 +1,299 @@
+"""Anatomical anchors: what in the image fixes which levels a run of found vertebrae holds.
+
+The network's regressed positions say roughly where along the spine a run
+lies, but on unfamiliar anatomy the whole run can be off by a level or two.
+Some vertebrae can be recognised from the anatomy around them, and each one
+so recognised fixes the count:
+
+* **sacrum**: the foot-most pieces, joined left and right to the iliac wings
+  (the sacro-iliac joints), so that bone runs without a break from the
+  midline far out on both sides, over most of the piece's height;
+* **last rib**: the last vertebra whose bone continues laterally into a rib
+  (bone reaching far beyond any transverse process), with a vertebra without
+  ribs below it;
+* **C7/T1**: the first rib-bearing vertebra below one without ribs;
+* **C2**: the vertebra whose dens reaches up into the ring of the one above.
+
+Everything is measured on the working grid (axes R, A, S; isotropic
+``spacing_mm``) in axial slices, from the image in Hounsfield units and the
+found vertebrae's masks: a vertebra's bone in a slice is seeded by its mask,
+and joints up to ``JOINT_GAP_MM`` wide are bridged, so a rib or an ilium
+counts as continuing from it even where the joint reads as a dark gap.
+Distances are from the vertebra's own midline (its mask's mean R coordinate in
+the slice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .traversal import MASK_PROBABILITY, FoundVertebra
+
+__all__ = ["Anchor", "PieceAnatomy", "AnchorFindings", "slab_ranges", "measure_piece", "find_anchors"]
+
+
+class Anchor(str, Enum):
+    """An anatomical landmark that fixes the level of the vertebra it is found on; by trust, most first."""
+
+    SACRUM = "sacrum"
+    C2 = "C2"
+    LAST_RIB = "last rib"
+    FIRST_RIB = "C7/T1"
+
+
+# Bone in the working grid (HU). Ribs and the ilium read 150-300 HU on a 3 mm grid (partial volume);
+# contrast-filled vessels and kidneys reach this too, which is why only bone joined to the vertebra counts.
+ANCHOR_BONE_HU = 150.0
+# Gaps up to this wide between a vertebra's bone and the next bone are joints (costotransverse,
+# sacro-iliac), bridged when following the bone outwards.
+JOINT_GAP_MM = 3.0
+# Bone is followed outwards from a vertebra only this far from its midline and beyond, so that the way
+# out never runs through the column itself to another vertebra's ribs.
+COLUMN_HALF_WIDTH_MM = 15.0
+# Transverse processes end within about 50 mm of the midline (the widest, L3's, in large adults); a rib
+# joined to the vertebra carries its bone further out than this ...
+RIB_REACH_MM = 62.0
+# ... while falling (the lowest ribs fall steeply): the bone is followed this far below the vertebra's slab,
+# there only this far out and beyond, where its own rib runs rather than the next vertebra's rib head and neck.
+RIB_DROP_MM = 15.0
+RIB_DROP_LATERAL_MM = 40.0
+# The sacrum with the iliac wings: in a run of consecutive slices this tall (mm), bone joined to the piece
+# reaches this far out on both sides; an L5 touches the iliac crest or S1's alae in a slice or two at most.
+PELVIS_REACH_MM = 62.0
+PELVIS_RUN_MM = 12.0
+# A slab thinner than this (mm) tells nothing (a vertebra cut by the scan's end).
+MIN_SLAB_MM = 6.0
+# C2's dens: at least this much of its mask (mm^3) lies inside the height of the vertebra above, within
+# this distance (mm) of that vertebra's axis, where the vertebra above itself has almost none (its ring's hole).
+DENS_MIN_MM3 = 150.0
+DENS_RADIUS_MM = 9.0
+# The sacrum is found as at most this many pieces (see levels.MAX_SACRUM_PIECES).
+SACRUM_PIECES = 3
+
+
+@dataclass(frozen=True)
+class PieceAnatomy:
+    """What the anatomy around one found piece says (see ``measure_piece``).
+
+    Attributes:
+        slab_mm: height of the axial slices that belong to the piece (where it holds most mask voxels).
+        rib_reach_mm: how far out from its midline bone joined to it reaches, on its wider side, following
+            the bone down to ``RIB_DROP_MM`` below its slab.
+        pelvis_run_mm: the tallest run of its slices in which bone joined to it reaches ``PELVIS_REACH_MM``
+            out on both sides.
+        at_scan_end: its slab reaches the scan's head end: its upper part, where ribs attach, may lie outside.
+    """
+
+    slab_mm: float
+    rib_reach_mm: float
+    pelvis_run_mm: float
+    at_scan_end: bool = False
+
+    @property
+    def readable(self) -> bool:
+        return self.slab_mm >= MIN_SLAB_MM
+
+    @property
+    def pelvis(self) -> bool:
+        return self.readable and self.pelvis_run_mm >= PELVIS_RUN_MM
+
+    @property
+    def ribs(self) -> bool | None:
+        """Whether it carries ribs; None where that cannot be told (a thin slab, or cut by the scan's end)."""
+        if not self.readable or (self.at_scan_end and self.rib_reach_mm < RIB_REACH_MM):
+            return None
+        return self.rib_reach_mm >= RIB_REACH_MM
+
+
+@dataclass(frozen=True)
+class AnchorFindings:
+    """Anchors found on a head-to-foot run of pieces.
+
+    Attributes:
+        ribs: per piece, whether it carries ribs (None: its slab is too thin to tell, or it is the sacrum).
+        sacrum: index of the first (head-most) piece of the sacrum, if found.
+        dens: index of C2, if its dens was found reaching into the piece above.
+    """
+
+    ribs: list[bool | None]
+    sacrum: int | None = None
+    dens: int | None = None
+
+    def anchors(self) -> dict[Anchor, int]:
+        """Each anchor found and the index of the piece whose level it fixes, most trusted first.
+
+        The last rib is the last rib-bearing piece with a piece without ribs right below it; C7/T1
+        the first rib-bearing piece with one without ribs right above it (neither across the sacrum).
+        """
+        found: dict[Anchor, int] = {}
+        if self.sacrum is not None:
+            found[Anchor.SACRUM] = self.sacrum
+        if self.dens is not None:
+            found[Anchor.C2] = self.dens
+        pairs = list(zip(self.ribs[:-1], self.ribs[1:]))
+        last = [i for i, (above, below) in enumerate(pairs) if above is True and below is False]
+        first = [i + 1 for i, (above, below) in enumerate(pairs) if above is False and below is True]
+        if last:
+            found[Anchor.LAST_RIB] = last[-1]
+        if first:
+            found[Anchor.FIRST_RIB] = first[0]
+        return found
+
+
+def slab_ranges(found: Sequence[FoundVertebra], depth: int) -> list[np.ndarray]:
+    """Per piece, the axial slices (k indices) where its mask holds more voxels than any other piece's."""
+    counts = np.zeros((len(found), depth))
+    for index, vertebra in enumerate(found):
+        per_slice = (vertebra.probability > MASK_PROBABILITY).sum(axis=(0, 1))
+        k0 = int(vertebra.corner[2])
+        low, high = max(k0, 0), min(k0 + len(per_slice), depth)
+        if high > low:
+            counts[index, low:high] = per_slice[low - k0:high - k0]
+    owner = np.where(counts.max(axis=0) > 0, counts.argmax(axis=0), -1)
+    return [np.flatnonzero(owner == index) for index in range(len(found))]
+
+
+def _piece_mask(vertebra: FoundVertebra, shape: tuple[int, int, int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The piece's mask and the slices of the working grid it covers (its patch clipped to the grid)."""
+    corner = np.asarray(vertebra.corner, dtype=int)
+    size = np.array(vertebra.probability.shape)
+    low, high = np.maximum(corner, 0), np.minimum(corner + size, shape)
+    inside = tuple(slice(int(a - c), int(b - c)) for a, b, c in zip(low, high, corner))
+    return vertebra.probability[inside] > MASK_PROBABILITY, tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def _joined_bone(bone: np.ndarray, seed: np.ndarray, gap_voxels: int) -> np.ndarray:
+    """The voxels of ``bone`` joined to ``seed`` across gaps of up to ``gap_voxels`` (2D or 3D)."""
+    bridged = ndimage.binary_dilation(bone | seed, iterations=gap_voxels)
+    components, _ = ndimage.label(bridged, structure=np.ones((3,) * bone.ndim))
+    return np.isin(components, np.unique(components[seed])) & bone
+
+
+def lateral_reach(hounsfield: np.ndarray, seed: np.ndarray, spacing_mm: float) -> tuple[float, float]:
+    """How far (mm, towards R and towards L) bone joined to ``seed`` reaches from the seed's midline in one slice.
+
+    Args:
+        hounsfield: one axial slice (axes R, A) in HU.
+        seed: the vertebra's mask in that slice.
+        spacing_mm: pixel size.
+    """
+    if not seed.any():
+        return 0.0, 0.0
+    gap = max(1, int(round(JOINT_GAP_MM / spacing_mm)))
+    columns = np.flatnonzero(_joined_bone((hounsfield >= ANCHOR_BONE_HU) | seed, seed, gap).any(axis=1))
+    midline = float(np.nonzero(seed)[0].mean())
+    return float(columns.max() - midline) * spacing_mm, float(midline - columns.min()) * spacing_mm
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True in a 1D array."""
+    best = current = 0
+    for flag in flags:
+        current = current + 1 if flag else 0
+        best = max(best, current)
+    return best
+
+
+def measure_piece(
+    hounsfield: np.ndarray, found: Sequence[FoundVertebra], index: int, slab: np.ndarray, spacing_mm: float
+) -> PieceAnatomy:
+    """Rib and pelvis evidence around piece ``index`` of ``found``, from its ``slab`` (k indices) of the grid.
+
+    Ribs: bone joined to the piece (its mask, and bone beyond ``COLUMN_HALF_WIDTH_MM`` from its midline that no
+    other piece holds) is followed in 3D from its slab down to ``RIB_DROP_MM`` below it (there only beyond
+    ``RIB_DROP_LATERAL_MM``). Pelvis: slice by slice
+    (see ``lateral_reach``).
+    """
+    if len(slab) == 0:
+        return PieceAnatomy(0.0, 0.0, 0.0)
+    shape = hounsfield.shape
+    mask, where = _piece_mask(found[index], shape)
+    k_low, k_high = int(slab.min()), int(slab.max()) + 1
+    drop = int(round(RIB_DROP_MM / spacing_mm))
+    window = slice(max(k_low - drop, 0), k_high)
+    seed = np.zeros(shape[:2] + (window.stop - window.start,), dtype=bool)
+    k_mask = np.arange(where[2].start, where[2].stop)
+    in_window = (k_mask >= window.start) & (k_mask < window.stop)
+    seed[where[0], where[1], k_mask[in_window] - window.start] = mask[:, :, in_window]
+    seed[:, :, : max(k_low - window.start, 0)] = False  # the piece starts the way out from its own slab
+    own = seed.copy()
+    midline = float(np.nonzero(own)[0].mean()) if own.any() else (shape[0] - 1) / 2
+    others = np.zeros_like(seed)
+    for other_index, other in enumerate(found):
+        if other_index == index:
+            continue
+        other_mask, other_where = _piece_mask(other, shape)
+        k_other = np.arange(other_where[2].start, other_where[2].stop)
+        keep = (k_other >= window.start) & (k_other < window.stop)
+        if keep.any():
+            others[other_where[0], other_where[1], k_other[keep] - window.start] |= other_mask[:, :, keep]
+    lateral = np.abs(np.arange(shape[0]) - midline)[:, None, None] * spacing_mm
+    bone = (hounsfield[:, :, window] >= ANCHOR_BONE_HU) & ~others & (lateral >= COLUMN_HALF_WIDTH_MM)
+    bone[:, :, : k_low - window.start] &= lateral >= RIB_DROP_LATERAL_MM
+    gap = max(1, int(round(JOINT_GAP_MM / spacing_mm)))
+    joined = _joined_bone(bone | own, own, gap)
+    rows = np.flatnonzero(joined.any(axis=(1, 2)))
+    rib_reach = float(max(rows.max() - midline, midline - rows.min())) * spacing_mm if len(rows) else 0.0
+    both_sides = [
+        min(lateral_reach(hounsfield[:, :, k], own[:, :, k - window.start], spacing_mm)) >= PELVIS_REACH_MM
+        for k in slab
+    ]
+    at_end = k_high >= shape[2]  # cut at the head end, where its ribs attach
+    return PieceAnatomy(len(slab) * spacing_mm, rib_reach, _longest_run(np.array(both_sides)) * spacing_mm, at_end)
+
+
+def _find_dens(found: Sequence[FoundVertebra], spacing_mm: float) -> int | None:
+    """Index of the piece whose mask rises into the ring of the piece above (C2's dens inside C1), if any."""
+    for index in range(1, len(found)):
+        above, below = found[index - 1], found[index]
+        above_mask = above.probability > MASK_PROBABILITY
+        below_mask = below.probability > MASK_PROBABILITY
+        above_voxels = np.argwhere(above_mask) + above.corner
+        below_voxels = np.argwhere(below_mask) + below.corner
+        if len(above_voxels) == 0 or len(below_voxels) == 0:
+            continue
+        axis = above_voxels[:, :2].mean(axis=0)
+        bottom, top = np.percentile(above_voxels[:, 2], [10, 90])
+        radius = DENS_RADIUS_MM / spacing_mm
+        inside = below_voxels[(below_voxels[:, 2] >= bottom) & (below_voxels[:, 2] <= top)
+                              & (np.hypot(*(below_voxels[:, :2] - axis).T) <= radius)]
+        ring_hole = above_voxels[(np.hypot(*(above_voxels[:, :2] - axis).T) <= radius)]
+        if len(inside) * spacing_mm**3 >= DENS_MIN_MM3 and len(ring_hole) < 0.5 * len(inside):
+            return index
+    return None
+
+
+def find_anchors(
+    hounsfield: np.ndarray, found: Sequence[FoundVertebra], spacing_mm: float
+) -> tuple[AnchorFindings, list[PieceAnatomy]]:
+    """Look for the sacrum, the ribs and the dens around a head-to-foot run of pieces on the working grid.
+
+    The sacrum is the head-most of the foot-end pieces (at most ``SACRUM_PIECES``) joined to the iliac wings,
+    below a piece that is not. Ribs are not judged on the sacrum nor on the piece right above it, whose bone
+    may run into the alae and the iliac crest.
+
+    Args:
+        hounsfield: the working-grid CT in HU (axes R, A, S).
+        found: the pieces head to foot.
+        spacing_mm: the working grid's voxel size.
+
+    Returns:
+        The anchors and the measurements per piece they were read from.
+    """
+    slabs = slab_ranges(found, hounsfield.shape[2])
+    anatomy = [measure_piece(hounsfield, found, index, slab, spacing_mm) for index, slab in enumerate(slabs)]
+    sacrum = None
+    for index in range(len(found) - 1, max(len(found) - 1 - SACRUM_PIECES, 0), -1):
+        if not anatomy[index].pelvis:
+            break
+        if not anatomy[index - 1].pelvis:
+            sacrum = index
+            break
+    pelvic = len(found) if sacrum is None else sacrum - 1
+    ribs = [a.ribs if index < pelvic else None for index, a in enumerate(anatomy)]
+    return AnchorFindings(ribs, sacrum, _find_dens(found, spacing_mm)), anatomy

@@ -1,0 +1,124 @@
+"""Naming by anatomical anchors: the sacrum, the last rib, C7/T1 and C2 fix the count; T13 and L6 when they demand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spineseg.anatomy import L6, SACRUM, T13, level_to_position
+from spineseg.geometry import resample_to, working_grid
+from spineseg.labels import vertebra_name
+from spineseg.phantoms.ct import make_ct_phantom
+from spineseg.results import NamingRecord
+from spineseg.vertebrae.anchors import Anchor, find_anchors
+from spineseg.vertebrae.levels import name_run
+from spineseg.vertebrae.pipeline import UNANCHORED_WARNING, _naming_warnings, naming_record
+from spineseg.vertebrae.traversal import FoundVertebra
+from spineseg.volume import Volume, VolumeKind
+
+
+def names(levels: list[int]) -> list[str]:
+    return [vertebra_name(level) for level in levels]
+
+
+def shifted(levels: list[int], by: float) -> list[float]:
+    """Regressed positions of a run, all ``by`` positions too far towards the head (as on the real CT)."""
+    return [level_to_position(level) - by if level in (*range(1, 25), SACRUM) else level_to_position(24) - by
+            for level in levels]
+
+
+def test_the_sacrum_corrects_a_run_regressed_two_levels_too_high():
+    truth = [19, 20, 21, 22, 23, 24, SACRUM]
+    alone = name_run(shifted(truth, 2.0))
+    assert names(alone.levels) == ["T10", "T11", "T12", "L1", "L2", "L3", "L4"] and not alone.anchored
+    naming = name_run(shifted(truth, 2.0), anchors={Anchor.SACRUM: 6})
+    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "S"]
+    assert naming.anchor is Anchor.SACRUM and naming.renamed == 7
+
+
+def test_the_last_rib_corrects_a_shift_without_the_sacrum():
+    truth = list(range(15, 23))  # T8..L3
+    naming = name_run(shifted(truth, -3.0), anchors={Anchor.LAST_RIB: 4})
+    assert names(naming.levels) == ["T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3"]
+    assert naming.anchor is Anchor.LAST_RIB
+
+
+def test_six_vertebrae_without_ribs_above_the_sacrum_are_named_with_an_l6():
+    # T12, then six vertebrae without ribs, then the sacrum: an L6, not a T11 on the last rib.
+    regressed = shifted([19, 20, 21, 22, 23, 24, 24, SACRUM], 1.0)
+    naming = name_run(regressed, anchors={Anchor.SACRUM: 7, Anchor.LAST_RIB: 0})
+    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "L6", "S"]
+    assert naming.variant == L6 and naming.followed == [Anchor.SACRUM, Anchor.LAST_RIB]
+    # Without the last rib the sacrum alone names five lumbar vertebrae and no variant.
+    assert names(name_run(regressed, anchors={Anchor.SACRUM: 7}).levels)[0] == "T11"
+
+
+def test_thirteen_rib_bearing_vertebrae_are_named_with_a_t13():
+    # C7, thirteen vertebrae with ribs, L1: the first and last ribs demand a T13.
+    regressed = [7.0, *range(8, 21), 20.0]
+    naming = name_run(regressed, anchors={Anchor.FIRST_RIB: 1, Anchor.LAST_RIB: 13})
+    assert names(naming.levels) == ["C7", *[f"T{n}" for n in range(1, 14)], "L1"]
+    assert naming.variant == T13 and naming_record(naming).summary() == "named by the last rib (on T13), with a T13"
+
+
+def test_the_sacrum_overrules_a_last_rib_that_disagrees_and_says_so():
+    truth = [19, 20, 21, 22, 23, 24, SACRUM]
+    naming = name_run(shifted(truth, 0.0), anchors={Anchor.SACRUM: 6, Anchor.LAST_RIB: 2})
+    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "S"]
+    record = naming_record(naming)
+    assert record.overruled == ["last rib"] and record.anchors_found == {"sacrum": "S", "last rib": "L2"}
+    assert _naming_warnings(record, True) == [
+        "The last rib (on L2) disagrees with the sacrum; the names follow the sacrum."]
+
+
+def test_a_run_without_anchors_is_reported_as_unanchored():
+    record = naming_record(name_run([20.1, 21.0, 21.9]))
+    assert not record.anchored and record.to_dict() == {
+        "anchored": False, "anchor": None, "anchors_found": {}, "overruled": [], "variant": None, "renamed": 0}
+    assert record.summary() == "unanchored: names from the network's estimates only"
+    assert _naming_warnings(record, True) == [UNANCHORED_WARNING]
+    assert NamingRecord.from_dict(record.to_dict()) == record
+
+
+def test_an_anchor_off_the_run_is_refused():
+    with pytest.raises(ValueError, match="anchors must mark pieces"):
+        name_run([20.0, 21.0], anchors={Anchor.SACRUM: 2})
+
+
+def pieces_from_labels(levels: list[int], seed: int) -> tuple[np.ndarray, list[FoundVertebra], list[int]]:
+    """A phantom on the 3 mm working grid (HU) and its vertebrae as found pieces (exact masks), head to foot."""
+    phantom = make_ct_phantom(levels, seed=seed, spacing=(1.5, 1.5, 1.5))
+    grid = working_grid(phantom.image, 3.0)
+    image = Volume(phantom.image.array.astype(np.float32), phantom.image.affine, VolumeKind.INTENSITY)
+    hounsfield = resample_to(image, grid, fill_value=-1000.0).array
+    labels = resample_to(phantom.labels, grid).array
+    found, present = [], []
+    for level in levels:
+        voxels = np.argwhere(labels == level)
+        if len(voxels) < 20:
+            continue
+        low, high = voxels.min(axis=0), voxels.max(axis=0) + 1
+        mask = labels[low[0]:high[0], low[1]:high[1], low[2]:high[2]] == level
+        found.append(FoundVertebra(low, mask.astype(np.float16), len(voxels), 1.0, 0.0, voxels.mean(axis=0)))
+        present.append(level)
+    return hounsfield, found, present
+
+
+@pytest.mark.parametrize("levels, seed, expected", [
+    ([*range(17, 25), SACRUM], 1000, {"sacrum": "S", "last rib": "T12"}),
+    (list(range(3, 12)), 1003, {"C7/T1": "T1"}),
+    (list(range(1, 9)), 2001, {"C2": "C2", "C7/T1": "T1"}),
+    (list(range(10, 20)), 2004, {}),
+])
+def test_anchors_found_in_the_phantom_anatomy_name_a_shifted_run(levels, seed, expected):
+    """Ribs, iliac wings and the dens of a phantom, seen around its vertebrae on the working grid, name a run
+    whose regressed positions are two levels too high; a run of thoracic vertebrae alone has no anchor."""
+    hounsfield, found, present = pieces_from_labels(levels, seed)
+    findings, _ = find_anchors(hounsfield, found, 3.0)
+    naming = name_run(shifted(present, 2.0), anchors=findings.anchors())
+    record = naming_record(naming)
+    assert record.anchors_found == expected
+    if expected:
+        assert names(naming.levels) == names(present)
+    else:
+        assert not record.anchored
