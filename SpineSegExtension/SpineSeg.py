@@ -265,12 +265,11 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 found += f", {naming.summary()}" if naming is not None else ""
             else:
                 node.outputMarkups = output
-                found = f"{output.GetNumberOfControlPoints()} discs"
+                found = f"{output.GetNumberOfControlPoints()} discs, {handoff.disc_naming_of(job)}"
             caveat = "" if node.model else " Phantom-trained demo model: check every result (see Help)."
-            naming = f" {handoff.naming_of(job)}" if job.task is Task.DISCS else ""
             warnings = handoff.warnings_of(job)
             warning = f" Warning: {' '.join(warnings)}" if warnings else ""
-            self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {found}.{naming}{warning}{caveat}"
+            self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {found}.{warning}{caveat}"
             self.ui.statusLabel.toolTip = "" if node.model else MODELS_CAVEAT
 
 

@@ -160,5 +160,5 @@ def test_discs_json_says_how_the_names_were_counted(tmp_path):
     assert read["naming"] == {"anchor": None, "anchored": False}
     assert "neither C2 nor the sacrum is in view" in read["warnings"][0]
     assert anchored["naming"] == {"anchor": "sacrum", "anchored": True} and anchored["warnings"] == []
-    assert DiscNaming("C2").summary == "Names counted from C2."
-    assert DiscNaming().summary == "Unanchored: no C2 or sacrum in view."
+    assert DiscNaming("C2").summary == "names counted from C2"
+    assert DiscNaming().summary == "unanchored: no C2 or sacrum in view"

@@ -103,8 +103,8 @@ def load_results(job: SlicerJob) -> VertebraeResult | DiscsResult:
     return storage.load_discs_outputs(job.output_folder)
 
 
-def naming_of(job: SlicerJob) -> str:
-    """The status-line sentence on how a finished disc job named the levels ("" for other tasks)."""
+def disc_naming_of(job: SlicerJob) -> str:
+    """The status-line phrase on how a finished disc job named the levels ("" for other tasks)."""
     if job.task is not Task.DISCS:
         return ""
     return storage.read_disc_naming(job.output_folder).summary

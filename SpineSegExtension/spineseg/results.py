@@ -134,8 +134,8 @@ class DiscNaming:
 
     @property
     def summary(self) -> str:
-        """A short sentence for a status line (the warnings of the result say more)."""
-        return f"Names counted from {self.anchor}." if self.anchored else "Unanchored: no C2 or sacrum in view."
+        """A short phrase for a status line (the warnings of the result say more)."""
+        return f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
 
     def to_dict(self) -> dict:
         """The ``naming`` object of ``discs.json`` (the same keys as in ``vertebrae.json``)."""
