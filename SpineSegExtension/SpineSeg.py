@@ -265,7 +265,7 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 found += f", {naming.summary()}" if naming is not None else ""
             else:
                 node.outputMarkups = output
-                found = f"{output.GetNumberOfControlPoints()} discs"
+                found = f"{output.GetNumberOfControlPoints()} discs, {handoff.disc_naming_of(job)}"
             caveat = "" if node.model else " Phantom-trained demo model: check every result (see Help)."
             warnings = handoff.warnings_of(job)
             warning = f" Warning: {' '.join(warnings)}" if warnings else ""

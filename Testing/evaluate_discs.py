@@ -10,12 +10,11 @@ that include an anchor (C1/C2 or the sacrum); thoracic-only fields of view,
 which carry no anchor, are scored separately.
 
 Real MRIs (skipped if ../shared/data/real is absent) have no disc-centre
-ground truth, so they are scored head to foot only (S coordinate), with the
-8 mm threshold:
-* PAM50 T2 template: disc labels on the cord centre line (numbers 2..19);
-* SCT cervical T2: hand-placed C3, C4, C5 body centres; the C3/C4 and C4/C5
-  discs are taken half-way between them;
-* SCT thoraco-lumbar T2: one point, the T9/T10 disc (number 17).
+ground truth, so they are scored head to foot only, as in issue 15's
+done-when (see spineseg.discs.real_scans): discs named right within 5 mm
+(PAM50, 18 discs; thoraco-lumbar T2, T9/T10) or 3 mm (SCT cervical T2,
+C3/C4 and C4/C5 half-way between the marked bodies). The phantom and real
+scores are printed side by side at the end.
 """
 
 from __future__ import annotations
@@ -32,17 +31,21 @@ import torch
 from spineseg.discs.metrics import score_discs, summarise
 from spineseg.choices import Task
 from spineseg.networks.disc_model import DiscModel
+from spineseg.discs.decode import DecodeSettings
 from spineseg.discs.pipeline import label_discs
 from spineseg.model_store import load_model
 from spineseg.pictures import write_discs_picture
-from spineseg.io import read_volume
+from spineseg.discs.real_scans import load_real_scans, score_real_scan
 from spineseg.phantoms.mri import FIELDS_OF_VIEW, random_mri_phantom
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 ANCHORED = ["cervical", "cervicothoracic", "thoracolumbar", "lumbar"]
+# Anchors that never fire: the network's names, as the decoder gave them before anchored decoding.
+NO_ANCHORS = DecodeSettings(anchor_score=float("inf"))
 
 
-def evaluate_phantoms(model: DiscModel, count: int, seed: int, fields: list[str]) -> dict:
+def evaluate_phantoms(model: DiscModel, count: int, seed: int, fields: list[str],
+                      settings: DecodeSettings = DecodeSettings()) -> dict:
     """Label ``count`` fresh phantoms cycling through ``fields`` and both contrasts."""
     rng = np.random.default_rng(seed)
     scores, seconds = [], []
@@ -51,7 +54,7 @@ def evaluate_phantoms(model: DiscModel, count: int, seed: int, fields: list[str]
         contrast = ("T1", "T2")[(index // len(fields)) % 2]
         phantom = random_mri_phantom(rng, contrast=contrast, levels=FIELDS_OF_VIEW[field], fast=False)
         start = time.time()
-        result = label_discs(phantom.image, model, device="cpu")
+        result = label_discs(phantom.image, model, device="cpu", settings=settings)
         seconds.append(time.time() - start)
         scores.append(score_discs(result.discs, phantom.disc_points))
     summary = summarise(scores)
@@ -60,53 +63,38 @@ def evaluate_phantoms(model: DiscModel, count: int, seed: int, fields: list[str]
     return summary
 
 
-def _si_only(points: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    return {n: np.array([0.0, 0.0, float(p[2])]) for n, p in points.items()}
-
-
-def _label_points(path: Path) -> dict[int, np.ndarray]:
-    labels = read_volume(path)
-    points = {}
-    for value in np.unique(labels.array):
-        if value > 0:
-            points[int(value)] = labels.ijk_to_ras(np.argwhere(labels.array == value).mean(axis=0))[0]
-    return points
-
-
-def evaluate_real(model: DiscModel, picture_dir: Path | None) -> dict:
-    """Head-to-foot agreement with the annotations of the real MRIs."""
+def evaluate_real(model: DiscModel, picture_dir: Path | None, settings: DecodeSettings = DecodeSettings()) -> dict:
+    """Each real MRI labelled whole and scored as in issue 15's done-when (see spineseg.discs.real_scans)."""
     if not REAL.is_dir():
         return {"skipped": f"{REAL} not found"}
     cases = {}
-    pam = REAL / "mr_pam50_template"
-    sct = REAL / "mr_sct_t2"
-    lumbar = REAL / "mr_t2_lumbar" / "t2_lumbar.nii.gz"
-    references = {
-        "pam50_t2": (pam / "PAM50_small_t2.nii.gz", lambda: _label_points(pam / "PAM50_small_label_disc.nii.gz")),
-        "sct_cervical_t2": (sct / "t2.nii.gz", lambda: _sct_discs(_label_points(sct / "t2_labeled_center_manual.nii.gz"))),
-        "sct_thoracolumbar_t2": (lumbar, lambda: {17: read_volume(lumbar).ijk_to_ras(np.array([27, 76, 187]))[0]}),
-    }
-    for name, (image_path, reference) in references.items():
-        if not image_path.exists():
-            cases[name] = {"skipped": f"{image_path} not found"}
-            continue
-        volume = read_volume(image_path)
+    for scan in load_real_scans(REAL):
         start = time.time()
-        result = label_discs(volume, model, device="cpu")
-        truth = reference()
-        predicted = {d.number: np.asarray(d.position_ras) for d in result.discs}
-        scores = score_discs(_si_only(predicted), _si_only(truth))
-        cases[name] = {**summarise([scores]), "reference_numbers": sorted(truth),
-                       "predicted_numbers": result.numbers, "seconds": round(time.time() - start, 2)}
+        result = label_discs(scan.image, model, device="cpu", settings=settings)
+        score = score_real_scan(scan, result.discs)
+        cases[scan.name] = {**score.to_dict(), "tolerance_mm": scan.tolerance_mm, "naming": result.naming.to_dict(),
+                            "seconds": round(time.time() - start, 2)}
         if picture_dir is not None:
             picture_dir.mkdir(parents=True, exist_ok=True)
-            write_discs_picture(result, picture_dir / f"{name}.png", title=f"{name}: {result.numbers}")
+            write_discs_picture(result, picture_dir / f"{scan.name}.png", title=f"{scan.name}: {result.numbers}")
     return cases
 
 
-def _sct_discs(bodies: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Disc n+1 lies between the bodies of vertebrae n and n+1."""
-    return {n + 1: (bodies[n] + bodies[n + 1]) / 2 for n in sorted(bodies) if n + 1 in bodies}
+def side_by_side(report: dict) -> str:
+    """Phantom and real scores as one small table."""
+    lines = [f"{'set':<24} {'score':>22} {'median mm':>10}"]
+    for key in ("held_out_phantoms", "thoracic_only_phantoms"):
+        summary = report[key]
+        lines.append(f"{key:<24} {'labels right ' + format(summary['label_accuracy'], '.1%'):>22} "
+                     f"{summary['median_distance_mm']:>10.2f}")
+    for name, case in report["real_mri_head_to_foot_only"].items():
+        if "skipped" in case or not isinstance(case, dict):
+            lines.append(f"{name:<24} skipped")
+            continue
+        anchor = case["naming"]["anchor"] or "unanchored"
+        lines.append(f"{name:<24} {case['named_right']:>3}/{case['reference']:<3} within {case['tolerance_mm']:g} mm"
+                     f" ({anchor}) {case['predicted_numbers']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,17 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--out", default=None, help="write the scores as JSON here")
     parser.add_argument("--pictures", default=None, help="folder for pictures of the real-MRI results")
+    parser.add_argument("--no-anchors", action="store_true",
+                        help="name discs as before anchored decoding (the network's names), for comparison")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model = load_model(Task.DISCS, args.model, "cpu")
+    settings = NO_ANCHORS if args.no_anchors else DecodeSettings()
     report = {
         "model": model.name,
-        "held_out_phantoms": evaluate_phantoms(model, args.phantoms, args.seed, ANCHORED),
-        "thoracic_only_phantoms": evaluate_phantoms(model, args.thoracic, args.seed + 1, ["thoracic"]),
-        "real_mri_head_to_foot_only": evaluate_real(model, Path(args.pictures) if args.pictures else None),
+        "anchored_decoding": not args.no_anchors,
+        "held_out_phantoms": evaluate_phantoms(model, args.phantoms, args.seed, ANCHORED, settings),
+        "thoracic_only_phantoms": evaluate_phantoms(model, args.thoracic, args.seed + 1, ["thoracic"], settings),
+        "real_mri_head_to_foot_only": evaluate_real(model, Path(args.pictures) if args.pictures else None, settings),
     }
     text = json.dumps(report, indent=2)
     print(text)
+    print(side_by_side(report))
     if args.out:
         Path(args.out).write_text(text + "\n")
     return 0

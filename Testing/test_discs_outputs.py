@@ -145,3 +145,20 @@ def test_damaged_model_is_refused(tmp_path, tiny_model):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ModelError, match="sha256"):
         load_model(Task.DISCS, weights)
+
+
+def test_discs_json_says_how_the_names_were_counted(tmp_path):
+    from spineseg.discs.decode import UNANCHORED_WARNING
+    from spineseg.results import DiscNaming, DiscRecord, DiscsResult
+    from spineseg.writers import result_table, write_json
+
+    discs = [DiscRecord(12, (0.0, 0.0, 10.0), 0.4)]
+    unanchored = result_table(DiscsResult(discs, warnings=[UNANCHORED_WARNING]), "in.nii.gz", {"name": "m"})
+    anchored = result_table(DiscsResult(discs, naming=DiscNaming("sacrum")), "in.nii.gz", {"name": "m"})
+    write_json(unanchored, tmp_path / "discs.json")
+    read = json.loads((tmp_path / "discs.json").read_text())
+    assert read["naming"] == {"anchor": None, "anchored": False}
+    assert "neither C2 nor the sacrum is in view" in read["warnings"][0]
+    assert anchored["naming"] == {"anchor": "sacrum", "anchored": True} and anchored["warnings"] == []
+    assert DiscNaming("C2").summary == "names counted from C2"
+    assert DiscNaming().summary == "unanchored: no C2 or sacrum in view"

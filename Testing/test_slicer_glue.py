@@ -630,3 +630,15 @@ def test_missing_requirements_skip_what_slicer_ships():
     assert dependencies.requirement_name("slicer_core==5") == "slicer-core"
     with pytest.raises(ValueError):
         dependencies.requirement_name(">=1")
+
+
+def test_disc_naming_read_back_for_the_status_line(context, tmp_path):
+    from SpineSegLib import storage
+    from spineseg.results import DiscNaming
+    from spineseg.writers import result_table, write_json
+
+    write_json(result_table(DiscsResult([DiscRecord(21, (0.0, 0.0, 0.0), 0.9)], naming=DiscNaming("C2")), "x", {}),
+               tmp_path / "discs.json")
+    assert storage.load_discs_outputs(tmp_path).naming.summary == "names counted from C2"
+    (tmp_path / "discs.json").write_text(json.dumps({"discs": []}))  # written before naming existed
+    assert not storage.read_disc_naming(tmp_path).anchored

@@ -103,6 +103,13 @@ def load_results(job: SlicerJob) -> VertebraeResult | DiscsResult:
     return storage.load_discs_outputs(job.output_folder)
 
 
+def disc_naming_of(job: SlicerJob) -> str:
+    """The status-line phrase on how a finished disc job named the levels ("" for other tasks)."""
+    if job.task is not Task.DISCS:
+        return ""
+    return storage.read_disc_naming(job.output_folder).summary
+
+
 def warnings_of(job: SlicerJob) -> list[str]:
     """The warnings about the input that a finished job wrote (strong anisotropy, a forced modality)."""
     return storage.read_warnings(job.output_folder, job.task.value)

@@ -16,10 +16,11 @@ import slicer
 
 from spineseg.io import atomic_path, read_volume
 from spineseg.labels import disc_number
-from spineseg.results import DiscRecord, DiscsResult, NamingRecord, VertebraeResult, VertebraRecord
+from spineseg.results import DiscNaming, DiscRecord, DiscsResult, NamingRecord, VertebraeResult, VertebraRecord
 from spineseg.volume import VolumeKind
 
-__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs", "read_warnings", "read_naming"]
+__all__ = ["write_input_volume", "load_vertebrae_outputs", "load_discs_outputs", "read_warnings", "read_naming",
+           "read_disc_naming"]
 
 
 def write_input_volume(volume_node: Any, path: str | os.PathLike) -> Path:
@@ -55,6 +56,14 @@ def read_warnings(folder: str | os.PathLike, task: str) -> list[str]:
     return [str(item) for item in warnings] if isinstance(warnings, list) else []
 
 
+def read_disc_naming(folder: str | os.PathLike) -> DiscNaming:
+    """How a disc job named the levels (``naming`` of ``discs.json``; files without it read as unanchored)."""
+    data = json.loads((Path(folder) / "discs.json").read_text())
+    naming = data.get("naming") if isinstance(data, dict) else None
+    anchor = naming.get("anchor") if isinstance(naming, dict) and naming.get("anchored") else None
+    return DiscNaming(str(anchor) if anchor else None)
+
+
 def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:
     """Read ``vertebrae.nii.gz`` and the records of ``vertebrae.json`` written by a vertebra job."""
     folder = Path(folder)
@@ -77,11 +86,12 @@ def read_naming(folder: str | os.PathLike) -> NamingRecord | None:
 
 
 def load_discs_outputs(folder: str | os.PathLike) -> DiscsResult:
-    """Read ``discs.json`` written by ``spineseg discs`` (positions in RAS mm)."""
+    """Read ``discs.json`` written by ``spineseg discs`` (positions in RAS mm; files without ``naming`` read as
+    unanchored)."""
     data = json.loads((Path(folder) / "discs.json").read_text())
     discs = []
     for item in _record_list(data, "discs"):
         number = int(item["number"]) if "number" in item else disc_number(str(item["label"]))
         position = tuple(float(x) for x in item["position_ras"])
         discs.append(DiscRecord(number, position, float(item.get("confidence", 1.0))))
-    return DiscsResult(discs, warnings=read_warnings(folder, "discs"))
+    return DiscsResult(discs, warnings=read_warnings(folder, "discs"), naming=read_disc_naming(folder))

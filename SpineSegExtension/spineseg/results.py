@@ -12,7 +12,7 @@ import numpy as np
 from .labels import disc_name, vertebra_name
 from .volume import Volume
 
-__all__ = ["VertebraRecord", "NamingRecord", "VertebraeResult", "DiscRecord", "DiscsResult"]
+__all__ = ["VertebraRecord", "NamingRecord", "VertebraeResult", "DiscRecord", "DiscsResult", "DiscNaming"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,27 @@ class DiscRecord:
 
 
 @dataclass(frozen=True)
+class DiscNaming:
+    """Where the disc names were counted from: an anchor in view ("C2", "sacrum", "C2 and sacrum") or none, in
+    which case the names are the network's guess of the levels."""
+
+    anchor: str | None = None
+
+    @property
+    def anchored(self) -> bool:
+        return self.anchor is not None
+
+    @property
+    def summary(self) -> str:
+        """A short phrase for a status line (the warnings of the result say more)."""
+        return f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
+
+    def to_dict(self) -> dict:
+        """The ``naming`` object of ``discs.json`` (the same keys as in ``vertebrae.json``)."""
+        return {"anchor": self.anchor, "anchored": self.anchored}
+
+
+@dataclass(frozen=True)
 class DiscsResult:
     """Discs found in an MRI, head to foot, the 2D slab they were found on (for pictures) and warnings about
     the input (see :func:`spineseg.checks.check_input`)."""
@@ -130,6 +151,7 @@ class DiscsResult:
     slab: np.ndarray | None = None
     slab_to_ras: np.ndarray | None = None  # 3x3: (row, column, 1) of the slab image -> RAS mm
     warnings: list[str] = field(default_factory=list)
+    naming: DiscNaming = field(default_factory=DiscNaming)
 
     @property
     def numbers(self) -> list[int]:

@@ -118,8 +118,9 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
 
 
 def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
-    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, (for
-    vertebrae) how the names were fixed, then one record per item."""
+    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, how
+    the names were fixed (``naming``; for discs {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), then
+    one record per item."""
     document = {
         "input": source,
         "model": model,
@@ -132,6 +133,7 @@ def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict
         document["naming"] = result.naming.to_dict() if result.naming is not None else None
         document["vertebrae"] = [record.to_dict() for record in result.vertebrae]
     else:
+        document["naming"] = result.naming.to_dict()
         document["discs"] = [disc.to_dict() for disc in result.discs]
     return document
 

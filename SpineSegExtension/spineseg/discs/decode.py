@@ -21,11 +21,21 @@
    a skipped number whose gap the spacing prior accepts; a spurious peak is a
    site left out. The number of discs is never given; the cost is
    O(sites^2 * numbers^2 * scales), polynomial.
+4. Anchors: the network's channel, i.e. its guess of the level from how a
+   disc looks, is not trusted to name a chain on its own. C2 and the sacrum
+   fix the count: when one is in view (:func:`find_anchors`) the chain is
+   decoded again, its first disc held to C1/C2 or C2/C3 (C2 anchor) or its
+   last to L5/S1 (sacrum anchor), and every disc is named by counting from
+   the anchor, with the channel only a weak tie-breaker
+   (:func:`counting_scores`). A chain with neither anchor in view keeps the
+   network's names, at lowered confidence, and says so (``Decoded.anchored``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -35,7 +45,25 @@ from ..labels import DISC_NUMBERS
 from ..results import DiscRecord
 from .targets import N_CHANNELS, output_to_input
 
-__all__ = ["Candidate", "find_candidates", "expected_spacing_mm", "label_chain", "decode_heatmaps", "DecodeSettings"]
+__all__ = ["Candidate", "find_candidates", "expected_spacing_mm", "label_chain", "decode_heatmaps", "decode_chain",
+           "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings", "UNANCHORED_WARNING"]
+
+UNANCHORED_WARNING = ("neither C2 nor the sacrum is in view: the disc names are the network's guess of the levels and "
+                      "may be off by one or more levels (confidence lowered); check them against a scan that shows C2 "
+                      "or the sacrum")
+
+
+class Anchor(str, Enum):
+    """A landmark that fixes the count of discs: C2 at the head end, the sacrum at the foot end."""
+
+    C2 = "C2"
+    SACRUM = "sacrum"
+
+
+# A chain anchored at both ends spans at least this share of the shortest whole spine of the spacing prior.
+WHOLE_SPINE_SHARE = 0.7
+# Disc numbers a chain anchored at each end may start (C2) or end (sacrum) with.
+ANCHOR_END_NUMBERS = {Anchor.C2: (2, 3), Anchor.SACRUM: (25,)}
 
 
 @dataclass(frozen=True)
@@ -50,10 +78,23 @@ class DecodeSettings:
     skip_penalty: float = 0.15
     max_sites: int = 60
     scales: tuple[float, ...] = (0.8, 0.846, 0.894, 0.946, 1.0, 1.057, 1.118, 1.182, 1.25)  # 0.8-1.25, geometric
+    # Anchors. The anchor is the anatomy beyond the chain's end disc (C2's dens and the skull base above C1/C2 or
+    # C2/C3; the sacrum below L5/S1): the network reports it by scoring the end disc at least anchor_score in an
+    # anchor channel, having seen those surroundings. The anchor must also be inside the image: the scan goes on
+    # beyond the end disc for at least anchor_in_view_gaps times the chain's end gap. How far the image goes on
+    # is never evidence by itself (a thoracic scan may have plenty of room beyond its end discs).
+    anchor_score: float = 0.5
+    anchor_in_view_gaps: float = 0.5
+    identity_weight: float = 0.25  # counting from an anchor: weight of the channel (network's level guess)
+    unanchored_confidence: float = 0.5  # confidence factor of discs named without an anchor
 
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be one or more positive factors, got {self.scales!r}")
+        if not 0.0 <= self.identity_weight <= 1.0:
+            raise ValueError(f"identity_weight must be within 0..1, got {self.identity_weight}")
+        if not 0.0 < self.unanchored_confidence <= 1.0:
+            raise ValueError(f"unanchored_confidence must be within (0, 1], got {self.unanchored_confidence}")
 
 
 @dataclass(frozen=True)
@@ -132,8 +173,9 @@ def expected_spacing_mm(first: int, second: int) -> float:
     return float(_CUMULATIVE[second - DISC_NUMBERS[0]] - _CUMULATIVE[first - DISC_NUMBERS[0]])
 
 
-def label_chain(positions_mm: np.ndarray, scores: np.ndarray,
-                settings: DecodeSettings = DecodeSettings()) -> list[tuple[int, int]]:
+def label_chain(positions_mm: np.ndarray, scores: np.ndarray, settings: DecodeSettings = DecodeSettings(),
+                start: tuple[int, Sequence[int]] | None = None,
+                end: tuple[int, Sequence[int]] | None = None) -> list[tuple[int, int]]:
     """Best chain of (site index, channel) pairs, head to foot.
 
     The expected distances are those of a typical adult times one unknown
@@ -146,6 +188,8 @@ def label_chain(positions_mm: np.ndarray, scores: np.ndarray,
     Args:
         positions_mm: (M, 2) site positions in mm, sorted head to foot.
         scores: (M, N_CHANNELS) score of each site for each disc number.
+        start: (site, disc numbers): the chain must begin at this site with one of these numbers.
+        end: (site, disc numbers): the chain must end at this site with one of these numbers.
 
     Returns:
         the chosen (site, channel) pairs in head-to-foot order; empty if no
@@ -166,8 +210,12 @@ def label_chain(positions_mm: np.ndarray, scores: np.ndarray,
     k = len(settings.scales)
     best = np.full((m, k, n), -np.inf)
     back = np.full((m, k, n, 2), -1, dtype=int)
+    starts = np.ones((m, n), dtype=bool)
+    if start is not None:
+        starts[:] = False
+        starts[start[0], [DISC_NUMBERS.index(number) for number in start[1]]] = True
     for i in range(m):
-        best[i] = unary[i]  # chain starting here
+        best[i] = np.where(starts[i], unary[i], -np.inf)  # chain starting here
         for j in range(i):
             distance = float(np.hypot(*(positions_mm[i] - positions_mm[j])))
             if distance < 1e-6:
@@ -180,6 +228,10 @@ def label_chain(positions_mm: np.ndarray, scores: np.ndarray,
             better = value > best[i]
             best[i] = np.where(better, value, best[i])
             back[i][better] = np.column_stack([np.full(better.sum(), j), source[better]])
+    if end is not None:
+        ends = np.zeros((m, 1, n), dtype=bool)
+        ends[end[0], 0, [DISC_NUMBERS.index(number) for number in end[1]]] = True
+        best = np.where(ends, best, -np.inf)
     i, scale, c = np.unravel_index(int(np.argmax(best)), best.shape)
     if not np.isfinite(best[i, scale, c]) or best[i, scale, c] <= 0:
         return []
@@ -190,26 +242,131 @@ def label_chain(positions_mm: np.ndarray, scores: np.ndarray,
     return chain[::-1]
 
 
-def decode_heatmaps(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float, stride: int = 4,
-                    settings: DecodeSettings = DecodeSettings()) -> list[DiscRecord]:
-    """Labelled discs (RAS mm) from one image's heatmaps.
+def counting_scores(scores: np.ndarray, identity_weight: float) -> np.ndarray:
+    """Scores for naming by counting: each site's disc evidence (its best channel) for every number, less
+    ``identity_weight`` times how much weaker the number's own channel is there.
+
+    With weight 0 every site is equally good as every number and only the count and the spacing prior name the
+    discs; with weight 1 these are the network's scores.
+    """
+    strength = scores.max(axis=1, keepdims=True)
+    return strength - identity_weight * (strength - scores)
+
+
+def _room_mm(inside: np.ndarray, row: float, col: float, pixel_mm: float) -> tuple[float, float]:
+    """How far (mm) the scan goes on above and below an input pixel, along its column."""
+    column = int(np.clip(round(col), 0, inside.shape[1] - 1))
+    rows = np.nonzero(inside[:, column])[0]
+    if rows.size == 0:
+        return 0.0, 0.0
+    return max(row - rows.min(), 0.0) * pixel_mm, max(rows.max() - row, 0.0) * pixel_mm
+
+
+def find_anchors(positions_px: np.ndarray, scores: np.ndarray, chain: list[tuple[int, int]], inside: np.ndarray,
+                 pixel_mm: float, settings: DecodeSettings = DecodeSettings()) -> tuple[Anchor, ...]:
+    """The anchors in view at the two ends of a chain.
+
+    An end is anchored when the network scores its end disc at least ``anchor_score`` in an anchor channel
+    (C1/C2 or C2/C3 at the top: the dens and the skull base above it; L5/S1 at the foot: the sacrum below
+    it), and the anchor lies inside the image: beyond the end disc the scan goes on for at least
+    ``anchor_in_view_gaps`` times the chain's gap at that end. Room beyond an end disc is only that necessary
+    condition, never evidence: a thoracic field of view may go on far beyond its end discs.
+
+    Both ends anchored needs a chain as long as a whole spine; otherwise neither is kept (unsure: unanchored).
+
+    Args:
+        positions_px: (M, 2) site positions (row, column) in input pixels, head to foot.
+        scores: (M, N_CHANNELS) channel scores of the sites.
+        chain: (site, channel) pairs of a chain, head to foot; only its sites count here.
+        inside: (h, w) input pixels inside the scan.
+        pixel_mm: input pixel size in mm.
+    """
+    if len(chain) < 2:
+        return ()
+    top, bottom = chain[0][0], chain[-1][0]
+    above, _ = _room_mm(inside, *positions_px[top], pixel_mm)
+    _, below = _room_mm(inside, *positions_px[bottom], pixel_mm)
+    top_gap = np.hypot(*(positions_px[chain[1][0]] - positions_px[top])) * pixel_mm
+    bottom_gap = np.hypot(*(positions_px[bottom] - positions_px[chain[-2][0]])) * pixel_mm
+    top_channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[Anchor.C2]]
+    bottom_channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[Anchor.SACRUM]]
+    c2 = (scores[top, top_channels].max() >= settings.anchor_score
+          and above >= settings.anchor_in_view_gaps * top_gap)
+    sacrum = (scores[bottom, bottom_channels].max() >= settings.anchor_score
+              and below >= settings.anchor_in_view_gaps * bottom_gap)
+    if c2 and sacrum:
+        # Both ends anchored means the whole spine from C2/C3 to L5/S1 is in view; a shorter chain cannot
+        # hold both, and with no way to tell which is right, neither is kept.
+        span = np.hypot(*(positions_px[bottom] - positions_px[top])) * pixel_mm
+        whole = min(settings.scales) * expected_spacing_mm(ANCHOR_END_NUMBERS[Anchor.C2][-1], 25)
+        if span < WHOLE_SPINE_SHARE * whole:
+            c2 = sacrum = False
+    return tuple(anchor for anchor, found in ((Anchor.C2, c2), (Anchor.SACRUM, sacrum)) if found)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Labelled discs head to foot and the anchors their names were counted from (none: the network's names)."""
+
+    discs: list[DiscRecord] = field(default_factory=list)
+    anchors: tuple[Anchor, ...] = ()
+
+    @property
+    def anchored(self) -> bool:
+        return bool(self.anchors)
+
+    @property
+    def anchor(self) -> str | None:
+        """"C2", "sacrum", "C2 and sacrum", or None."""
+        return " and ".join(anchor.value for anchor in self.anchors) or None
+
+
+def decode_chain(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float, stride: int = 4,
+                 settings: DecodeSettings = DecodeSettings(), inside: np.ndarray | None = None) -> Decoded:
+    """Labelled discs (RAS mm) from one image's heatmaps, named from an anchor where one is in view.
 
     Args:
         heatmaps: (N_CHANNELS, h, w) network output (last stack).
         slab_to_ras: 3x3 map from (row, column, 1) of the input image to RAS mm.
         pixel_mm: input pixel size in mm.
         stride: input pixels per heatmap pixel.
+        inside: (h * stride, w * stride) input pixels inside the scan; all of them when None.
     """
-    candidates = find_candidates(np.asarray(heatmaps, dtype=np.float32), stride, pixel_mm, settings)
+    heatmaps = np.asarray(heatmaps, dtype=np.float32)
+    candidates = find_candidates(heatmaps, stride, pixel_mm, settings)
     if not candidates:
-        return []
+        return Decoded()
+    if inside is None:
+        inside = np.ones((heatmaps.shape[1] * stride, heatmaps.shape[2] * stride), dtype=bool)
     candidates.sort(key=lambda candidate: candidate.position[0])  # head (row 0) to foot
-    positions = np.array([candidate.position for candidate in candidates]) * pixel_mm
+    positions_px = np.array([candidate.position for candidate in candidates])
+    positions = positions_px * pixel_mm
     scores = np.stack([candidate.scores for candidate in candidates])
+    chain = label_chain(positions, scores, settings)  # the network's names
+    counting = counting_scores(scores, settings.identity_weight)
+    discs = label_chain(positions, counting, settings)  # the sites that form a chain, whatever their names
+    anchors = find_anchors(positions_px, scores, discs, np.asarray(inside, dtype=bool), pixel_mm, settings)
+    if anchors:
+        counted = label_chain(
+            positions, counting, settings,
+            start=(discs[0][0], ANCHOR_END_NUMBERS[Anchor.C2]) if Anchor.C2 in anchors else None,
+            end=(discs[-1][0], ANCHOR_END_NUMBERS[Anchor.SACRUM]) if Anchor.SACRUM in anchors else None,
+        )
+        if counted:
+            chain = counted
+        else:
+            anchors = ()
+    factor = 1.0 if anchors else settings.unanchored_confidence
     records = []
-    for site, channel in label_chain(positions, scores, settings):
+    for site, channel in chain:
         row, col = candidates[site].position
         ras = np.array([row, col, 1.0]) @ np.asarray(slab_to_ras).T
-        records.append(DiscRecord(DISC_NUMBERS[channel], tuple(float(x) for x in ras),
-                                  float(np.clip(scores[site, channel], 0.0, 1.0))))
-    return records
+        confidence = factor * float(np.clip(scores[site].max() if anchors else scores[site, channel], 0.0, 1.0))
+        records.append(DiscRecord(DISC_NUMBERS[channel], tuple(float(x) for x in ras), confidence))
+    return Decoded(records, anchors)
+
+
+def decode_heatmaps(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float, stride: int = 4,
+                    settings: DecodeSettings = DecodeSettings(), inside: np.ndarray | None = None) -> list[DiscRecord]:
+    """The discs of :func:`decode_chain`, without the anchors."""
+    return decode_chain(heatmaps, slab_to_ras, pixel_mm, stride, settings, inside).discs

@@ -11,9 +11,9 @@ import numpy as np
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
 from ..progress import ProgressCallback, no_progress
-from ..results import DiscRecord, DiscsResult
+from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
-from .decode import DecodeSettings, decode_heatmaps
+from .decode import UNANCHORED_WARNING, DecodeSettings, decode_chain
 from .slab import extract_slab, refine_lateral
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
@@ -39,7 +39,8 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
         force_modality: run even if the intensities say this is a CT.
 
     Returns:
-        DiscsResult with discs head to foot (RAS mm), the slab, slab_to_ras and the input's warnings.
+        DiscsResult with discs head to foot (RAS mm), the slab, slab_to_ras, the input's warnings (and one
+        when no anchor was in view) and how the names were counted (``naming``).
 
     Raises:
         InputError: the image cannot be used (see :func:`spineseg.checks.check_input`).
@@ -54,11 +55,17 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
     progress(0.3, "running the disc network")
     heatmaps = model.heatmaps(slab.image)
     progress(0.8, "labelling the discs")
-    discs = decode_heatmaps(heatmaps, slab.slab_to_ras, slab.pixel_mm, model.settings.output_stride, settings)
+    decoded = decode_chain(heatmaps, slab.slab_to_ras, slab.pixel_mm, model.settings.output_stride, settings,
+                           inside=slab.inside)
+    discs = decoded.discs
+    if discs and not decoded.anchored:
+        warnings = [*warnings, UNANCHORED_WARNING]
     if discs:
         # The slab fixes front-back and head-foot; find each disc's own left-right centre in 3D.
         refined = refine_lateral(volume, np.array([d.position_ras for d in discs]))
         discs = [DiscRecord(d.number, tuple(float(x) for x in p), d.confidence) for d, p in zip(discs, refined)]
-    log.info("found %d discs: %s", len(discs), ", ".join(d.name for d in discs))
+    log.info("found %d discs: %s (%s)", len(discs), ", ".join(d.name for d in discs),
+             f"counted from {decoded.anchor}" if decoded.anchored else "unanchored")
     progress(1.0, f"found {len(discs)} discs")
-    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings)
+    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings,
+                       naming=DiscNaming(decoded.anchor))

@@ -1,0 +1,128 @@
+"""The real MRIs that judge a disc model (``../shared/data/real``): their reference discs and how they are scored.
+
+None of them has manual disc centres in 3D, so every scan is scored head to foot only (the S coordinate), and
+a disc counts as *named right* when a predicted disc with the reference's number lies within the scan's
+tolerance of it:
+
+* ``pam50_t2``: PAM50 T2 template, 18 discs C1/C2 ... T11/T12 on the cord centre line; 5 mm;
+* ``sct_cervical_t2``: SCT cervical T2, C3, C4 and C5 body centres marked; the C3/C4 and C4/C5 discs are
+  taken half-way between them; 3 mm;
+* ``sct_thoracolumbar_t2``: SCT thoraco-lumbar T2, the posterior tip of the T9/T10 disc; 5 mm.
+
+These scans are for validation only: never train on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import read_volume
+from ..results import DiscRecord
+from ..volume import Volume, VolumeKind
+
+__all__ = ["RealScan", "RealScore", "load_real_scans", "score_real_scan", "resolve_real_folder", "REAL_SCAN_NAMES"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RealScan:
+    """One real MRI with its reference discs (number -> RAS mm) and its head-to-foot tolerance."""
+
+    name: str
+    image: Volume
+    reference: dict[int, np.ndarray]
+    tolerance_mm: float
+
+
+@dataclass(frozen=True)
+class RealScore:
+    """How many reference discs of one scan came out named right within the tolerance, and the errors."""
+
+    name: str
+    named_right: int
+    reference: int
+    predicted: list[int]
+    errors_mm: dict[int, float]  # reference number -> head-to-foot distance to the disc predicted with that number
+
+    @property
+    def fraction(self) -> float:
+        return self.named_right / self.reference if self.reference else 0.0
+
+    def to_dict(self) -> dict:
+        return {"named_right": self.named_right, "reference": self.reference, "fraction": round(self.fraction, 4),
+                "predicted_numbers": self.predicted,
+                "head_to_foot_error_mm": {str(n): round(e, 2) for n, e in self.errors_mm.items()}}
+
+
+def _label_points(path: Path) -> dict[int, np.ndarray]:
+    """Number -> RAS centre of the voxels carrying it."""
+    labels = read_volume(path, VolumeKind.LABEL)
+    return {int(value): labels.ijk_to_ras(np.argwhere(labels.array == value).mean(axis=0))[0]
+            for value in np.unique(labels.array) if value > 0}
+
+
+def _between_bodies(bodies: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Disc n+1 lies half-way between the body centres of vertebrae n and n+1."""
+    return {n + 1: (bodies[n] + bodies[n + 1]) / 2 for n in sorted(bodies) if n + 1 in bodies}
+
+
+# name -> (image, reference maker, tolerance in mm), paths relative to the real-data folder.
+_SCANS: dict[str, tuple[str, Callable[[Path, Volume], dict[int, np.ndarray]], float]] = {
+    "pam50_t2": ("mr_pam50_template/PAM50_small_t2.nii.gz",
+                 lambda folder, _: _label_points(folder / "mr_pam50_template/PAM50_small_label_disc.nii.gz"), 5.0),
+    "sct_cervical_t2": ("mr_sct_t2/t2.nii.gz",
+                        lambda folder, _: _between_bodies(_label_points(folder / "mr_sct_t2/t2_labeled_center_manual.nii.gz")),
+                        3.0),
+    "sct_thoracolumbar_t2": ("mr_t2_lumbar/t2_lumbar.nii.gz",
+                             lambda _, image: {17: image.ijk_to_ras(np.array([27, 76, 187]))[0]}, 5.0),
+}
+REAL_SCAN_NAMES = tuple(_SCANS)
+
+
+def resolve_real_folder(folder: str | Path) -> Path:
+    """The real-data folder, a relative path taken from the current directory.
+
+    Raises:
+        InputError: the folder does not exist.
+    """
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise InputError(f"the real validation folder {str(folder)!r} ({path}) does not exist; point "
+                         f"validation.real_folder at shared/data/real, or set it to \"\" for none")
+    return path
+
+
+def load_real_scans(folder: str | Path) -> list[RealScan]:
+    """The real MRIs of ``folder`` (a scan whose files are absent is left out, with a log warning).
+
+    Raises:
+        InputError: the folder does not exist or holds none of the scans.
+    """
+    path = resolve_real_folder(folder)
+    scans = []
+    for name, (image_file, reference, tolerance) in _SCANS.items():
+        try:
+            image = read_volume(path / image_file)
+            scans.append(RealScan(name, image, reference(path, image), tolerance))
+        except (InputError, FileNotFoundError, OSError) as error:
+            log.warning("real scan %s left out: %s", name, error)
+    if not scans:
+        raise InputError(f"the real validation folder {path} holds none of the scans {', '.join(_SCANS)} "
+                         f"(expected files such as {path / _SCANS['pam50_t2'][0]})")
+    return scans
+
+
+def score_real_scan(scan: RealScan, discs: list[DiscRecord]) -> RealScore:
+    """Reference discs of ``scan`` with a predicted disc of the same number within the tolerance, head to foot."""
+    predicted = {disc.number: float(disc.position_ras[2]) for disc in discs}
+    errors = {number: abs(predicted[number] - float(point[2])) for number, point in scan.reference.items()
+              if number in predicted}
+    right = sum(error <= scan.tolerance_mm for error in errors.values())
+    return RealScore(scan.name, right, len(scan.reference), [disc.number for disc in discs], errors)

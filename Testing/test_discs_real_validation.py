@@ -1,0 +1,64 @@
+"""Real MRIs judge the disc model: scoring as in issue 15's done-when, and the trainer's real validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import require_real_data
+from spineseg.discs.real_scans import REAL_SCAN_NAMES, RealScan, load_real_scans, score_real_scan
+from spineseg.errors import InputError
+from spineseg.results import DiscRecord
+from spineseg.training.config import default_config, load_config
+from spineseg.training.tasks.discs import DiscTask, phantom_sample
+from spineseg.volume import Volume
+
+
+def _scan(tolerance_mm: float) -> RealScan:
+    image = Volume(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    return RealScan("toy", image, {4: np.array([0.0, 0.0, 100.0]), 5: np.array([0.0, 0.0, 82.0])}, tolerance_mm)
+
+
+def test_named_right_needs_the_number_and_the_tolerance_head_to_foot():
+    found = [DiscRecord(4, (30.0, -20.0, 104.0), 0.9),  # 4 mm off head to foot (left-right, front-back ignored)
+             DiscRecord(6, (0.0, 0.0, 82.0), 0.9)]  # the right place, the wrong name
+    assert score_real_scan(_scan(5.0), found).named_right == 1
+    score = score_real_scan(_scan(3.0), found)
+    assert (score.named_right, score.reference, score.predicted) == (0, 2, [4, 6])
+    assert score.to_dict()["head_to_foot_error_mm"] == {"4": 4.0}
+
+
+def test_config_has_the_real_folder_and_a_missing_one_is_a_clear_error(tmp_path, monkeypatch):
+    assert default_config("discs").validation.real_folder == ""
+    config = load_config("discs", overrides=["validation.real_folder=no/such/folder"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"real validation folder 'no/such/folder' .*no/such/folder.* does not exist"):
+        load_real_scans(config.validation.real_folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds none of the scans"):
+        load_real_scans("empty")  # relative to the current directory
+
+
+def test_real_scans_and_their_references():
+    folder = require_real_data()
+    scans = {scan.name: scan for scan in load_real_scans(folder)}
+    assert tuple(scans) == REAL_SCAN_NAMES
+    assert sorted(scans["pam50_t2"].reference) == list(range(2, 20))  # C1/C2 ... T11/T12
+    assert sorted(scans["sct_cervical_t2"].reference) == [4, 5] and scans["sct_cervical_t2"].tolerance_mm == 3.0
+    assert list(scans["sct_thoracolumbar_t2"].reference) == [17]
+
+
+def test_trainer_validates_on_real_and_phantom_scans_together():
+    folder = require_real_data()
+    config = load_config("discs", overrides=[f"validation.real_folder={folder}", "model.features=8"])
+    rng = np.random.default_rng(0)
+    samples = [phantom_sample(np.random.default_rng(5))]
+    task = DiscTask(config, samples, samples, rng, "test", load_real_scans(config.validation.real_folder))
+    assert task.validation_metrics[:3] == ("score", "phantom_score", "real_score")
+    assert set(f"real_{name}" for name in REAL_SCAN_NAMES) <= set(task.validation_metrics)
+    torch.manual_seed(0)
+    scores = task.validate(task.build_network(), torch.device("cpu"))
+    assert set(scores) == set(task.validation_metrics)
+    assert scores["score"] == pytest.approx(0.5 * (scores["phantom_score"] + scores["real_score"]))
+    assert scores["real_score"] == pytest.approx(np.mean([scores[f"real_{n}"] for n in REAL_SCAN_NAMES]))
