@@ -238,3 +238,57 @@ def test_a_case_whose_output_folder_cannot_be_written_fails_before_predicting(ca
 
     summary = batch.run_batch(cases / "alpha.nii.gz", out, "vertebrae", device="cpu", task_function=predicted)
     assert summary.refused == ["alpha"] and "is not a folder" in summary.failed["alpha"]
+
+
+@pytest.fixture
+def dicom_cases(tmp_path) -> Path:
+    """Two DICOM cases: 'two' holds two CT series (ambiguous), 'one' a single CT series."""
+    from test_dicom_series import write_series
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    write_series(folder / "two", "1.2.3.1", "CT", 8, description="bone kernel")
+    write_series(folder / "two", "1.2.3.2", "CT", 9, description="soft kernel")
+    write_series(folder / "one", "1.2.3.5", "CT", 7)
+    return folder
+
+
+@pytest.fixture
+def batch_main(monkeypatch):
+    """``batch.main`` for vertebrae with the fast stand-in."""
+    run_batch = batch.run_batch
+    monkeypatch.setattr(batch, "run_batch",
+                        lambda *args, **options: run_batch(*args, **options, task_function=fake_vertebrae))
+    return lambda *arguments: batch.main(["--task", "vertebrae", *arguments])
+
+
+def test_series_picks_one_of_several_dicom_series_as_in_the_cli(dicom_cases, tmp_path, batch_main, capsys):
+    out = tmp_path / "out"
+    assert batch_main("--input", str(dicom_cases), "--output", str(out)) == 2  # the one failure: refused
+    report = capsys.readouterr().out
+    assert "1 done, 0 skipped, 1 failed" in report
+    (failure,) = [line for line in report.splitlines() if "FAILED" in line]
+    assert "FAILED two:" in failure and "pick one with --series UID" in failure and "1.2.3.2 (CT, 'soft kernel'" in failure
+    assert not (out / "two").exists()
+
+    assert batch_main("--input", str(dicom_cases), "--output", str(out), "--series", "1.2.3.2") == 0
+    assert "1 done, 1 skipped, 0 failed" in capsys.readouterr().out
+    assert read_volume(out / "two" / "vertebrae.nii.gz", VolumeKind.LABEL).shape == (8, 8, 9)  # the soft kernel's grid
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["folder of cases", "one DICOM folder"])
+def test_a_series_no_case_holds_exits_2_with_one_line_before_any_case(dicom_cases, tmp_path, batch_main, capsys,
+                                                                         single):
+    source = dicom_cases / "two" if single else dicom_cases
+    arguments = ["--input", str(source), "--output", str(tmp_path / "out"), "--series", "9.9"]
+    assert batch_main(*arguments) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    if single:  # the words of `spineseg vertebrae FOLDER --series 9.9`
+        from spineseg.cli import main as cli_main
+
+        assert cli_main(["vertebrae", str(source), "-o", str(tmp_path / "cli"), "--series", "9.9"]) == 2
+        assert line == "SpineSeg batch: " + capsys.readouterr().err.strip().removeprefix("spineseg: ")
+    else:
+        assert line == f"SpineSeg batch: error: no DICOM folder in {source} holds series 9.9 (--series)"
+    assert captured.out == "" and not (tmp_path / "out").exists()

@@ -18,6 +18,11 @@ batch goes on. Files are staged and moved into place together, the JSON
 last, so a case folder without its JSON is not done (and is redone). A case
 whose output folder cannot be written fails before it is predicted. Ctrl-C
 prints the summary so far and exits with 130.
+
+A DICOM folder holding several series is read as ``spineseg`` reads it: the
+task's modality decides, an ambiguous folder fails with the list of its series,
+and ``--series UID`` (repeatable: series UIDs are unique, so each folder reads
+the named series it holds) picks one.
 """
 
 from __future__ import annotations
@@ -119,6 +124,43 @@ def outputs_exist(output_dir: Path, case: Case, task: Task) -> bool:
     return all((output_dir / case.name / name).exists() for name in output_names(task))
 
 
+def series_by_case(input_path: str | os.PathLike, cases: Sequence[Case], uids: Sequence[str]) -> dict[str, str]:
+    """The series each DICOM case reads: the one of ``uids`` (``--series``) its folder holds.
+
+    Raises:
+        spineseg.errors.InputError: a UID that no DICOM case holds (for a single DICOM case, with the message
+            ``spineseg --series`` gives, listing the folder's series), or a folder holding two of them.
+    """
+    from spineseg.errors import InputError
+    from spineseg.io import choose_dicom_series, list_dicom_series
+
+    uids = list(dict.fromkeys(uids))
+    if not uids:
+        return {}
+    folders = {case.name: case.path for case in cases if case.path.is_dir()}
+    found = {}
+    for name, folder in folders.items():
+        try:
+            found[name] = list_dicom_series(folder)
+        except (OSError, RuntimeError):  # unreadable: the case fails on its own when it runs
+            found[name] = []
+    chosen = {}
+    for name, series in found.items():
+        held = [uid for uid in uids if any(s.uid == uid for s in series)]
+        if len(held) > 1:
+            raise InputError(f"{folders[name]} holds {len(held)} of the series given with --series "
+                             f"({', '.join(held)}); give one per folder")
+        if held:
+            chosen[name] = held[0]
+    missing = [uid for uid in uids if uid not in chosen.values()]
+    if missing and len(found) == 1:
+        ((name, series),) = found.items()
+        choose_dicom_series(folders[name], series, None, missing[0])  # raises the CLI's message
+    if missing:
+        raise InputError(f"no DICOM folder in {input_path} holds series {', '.join(missing)} (--series)")
+    return chosen
+
+
 def run_batch(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -128,6 +170,7 @@ def run_batch(
     overwrite: bool = False,
     task_function: TaskFunction | None = None,
     force_modality: bool = False,
+    series: Sequence[str] = (),
 ) -> BatchSummary:
     """Process every case; skip those already done, record failures and go on; stop at Ctrl-C.
 
@@ -135,9 +178,11 @@ def run_batch(
         model: None (bundled), a bundled name, a manifest or weights path, or a loaded model; loaded once.
         task_function: replaces the core's task function (tests pass a fast one).
         force_modality: run cases that do not look like the task's modality (CT or MRI).
+        series: DICOM series UIDs (``--series``); a DICOM case reads the one its folder holds
+            (see :func:`series_by_case`), the others choose as ``spineseg`` does.
 
     Raises:
-        ValueError: unknown task or device, or an input with nothing to process.
+        ValueError: unknown task or device, an input with nothing to process, or a series no case holds.
         spineseg.errors.ModelError: the model cannot be loaded.
         KeyboardInterrupt: before the first case; once cases run, the summary records it instead.
     """
@@ -147,12 +192,13 @@ def run_batch(
     start = time.monotonic()
     output_dir = Path(output_dir)
     cases = find_cases(input_path)
+    chosen = series_by_case(input_path, cases, series)
     loaded = load_model(task, model, device)
     summary = BatchSummary()
     try:
         for number, case in enumerate(cases, 1):
             _run_case(case, f"[{number}/{len(cases)}]", output_dir, task, device, loaded, overwrite, task_function,
-                      force_modality, summary)
+                      force_modality, chosen.get(case.name), summary)
     except (KeyboardInterrupt, CancelledError):
         log.error("interrupted: the cases done are complete, the one running left nothing partial")
         summary.interrupted = True
@@ -161,7 +207,7 @@ def run_batch(
 
 
 def _run_case(case: Case, count: str, output_dir: Path, task: Task, device: DeviceChoice, loaded: Any,
-              overwrite: bool, task_function: TaskFunction | None, force_modality: bool,
+              overwrite: bool, task_function: TaskFunction | None, force_modality: bool, series: str | None,
               summary: BatchSummary) -> None:
     """Run one case and record what happened in ``summary``; only an interruption is raised."""
     from spineseg.errors import InputError
@@ -179,7 +225,7 @@ def _run_case(case: Case, count: str, output_dir: Path, task: Task, device: Devi
 
     try:
         run_job(task, case.path, output_dir / case.name, model=loaded, device=device, overwrite=True,
-                progress=progress, predict=task_function, force_modality=force_modality)
+                progress=progress, predict=task_function, force_modality=force_modality, series=series)
     except CancelledError as stop:
         if stop.written:  # the stop came as the outputs were published: the case is complete
             summary.done.append(case.name)
@@ -206,6 +252,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")
     parser.add_argument("--force-modality", action="store_true",
                         help="run cases that do not look like the task's modality (vertebrae: CT, discs: MRI)")
+    parser.add_argument("--series", action="append", default=[], metavar="UID",
+                        help="for a DICOM folder holding several series: the one to read (a failed case lists them); "
+                             "repeat for several folders")
     parser.add_argument("--verbose", action="store_true")
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["--"]:  # Slicer passes the separator on
@@ -232,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run_batch(
             options.input, options.output, options.task, options.device, options.model, options.overwrite,
-            force_modality=options.force_modality,
+            force_modality=options.force_modality, series=options.series,
         )
     except KeyboardInterrupt:  # before the first case: nothing done yet
         print("SpineSeg batch: interrupted before any case ran", file=sys.stderr)

@@ -244,7 +244,7 @@ def cli_command(
 ) -> list[str]:
     """The command line that runs ``spineseg TASK INPUT -o OUTDIR --progress-format json --no-picture``.
 
-    ``python -c`` with ``spineseg.cli.main`` is used instead of the ``spineseg``
+    ``python -c`` with ``spineseg.entry.main`` (what the console script runs) is used instead of the ``spineseg``
     console script, which Slicer's Python does not have on its PATH. The module
     shows no picture, so none is drawn. ``input_name`` is what the JSON outputs
     record as the input (Slicer hands over a temporary copy). ``force_modality`` runs an image that does
@@ -254,7 +254,7 @@ def cli_command(
     command = [
         python_executable,
         "-c",
-        "import sys; from spineseg.cli import main; sys.exit(main())",
+        "import sys; from spineseg.entry import main; sys.exit(main())",
         task.value,
         str(input_path),
         "-o",

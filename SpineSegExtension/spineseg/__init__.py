@@ -12,8 +12,7 @@ The public API is importable from here; each name is loaded on first use, so
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib  # no typing: the console script (spineseg.entry) imports this package before its signal handlers
 
 __version__ = "0.1.0"
 
@@ -37,7 +36,7 @@ _PUBLIC = {
 __all__ = ["__version__", *_PUBLIC]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name not in _PUBLIC:
         raise AttributeError(f"module 'spineseg' has no attribute {name!r}")
     value = getattr(importlib.import_module(_PUBLIC[name]), name)

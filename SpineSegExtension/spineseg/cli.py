@@ -19,6 +19,7 @@ from . import __version__
 from .choices import DeviceChoice, Task
 from .errors import (EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, CancelledError, InputError,
                      ModelError, SpineSegError)
+from .exits import NOTHING_WRITTEN
 from .io import read_volume
 from .progress import ProgressCallback, done_line, progress_line
 from .training.command import add_arguments as add_training_arguments
@@ -160,9 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     reporter = _ProgressReporter(args.progress_format)
     try:
+        # From here on a stop unwinds (so that the command cleans up) instead of the console script's
+        # immediate exit during start-up (spineseg.entry).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_on_sigterm)
         try:
             outputs = args.runner(args, reporter)
         finally:
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"spineseg: interrupted after the outputs were complete: {', '.join(map(str, written))}",
                   file=sys.stderr)
         else:
-            print("spineseg: interrupted; no output was written", file=sys.stderr)
+            print(NOTHING_WRITTEN, file=sys.stderr)
         return EXIT_INTERRUPTED
     except ModelError as error:
         print(f"spineseg: model error: {error}", file=sys.stderr)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .exits import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK  # re-exported
+
 __all__ = ["SpineSegError", "InputError", "ModelError", "CancelledError",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_INPUT", "EXIT_MODEL", "EXIT_INTERRUPTED"]
-
-# The exit codes every SpineSeg command promises (README): 2 bad input, 3 model problem, 130 interrupted.
-EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class SpineSegError(Exception):
