@@ -5,7 +5,7 @@ import pytest
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
-from spineseg.training.real_scans import DEFAULT_REAL_FOLDER, read_real_cts, score_real_ct
+from spineseg.vertebrae.real_scans import DEFAULT_REAL_FOLDER, read_real_cts, score_real_ct
 
 needs_real_data = pytest.mark.skipif(not (DEFAULT_REAL_FOLDER / "ct_totalseg_example").is_dir(),
                                      reason=f"the real scans are not beside the checkout ({DEFAULT_REAL_FOLDER})")

@@ -124,3 +124,9 @@ def test_background_patches_lie_anywhere_and_ask_for_nothing():
     assert not any(p.has_target or p.target.any() for p in patches)
     without_bone = [p for p in patches if not p.inputs[1].any()]  # no vertebra in the memory: off the spine
     assert len(without_bone) >= 5
+
+
+def test_the_sampler_and_the_generator_mark_outside_voxels_alike():
+    """The sampler keeps its own copy (inference must not import phantoms); the two must agree."""
+    from spineseg.vertebrae.sampler import OUTSIDE_CLASS as SAMPLER_OUTSIDE_CLASS
+    assert SAMPLER_OUTSIDE_CLASS == OUTSIDE_CLASS

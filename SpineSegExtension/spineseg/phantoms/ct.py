@@ -203,7 +203,8 @@ def random_ct_phantom(rng: np.random.Generator, spacing: Sequence[float] | float
                                size_jitter=float(rng.uniform(0.02, 0.08)))
     subject = draw_subject(rng)
     cut = _cut_planes(layout, rng) if rng.random() < 0.8 else None
-    noise_hu, blur_mm, margin_mm = float(rng.uniform(10.0, 40.0)), float(rng.uniform(0.5, 1.5)), float(rng.uniform(10.0, 35.0))
+    noise_hu, blur_mm = float(rng.uniform(10.0, 40.0)), float(rng.uniform(0.5, 1.5))
+    margin_mm = float(rng.uniform(10.0, 35.0))
     if real_shapes is not None and rng.random() >= REAL_SHAPE_PROBABILITY:
         real_shapes = None
     return _render(layout, subject, spacing_array, np.eye(3), cut, noise_hu, blur_mm, margin_mm, rng, real_shapes)

@@ -72,7 +72,8 @@ def _smooth_field(shape: Sequence[int], sigma_voxels: np.ndarray, rng: np.random
     return noise / (np.abs(noise).max() + 1e-6)
 
 
-def _class_means(present: np.ndarray, model: AppearanceModel, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _class_means(present: np.ndarray, model: AppearanceModel,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Mean and texture of every class present (realistic priors or anywhere in the random ranges)."""
     realistic = rng.random() < model.realistic_probability
     means = np.zeros(256, dtype=_F)

@@ -146,9 +146,13 @@ class AnchorFindings:
         if rib_pieces and any(self.ribs[i] is False for i in range(rib_pieces[0], rib_pieces[-1])):
             return found  # ribs, then none, then ribs again: the rib readings contradict each other
         ribs = self.ribs
+
+        def two(start: int, value: bool) -> bool:  # pieces start and start + 1 both read ``value``
+            return start >= 0 and ribs[start:start + 2] == [value, value]
+
         # A transition counts only with two readings on each side of it (one may be a vertebra cut by the scan).
-        last = [i for i in range(1, len(ribs) - 2) if ribs[i - 1:i + 1] == [True, True] and ribs[i + 1:i + 3] == [False, False]]
-        first = [i for i in range(2, len(ribs) - 1) if ribs[i - 2:i] == [False, False] and ribs[i:i + 2] == [True, True]]
+        last = [i for i in range(len(ribs)) if two(i - 1, True) and two(i + 1, False)]
+        first = [i for i in range(len(ribs)) if two(i - 2, False) and two(i, True)]
         if last:
             found[Anchor.LAST_RIB] = last[-1]
         if first:

@@ -14,7 +14,7 @@ is the mean of Dice, identification and completeness accuracy. With
 segmented whole by the inference walk and naming, and the score becomes
 their mean level-matched Dice (a vertebra named wrong scores 0): what a user
 gets from a scan, where patch scores are a noisy guide to it. With
-``validation.real_folder`` set, the real CTs there (:mod:`..real_scans`) are
+``validation.real_folder`` set, the real CTs there (:mod:`spineseg.vertebrae.real_scans`) are
 segmented by the whole pipeline too, and the score is the mean of the phantom
 and the real score, so real scans help choose the exported model. They are
 never trained on.
@@ -51,7 +51,7 @@ from ...volume import VolumeKind
 from ..cache import cached_vertebra_case
 from ..config import Layout, TrainingConfig
 from ..datasets import DataSplit
-from ..real_scans import read_real_cts, score_real_ct
+from ...vertebrae.real_scans import read_real_cts, score_real_ct
 
 __all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
 
@@ -133,8 +133,9 @@ class VertebraTask:
             config.model.spacing_mm, config.sampler.patch_size,
             IterativeFCNConfig(filters=config.model.filters, levels=config.model.levels))
         appearance = replace(CT_APPEARANCE, realistic_probability=config.sampler.realistic_probability)
-        self.sampler = PatchSampler(train_cases, config.sampler, rng,
-                                    lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance))
+        self.sampler = PatchSampler(
+            train_cases, config.sampler, rng,
+            lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance))
         self.loss_function = IterativeFCNLoss(config.loss.fp_fn_weight, config.loss.level_weight)
         self.data_description = data_description
         self.validation_scans = validation_cases[:config.validation.scans]
@@ -241,7 +242,7 @@ class VertebraTask:
         return {"scan_dice": float(np.mean(dices)), "scan_identification": float(np.mean(identified))}
 
     def _validate_real(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        """The whole pipeline on each real CT: mean level-matched Dice and share named right over their scored levels."""
+        """The whole pipeline on each real CT: mean level-matched Dice and share named right, over scored levels."""
         model = VertebraModel(network, self.settings, device)
         scores = [score_real_ct(segment_vertebrae(scan.image, model).label_map.array, scan) for scan in self.real_scans]
         return {"real_dice": float(np.mean([s["dice"] for s in scores])),
