@@ -28,7 +28,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..volume import Volume
 
-__all__ = ["Slab", "extract_slab", "find_midsagittal_x", "volume_ras_bounds", "refine_lateral"]
+__all__ = ["Slab", "extract_slab", "slab_planes", "find_midsagittal_x", "volume_ras_bounds", "refine_lateral"]
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +188,11 @@ def extract_slab(
         [0.0, -pixel, centre_y + half * pixel],
         [-pixel, 0.0, centre_z + half * pixel],
     ])
-    rows, cols = np.meshgrid(np.arange(size, dtype=float), np.arange(size, dtype=float), indexing="ij")
-    plane = np.stack([rows, cols, np.ones_like(rows)], axis=-1) @ slab_to_ras.T
-    offsets = np.arange(-thickness_mm / 2, thickness_mm / 2 + 1e-6, 1.0) if thickness_mm > 0 else np.zeros(1)
-    offsets = offsets - offsets.mean()
     array = volume.array.astype(np.float32, copy=False)
     total = np.zeros((size, size))
     count = np.zeros((size, size))
-    for dx in offsets:
-        values = _sample(volume, array, plane + np.array([dx, 0.0, 0.0]))
+    for points in slab_planes(slab_to_ras, size, thickness_mm):
+        values = _sample(volume, array, points)
         ok = np.isfinite(values)
         total[ok] += values[ok]
         count[ok] += 1
@@ -208,6 +204,14 @@ def extract_slab(
     mu, sd = float(mean_values.mean()), float(mean_values.std())
     image[inside] = ((mean_values - mu) / (sd if sd > 1e-8 else 1.0)).astype(np.float32)
     return Slab(image=image, slab_to_ras=slab_to_ras, inside=inside, plane_x=x0, pixel_mm=pixel)
+
+
+def slab_planes(slab_to_ras: np.ndarray, size: int, thickness_mm: float) -> list[np.ndarray]:
+    """RAS points (size, size, 3) of each plane a slab averages: 1 mm apart, centred on the slab's plane."""
+    rows, cols = np.meshgrid(np.arange(size, dtype=float), np.arange(size, dtype=float), indexing="ij")
+    plane = np.stack([rows, cols, np.ones_like(rows)], axis=-1) @ slab_to_ras.T
+    offsets = np.arange(-thickness_mm / 2, thickness_mm / 2 + 1e-6, 1.0) if thickness_mm > 0 else np.zeros(1)
+    return [plane + np.array([dx, 0.0, 0.0]) for dx in offsets - offsets.mean()]
 
 
 def refine_lateral(volume: Volume, points_ras: np.ndarray, reach_mm: float = 20.0, window_mm: float = 12.0) -> np.ndarray:

@@ -22,12 +22,17 @@ cortex, air    black   black
 ============  ======  ======
 
 Disc points carry Spinal Cord Toolbox numbers (2 = C1/C2 ... 25 = L5/S1).
+
+Beside the image, every phantom carries its map of generation classes
+(:class:`MRITissue`, the tissue painted last over more than half a voxel), from
+which :mod:`.mri_appearance` draws the same anatomy with any contrast.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -36,7 +41,8 @@ from ..anatomy import SACRUM, STANDARD_LEVELS
 from ..volume import Volume, affine_from_geometry
 from .layout import SpineLayout, make_spine_layout
 
-__all__ = ["MRIPhantom", "make_mri_phantom", "random_mri_phantom", "FIELDS_OF_VIEW", "CONTRASTS", "axes_from_code"]
+__all__ = ["MRIPhantom", "MRITissue", "make_mri_phantom", "random_mri_phantom", "FIELDS_OF_VIEW", "CONTRASTS",
+           "axes_from_code"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,33 @@ _TISSUE = {
 }
 
 
+class MRITissue(enum.IntEnum):
+    """Generation classes of the MRI phantom: finer than anything a network learns, so each can get its own signal."""
+
+    BACKGROUND = 0  # air around the body
+    FAT = 1
+    MUSCLE = 2
+    FAT_PAD = 3  # posterior fat line between the back muscles
+    AIRWAY = 4
+    LUNG = 5
+    ORGAN = 6
+    POSTERIOR_ELEMENTS = 7  # laminae and spinous processes
+    CORTEX = 8
+    MARROW = 9
+    CSF = 10
+    CORD = 11
+    ANNULUS = 12
+    NUCLEUS = 13
+    DEGENERATE_NUCLEUS = 14  # dehydrated nucleus: annulus-like signal, thinner
+    BRAIN = 15
+    SKULL = 16  # calvarium and skull base cortex
+    CLIVUS = 17  # marrow of the skull base in front of the brainstem
+
+
+# Relative signal of the head's tissues (drawn only when asked; fixed, so the phantom's random stream is unchanged).
+_HEAD_SIGNAL = {"T1": dict(brain=0.45, skull=0.06, clivus=0.65), "T2": dict(brain=0.55, skull=0.05, clivus=0.40)}
+
+
 @dataclass(frozen=True)
 class MRIPhantom:
     """A generated MRI with its disc centres.
@@ -69,12 +102,14 @@ class MRIPhantom:
         disc_points: disc number -> RAS centre in mm, for the discs inside the grid.
         layout: the spine layout the image was drawn from.
         contrast: "T1" or "T2".
+        classes: uint8 :class:`MRITissue` per voxel of ``image`` (its generation classes).
     """
 
     image: Volume
     disc_points: dict[int, np.ndarray]
     layout: SpineLayout
     contrast: str = "T2"
+    classes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.uint8))
 
 
 def axes_from_code(code: str) -> np.ndarray:
@@ -121,6 +156,7 @@ class _Canvas:
         self.shape = shape
         self.affine = affine
         self.image = np.zeros(shape, dtype=np.float32)
+        self.classes = np.zeros(shape, dtype=np.uint8)
         self.inverse = np.linalg.inv(affine)
 
     def block(self, lower: np.ndarray, upper: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray] | None:
@@ -137,10 +173,12 @@ class _Canvas:
         ras = ijk_points @ self.affine[:3, :3].T.astype(np.float32) + self.affine[:3, 3].astype(np.float32)
         return tuple(slice(a, b) for a, b in zip(start, stop)), ras
 
-    def paint(self, where: tuple[slice, ...], occupancy: np.ndarray, value: float) -> None:
-        """Blend ``value`` into the image with the given 0..1 occupancy (later shapes cover earlier ones)."""
+    def paint(self, where: tuple[slice, ...], occupancy: np.ndarray, value: float, kind: MRITissue) -> None:
+        """Blend ``value`` into the image with the given 0..1 occupancy (later shapes cover earlier ones);
+        ``kind`` takes the voxels it covers by more than half."""
         region = self.image[where]
         region += occupancy.astype(np.float32) * (np.float32(value) - region)
+        self.classes[where][occupancy > 0.5] = kind
 
 
 def _draw_body(canvas: _Canvas, layout: SpineLayout, tissue: dict[str, float], rng: np.random.Generator) -> None:
@@ -165,22 +203,22 @@ def _draw_body(canvas: _Canvas, layout: SpineLayout, tissue: dict[str, float], r
     centre_y = cy + 10.0 + 25.0 * height_from_top  # body centre lies anterior to the spine
     outline = np.sqrt(((ras[..., 0] - cx) / half_width) ** 2 + ((ras[..., 1] - centre_y) / half_depth) ** 2)
     signed = (outline - 1.0) * half_depth
-    canvas.paint(where, _soft_inside(signed, 1.0), tissue["fat"])
-    canvas.paint(where, _soft_inside(signed + 8.0, 1.0), tissue["muscle"])
+    canvas.paint(where, _soft_inside(signed, 1.0), tissue["fat"], MRITissue.FAT)
+    canvas.paint(where, _soft_inside(signed + 8.0, 1.0), tissue["muscle"], MRITissue.MUSCLE)
     # In front of the spine: airway in the neck, lungs in the chest, organs in the abdomen.
     lateral = ras[..., 0] - cx
     front = ras[..., 1] - cy
     airway = np.maximum(_ellipse_distance(lateral, front - 38.0, 8.0, 7.0), arc - 150.0)
-    canvas.paint(where, _soft_inside(airway, 1.0), tissue["lung"])
+    canvas.paint(where, _soft_inside(airway, 1.0), tissue["lung"], MRITissue.AIRWAY)
     chest = _soft_inside(160.0 - arc, 8.0) * _soft_inside(arc - 430.0 - 20.0 * (front / 60.0), 8.0)
     inner = np.sqrt((lateral / (0.8 * half_width)) ** 2 + ((front - 25.0 - 50 * height_from_top) / (0.6 * half_depth)) ** 2)
     in_trunk = _soft_inside((inner - 1.0) * 30.0, 3.0) * (front > 12.0)
-    canvas.paint(where, in_trunk * chest, tissue["lung"])
-    canvas.paint(where, in_trunk * _soft_inside(450.0 - arc, 8.0), tissue["organ"])
+    canvas.paint(where, in_trunk * chest, tissue["lung"], MRITissue.LUNG)
+    canvas.paint(where, in_trunk * _soft_inside(450.0 - arc, 8.0), tissue["organ"], MRITissue.ORGAN)
     # Posterior neck and back muscles stay; a thin fat line marks the posterior fat pad.
     behind = ras[..., 1] - cy
     canvas.paint(where, _soft_inside(np.abs(behind + 55.0) - 2.0, 1.0) * _soft_inside(np.abs(ras[..., 0] - cx) - 15.0),
-                 0.5 * (tissue["fat"] + tissue["muscle"]))
+                 0.5 * (tissue["fat"] + tissue["muscle"]), MRITissue.FAT_PAD)
 
 
 def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_above: float, disc_below: float) -> None:
@@ -204,7 +242,7 @@ def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_abo
     seg_half = half_h + 0.5 * (disc_above + disc_below) / 2 + 0.6
     ring = _ellipse_distance(lat, ant - canal_y, size.canal_width / 2 + 5.0, size.canal_depth / 2 + 5.0)
     lamina = _soft_inside(np.maximum(ring, np.abs(ax) - 0.75 * half_h)) * (ant < canal_y + 2.0)
-    canvas.paint(where, lamina, tissue["posterior"])
+    canvas.paint(where, lamina, tissue["posterior"], MRITissue.POSTERIOR_ELEMENTS)
     if vertebra.level != SACRUM:
         spine_tip_y = canal_y - size.canal_depth / 2 - 4.0 - size.spinous_length
         # Spinous process: a slab sloping down towards its tip.
@@ -216,23 +254,25 @@ def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_abo
             ant - (canal_y - size.canal_depth / 2 + 1.0),
             spine_tip_y - ant,
         ])
-        canvas.paint(where, _soft_inside(spinous), tissue["posterior"])
+        canvas.paint(where, _soft_inside(spinous), tissue["posterior"], MRITissue.POSTERIOR_ELEMENTS)
     # Body: marrow inside a thin cortex.
     body = np.maximum(_ellipse_distance(lat, ant, size.body_width / 2, body_depth / 2), np.abs(ax) - half_h)
-    canvas.paint(where, _soft_inside(body), tissue["cortex"])
-    canvas.paint(where, _soft_inside(body + 1.2), tissue["marrow"])
+    canvas.paint(where, _soft_inside(body), tissue["cortex"], MRITissue.CORTEX)
+    canvas.paint(where, _soft_inside(body + 1.2), tissue["marrow"], MRITissue.MARROW)
     # Dark ligament line just behind the body, then CSF and cord in the canal.
     along = along - seg_half
     canal = np.maximum(_ellipse_distance(lat, ant - canal_y, size.canal_width / 2, size.canal_depth / 2), along)
-    canvas.paint(where, _soft_inside(canal), tissue["csf"])
+    canvas.paint(where, _soft_inside(canal), tissue["csf"], MRITissue.CSF)
     cord_r = (5.5, 4.0) if vertebra.level <= 8 else (4.5, 3.5)
     if vertebra.level <= 21:  # the cord ends near L1/L2
         cord = np.maximum(_ellipse_distance(lat, ant - canal_y, *cord_r), along)
-        canvas.paint(where, _soft_inside(cord), tissue["cord"])
+        canvas.paint(where, _soft_inside(cord), tissue["cord"], MRITissue.CORD)
 
 
-def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float]) -> None:
-    """Disc: bright (T2) nucleus inside a darker annulus, flat cylinder in the disc's frame."""
+def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool = False) -> None:
+    """Disc: bright (T2) nucleus inside a darker annulus, flat cylinder in the disc's frame.
+
+    A degenerate disc has a smaller, dehydrated nucleus with almost the annulus's signal."""
     reach = max(disc.width, disc.depth) / 2 + disc.height + 4.0
     found = canvas.block(disc.centre - reach, disc.centre + reach)
     if found is None:
@@ -244,9 +284,39 @@ def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float]) -> None:
     radius = np.sqrt((lat / (disc.width / 2)) ** 2 + (ant / (disc.depth / 2)) ** 2)
     half_h = disc.height / 2 * (1.05 - 0.25 * np.clip(radius, 0, 1) ** 2)
     annulus = np.maximum((radius - 1.0) * disc.depth / 2, np.abs(ax) - half_h)
-    canvas.paint(where, _soft_inside(annulus, 0.5), tissue["annulus"])
+    canvas.paint(where, _soft_inside(annulus, 0.5), tissue["annulus"], MRITissue.ANNULUS)
+    if degenerate:
+        nucleus = np.maximum((radius - 0.45) * disc.depth / 2, np.abs(ax) - 0.45 * half_h)
+        canvas.paint(where, _soft_inside(nucleus, 0.8), 1.15 * tissue["annulus"], MRITissue.DEGENERATE_NUCLEUS)
+        return
     nucleus = np.maximum((radius - 0.62) * disc.depth / 2, np.abs(ax) - 0.7 * half_h)
-    canvas.paint(where, _soft_inside(nucleus, 0.8), tissue["nucleus"])
+    canvas.paint(where, _soft_inside(nucleus, 0.8), tissue["nucleus"], MRITissue.NUCLEUS)
+
+
+def _draw_head(canvas: _Canvas, layout: SpineLayout, signal: dict[str, float], tissue: dict[str, float]) -> None:
+    """Skull base, brain, brainstem in its CSF and the clivus above C1 (the dens and the skull base anchor the count)."""
+    atlas = next(v for v in layout.vertebrae if v.level == 1)
+    top = atlas.centre.astype(np.float32)
+    found = canvas.block(top + np.array([-80.0, -90.0, 0.0]), top + np.array([80.0, 110.0, 160.0]))
+    if found is None:
+        return
+    where, ras = found
+    x, y, z = (ras - top).transpose(3, 0, 1, 2)
+    # Brain: an ellipsoid whose floor lies about 20 mm above the atlas; the skull is a 6 mm shell around it.
+    brain = (np.sqrt((x / 65.0) ** 2 + ((y - 10.0) / 85.0) ** 2 + ((z - 85.0) / 62.0) ** 2) - 1.0) * 62.0
+    canvas.paint(where, _soft_inside(brain - 7.0, 1.0), tissue["fat"], MRITissue.FAT)
+    canvas.paint(where, _soft_inside(brain - 6.0, 0.8), signal["skull"], MRITissue.SKULL)
+    canvas.paint(where, _soft_inside(brain, 0.8), signal["brain"], MRITissue.BRAIN)
+    # Brainstem in the cisterns, running from the cord up into the brain through the foramen magnum.
+    stem = np.maximum(np.hypot(x, y + 12.0) - 10.0, -z)
+    canvas.paint(where, _soft_inside(np.maximum(np.hypot(x, y + 14.0) - 17.0, -z), 1.0), tissue["csf"], MRITissue.CSF)
+    canvas.paint(where, _soft_inside(stem, 0.8), tissue["cord"], MRITissue.CORD)
+    # Clivus: a bar of skull-base bone sloping up and forward from just above the dens.
+    along = (y - 8.0) * 0.6 + (z - 12.0) * 0.8
+    across = (y - 8.0) * 0.8 - (z - 12.0) * 0.6
+    clivus = np.maximum.reduce([np.abs(x) - 10.0, np.abs(across) - 5.0, np.abs(along - 22.0) - 22.0])
+    canvas.paint(where, _soft_inside(clivus + 1.5, 0.6), signal["skull"], MRITissue.SKULL)
+    canvas.paint(where, _soft_inside(clivus, 0.6), signal["clivus"], MRITissue.CLIVUS)
 
 
 def _bias_field(shape: tuple[int, int, int], rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -279,6 +349,10 @@ def make_mri_phantom(
     bias: float = 0.2,
     tissue_jitter: float = 0.0,
     offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    anterior_mm: float = 85.0,
+    posterior_mm: float = 75.0,
+    head: bool = False,
+    degenerate_discs: frozenset[int] = frozenset(),
 ) -> MRIPhantom:
     """Make a sagittal-style MRI of a spine segment.
 
@@ -299,6 +373,10 @@ def make_mri_phantom(
         bias: strength of the multiplicative bias field (0 = none).
         tissue_jitter: relative random variation of each tissue's signal.
         offset_mm: shift of the field-of-view centre from the spine (RAS mm).
+        anterior_mm, posterior_mm: front-back field of view in front of and behind the vertebra centres.
+        head: draw the skull base, brain and brainstem above C1 (when C1 is drawn), with the
+            field of view reaching into the head by ``margin_mm``.
+        degenerate_discs: disc numbers drawn degenerate (dehydrated nucleus).
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -320,9 +398,9 @@ def make_mri_phantom(
 
     # Field of view in RAS: spine box plus margins, then the rotated grid that covers it.
     centres = np.array([v.centre for v in layout.vertebrae])
-    lower = np.array([centres[:, 0].min() - lateral_extent_mm / 2, centres[:, 1].min() - 75.0,
+    lower = np.array([centres[:, 0].min() - lateral_extent_mm / 2, centres[:, 1].min() - posterior_mm,
                       centres[:, 2].min() - margin_mm])
-    upper = np.array([centres[:, 0].max() + lateral_extent_mm / 2, centres[:, 1].max() + 85.0,
+    upper = np.array([centres[:, 0].max() + lateral_extent_mm / 2, centres[:, 1].max() + anterior_mm,
                       centres[:, 2].max() + margin_mm])
     centre = (lower + upper) / 2 + np.asarray(offset_mm, dtype=float)
     extent_ras = upper - lower
@@ -336,13 +414,15 @@ def make_mri_phantom(
 
     canvas = _Canvas(shape, affine)
     _draw_body(canvas, layout, tissue, rng)
+    if head and any(v.level == 1 for v in layout.vertebrae):
+        _draw_head(canvas, layout, _HEAD_SIGNAL[contrast], tissue)
     number_to_disc = {disc.number: disc for disc in layout.discs}
     for index, vertebra in enumerate(layout.vertebrae):
         above = layout.discs[index - 1].height if index > 0 else 4.0
         below = layout.discs[index].height if index < len(layout.discs) else 4.0
         _draw_vertebra(canvas, vertebra, tissue, above, below)
     for disc in number_to_disc.values():
-        _draw_disc(canvas, disc, tissue)
+        _draw_disc(canvas, disc, tissue, degenerate=disc.number in degenerate_discs)
 
     image = canvas.image * _texture(shape, rng)
     if bias > 0:
@@ -360,11 +440,12 @@ def make_mri_phantom(
         if np.all(ijk >= -0.5) and np.all(ijk <= np.array(shape) - 0.5):
             disc_points[disc.number] = disc.centre.copy()
     log.debug("MRI phantom %s %s: %d discs", contrast, volume, len(disc_points))
-    return MRIPhantom(volume, disc_points, layout, contrast)
+    return MRIPhantom(volume, disc_points, layout, contrast, canvas.classes)
 
 
 def random_mri_phantom(
-    rng: np.random.Generator, *, contrast: str | None = None, levels: list[int] | None = None, fast: bool = True
+    rng: np.random.Generator, *, contrast: str | None = None, levels: list[int] | None = None, fast: bool = True,
+    variety: bool = False,
 ) -> MRIPhantom:
     """A randomised phantom for training: field of view, contrast, spacing, pose, noise.
 
@@ -373,6 +454,10 @@ def random_mri_phantom(
         contrast: force "T1" or "T2"; random when None.
         levels: force the field of view (consecutive VerSe numbers); random when None.
         fast: coarser in-plane spacing (1.0-1.3 mm) to keep generation quick.
+        variety: also vary what real scans vary and the basic phantom keeps fixed: the head above C1
+            (70 %), front-back fields of view from 25 to 200 mm around the spine, head-foot margins up to
+            120 mm, and a fifth to a third of the discs degenerate. Drawn after everything else, so the
+            phantoms without variety are unchanged.
     """
     contrast = contrast or str(rng.choice(CONTRASTS))
     if levels is None:
@@ -386,8 +471,7 @@ def random_mri_phantom(
     lr_axis = int(np.argmax(np.abs(axes_from_code(orientation))[0]))
     spacing = [in_plane] * 3
     spacing[lr_axis] = thick
-    return make_mri_phantom(
-        levels,
+    settings = dict(
         contrast=contrast,
         spacing=tuple(spacing),
         orientation=orientation,
@@ -401,4 +485,20 @@ def random_mri_phantom(
         bias=float(rng.uniform(0.0, 0.35)),
         tissue_jitter=0.12,
         offset_mm=tuple(rng.uniform(-8.0, 8.0, 3)),
+    )
+    if variety:
+        settings.update(_varied_anatomy(rng))
+    return make_mri_phantom(levels, **settings)
+
+
+def _varied_anatomy(rng: np.random.Generator) -> dict:
+    """The :func:`make_mri_phantom` settings of ``random_mri_phantom(variety=True)``."""
+    degenerate_share = rng.uniform(0.2, 1 / 3)
+    discs = [number for number in range(2, 26) if rng.random() < degenerate_share]
+    return dict(
+        head=bool(rng.random() < 0.7),
+        margin_mm=float(rng.uniform(10.0, 120.0)),
+        anterior_mm=float(rng.uniform(25.0, 200.0)),
+        posterior_mm=float(rng.uniform(25.0, 110.0)),
+        degenerate_discs=frozenset(discs),
     )

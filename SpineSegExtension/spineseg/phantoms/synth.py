@@ -67,9 +67,24 @@ class AppearanceModel:
 
 
 def _smooth_field(shape: Sequence[int], sigma_voxels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random field of unit peak amplitude."""
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=_F), sigma_voxels, mode="reflect")
-    return noise / (np.abs(noise).max() + 1e-6)
+    """A smooth random field of unit peak amplitude.
+
+    Drawn on a grid a third of ``sigma_voxels`` apart and interpolated: the same smoothness at a small
+    fraction of the cost of filtering full-resolution noise with wide kernels.
+    """
+    shape = np.asarray(shape)
+    step = np.maximum(np.floor(np.broadcast_to(sigma_voxels, shape.shape) / 3.0), 1.0)
+    coarse_shape = (np.ceil((shape - 1) / step) + 1).astype(int)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(tuple(coarse_shape), dtype=_F), sigma_voxels / step,
+                                     mode="reflect")
+    field = coarse
+    for axis, (size, spacing) in enumerate(zip(shape, step)):  # separable linear interpolation
+        position = np.arange(size) / spacing
+        low = np.minimum(np.floor(position).astype(int), field.shape[axis] - 1)
+        high = np.minimum(low + 1, field.shape[axis] - 1)
+        weight = (position - low).astype(_F).reshape([-1 if a == axis else 1 for a in range(field.ndim)])
+        field = np.take(field, low, axis=axis) * (1 - weight) + np.take(field, high, axis=axis) * weight
+    return field / (np.abs(field).max() + 1e-6)
 
 
 def _class_means(present: np.ndarray, model: AppearanceModel,

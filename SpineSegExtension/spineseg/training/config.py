@@ -121,6 +121,10 @@ class DiscLossConfig:
 @dataclass
 class DiscSamplerConfig:
     augmentation_strength: float = 1.0  # 0 = no augmentation, 1 = rotation 12 deg, scale 0.8-1.2, ...
+    # Share of phantom slabs drawn anew from their generation classes with a random contrast (mri_appearance).
+    synthetic_probability: float = 0.0
+    # Phantoms with what real scans vary: the head, narrow and wide fields of view, degenerate discs.
+    phantom_variety: bool = False
 
 
 @dataclass
@@ -386,6 +390,8 @@ def _validate(config: TrainingConfig) -> None:
         require(config.model.input_size >= divisor and config.model.input_size % divisor == 0,
                 f"model.input_size must be a multiple of {divisor} (4 * 2 ** model.depth), got {config.model.input_size}")
         require(config.model.sigma > 0, f"model.sigma must be positive, got {config.model.sigma}")
+        require(0.0 <= config.sampler.synthetic_probability <= 1.0,
+                f"sampler.synthetic_probability must be in [0, 1], got {config.sampler.synthetic_probability}")
         require(config.data.layout in (Layout.AUTO, Layout.BIDS, Layout.PAIRS, Layout.PHANTOMS),
                 f"data.layout for discs must be auto, bids, pairs or phantoms, got {config.data.layout.value}")
     if problems:

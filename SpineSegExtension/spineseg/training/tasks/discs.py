@@ -4,7 +4,15 @@ Data: MRI phantoms (``random_mri_phantom``) or MRIs with disc point labels
 go through the same slab extraction as inference
 (:func:`spineseg.discs.slab.extract_slab`, plane found from the image), and
 the disc centres are projected onto the slab. Slabs are made once and kept in
-memory; variety then comes from on-the-fly augmentation:
+memory, each phantom slab with the stack of generation classes under it
+(:class:`spineseg.phantoms.mri.MRITissue`, nearest voxel on each plane the
+slab averages). Variety then comes from on-the-fly augmentation:
+
+* appearance: with ``sampler.synthetic_probability`` a phantom slab is drawn
+  anew from its classes with a random contrast
+  (:func:`spineseg.phantoms.mri_appearance.synthesize_mri`: T1-, T2-, STIR-like
+  or random signals, patchy marrow, Modic changes, blobs, bias, blur, slice
+  thickness), then averaged and z-scored as :func:`extract_slab` does;
 
 * geometry: rotation (+-12 deg), scale (0.8-1.2), shift (+-12 %), and a
   front-back (left-right in the picture) flip, which keeps every label valid;
@@ -31,6 +39,7 @@ far fewer steps, which is what a short one-thread CPU training needs.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass
@@ -48,14 +57,16 @@ from ...discs.loss import heatmap_loss
 from ...discs.metrics import DiscScores, score_discs, summarise
 from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
 from ...discs.real_scans import RealScan, load_real_scans, score_real_scan
-from ...discs.slab import Slab, extract_slab, find_midsagittal_x
+from ...discs.slab import Slab, extract_slab, find_midsagittal_x, slab_planes
 from ...discs.targets import N_CHANNELS, channel_of, render_heatmaps
 from ...errors import InputError
 from ...io import read_volume
 from ...labels import DISC_NUMBERS
 from ...phantoms.mri import random_mri_phantom
+from ...phantoms.mri_appearance import synthesize_mri
+from ...phantoms.synth import OUTSIDE_CLASS
 from ...progress import ProgressCallback, no_progress
-from ...volume import VolumeKind
+from ...volume import Volume, VolumeKind
 from ..config import Layout, TrainingConfig
 from ..datasets import DataSplit
 
@@ -70,18 +81,23 @@ SLAB_THICKNESS_RANGE_MM = (1.0, 9.0)  # training slabs: thickness drawn from thi
 
 @dataclass
 class SlabSample:
-    """One training image: the slab, its disc points (input pixels, all discs of the spine), truth in RAS."""
+    """One training image: the slab, its disc points (input pixels, all discs of the spine), truth in RAS.
+
+    ``classes`` (phantoms only): the generation classes of each plane the slab averages, (S, S, planes) uint8,
+    ``OUTSIDE_CLASS`` outside the scan.
+    """
 
     image: np.ndarray
     points: dict[int, np.ndarray]
     slab_to_ras: np.ndarray
     truth_ras: dict[int, np.ndarray]
     contrast: str
+    classes: np.ndarray | None = None
 
 
-def _anchored_levels(rng: np.random.Generator) -> list[int]:
-    """A field of view; most include an anchor (C1/C2 at the top or the sacrum at the bottom)."""
-    length = int(rng.integers(7, 15))
+def _anchored_levels(rng: np.random.Generator, lengths: tuple[int, int] = (7, 14)) -> list[int]:
+    """A field of view of ``lengths`` levels; most include an anchor (C1/C2 at the top or the sacrum at the bottom)."""
+    length = int(rng.integers(lengths[0], lengths[1] + 1))
     draw = rng.random()
     if draw < 0.42:
         return STANDARD_LEVELS[:length]
@@ -91,23 +107,54 @@ def _anchored_levels(rng: np.random.Generator) -> list[int]:
     return STANDARD_LEVELS[start : start + length]
 
 
-def phantom_sample(rng: np.random.Generator, size: int = 256) -> SlabSample:
-    """Generate one random phantom and cut its slab exactly as inference does."""
-    phantom = random_mri_phantom(rng, levels=_anchored_levels(rng))
+VARIED_LENGTHS = (4, 25)  # levels in a field of view with phantom variety: a cervical crop to a whole spine
+
+
+def phantom_sample(rng: np.random.Generator, size: int = 256, variety: bool = False) -> SlabSample:
+    """Generate one random phantom and cut its slab exactly as inference does (see ``random_mri_phantom`` for
+    ``variety``, which also lets fields of view run from 4 levels to the whole spine)."""
+    levels = _anchored_levels(rng, VARIED_LENGTHS if variety else (7, 14))
+    phantom = random_mri_phantom(rng, levels=levels, variety=variety)
     # Mid-plane detection errs on real scans and slabs differ: the plane off by up to +-10 mm, 1-9 mm thick.
     plane = find_midsagittal_x(phantom.image) + rng.uniform(-PLANE_JITTER_MM, PLANE_JITTER_MM)
-    slab = extract_slab(phantom.image, size=size, thickness_mm=rng.uniform(*SLAB_THICKNESS_RANGE_MM), plane_x=plane)
+    thickness = rng.uniform(*SLAB_THICKNESS_RANGE_MM)
+    slab = extract_slab(phantom.image, size=size, thickness_mm=thickness, plane_x=plane)
     points = {disc.number: slab.ras_to_pixel(disc.centre)[0] for disc in phantom.layout.discs}
-    return SlabSample(slab.image, points, slab.slab_to_ras, dict(phantom.disc_points), phantom.contrast)
+    classes = np.stack([_nearest_classes(phantom.classes, phantom.image, points_ras)
+                        for points_ras in slab_planes(slab.slab_to_ras, size, thickness)], axis=-1)
+    return SlabSample(slab.image, points, slab.slab_to_ras, dict(phantom.disc_points), phantom.contrast, classes)
+
+
+def _nearest_classes(classes: np.ndarray, grid: Volume, ras: np.ndarray) -> np.ndarray:
+    """The class of the voxel nearest each RAS point (..., 3) of ``grid``; ``OUTSIDE_CLASS`` outside it."""
+    ijk = np.rint(grid.ras_to_ijk(ras.reshape(-1, 3))).astype(int)
+    inside = np.all((ijk >= 0) & (ijk < np.array(classes.shape)), axis=1)
+    out = np.full(len(ijk), OUTSIDE_CLASS, dtype=np.uint8)
+    out[inside] = classes[tuple(ijk[inside].T)]
+    return out.reshape(ras.shape[:-1])
+
+
+def synthetic_slab(sample: SlabSample, rng: np.random.Generator) -> np.ndarray:
+    """A new slab image of ``sample``'s generation classes with a random contrast, averaged over its planes and
+    z-scored inside the scan as :func:`extract_slab` does (0 outside)."""
+    pixel_mm = float(np.linalg.norm(sample.slab_to_ras[:, 0]))
+    planes = synthesize_mri(sample.classes, (pixel_mm, pixel_mm, 1.0), rng, lateral_axis=2)
+    inside_planes = sample.classes != OUTSIDE_CLASS
+    count = inside_planes.sum(axis=-1)
+    inside = count > 0
+    image = np.zeros(count.shape, dtype=np.float32)
+    mean = (planes * inside_planes).sum(axis=-1)[inside] / count[inside]
+    image[inside] = (mean - mean.mean()) / (mean.std() + 1e-6)
+    return image
 
 
 def make_training_set(count: int, seed: int | Sequence[int], size: int = 256, progress: ProgressCallback = no_progress,
-                      show_bar: bool = True) -> list[SlabSample]:
+                      show_bar: bool = True, variety: bool = False) -> list[SlabSample]:
     """Generate ``count`` phantom slabs (about 1 s each on one CPU thread)."""
     rng = np.random.default_rng(seed)
     samples = []
     for index in tqdm(range(count), desc="phantoms", disable=not show_bar):
-        samples.append(phantom_sample(rng, size))
+        samples.append(phantom_sample(rng, size, variety))
         progress((index + 1) / count, f"phantom {index + 1}/{count}")
     return samples
 
@@ -346,8 +393,9 @@ class DiscTask:
         """Generate the phantom slabs or cut the slabs of the MRIs of ``split``."""
         size = config.model.input_size
         if split.layout is Layout.PHANTOMS:
-            train = make_training_set(len(split.train), config.seed, size)
-            validation = make_training_set(len(split.validation), (config.seed, 1), size)
+            variety = config.sampler.phantom_variety
+            train = make_training_set(len(split.train), config.seed, size, variety=variety)
+            validation = make_training_set(len(split.validation), (config.seed, 1), size, variety=variety)
             description = (f"{len(train)} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom "
                            f"via spineseg.training.tasks.discs.phantom_sample, seed {config.seed}), augmented on the fly; "
                            f"validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
@@ -369,6 +417,9 @@ class DiscTask:
 
     def next_batch(self, device: torch.device) -> dict[str, torch.Tensor]:
         chosen = [self.train_samples[i] for i in self.rng.integers(0, len(self.train_samples), self.config.batch_size)]
+        chosen = [dataclasses.replace(sample, image=synthetic_slab(sample, self.rng))
+                  if sample.classes is not None and self.rng.random() < self.config.sampler.synthetic_probability
+                  else sample for sample in chosen]
         images, targets, visibility = augment_batch(chosen, self.rng, OUTPUT_STRIDE, self.config.model.sigma,
                                                     self.config.sampler.augmentation_strength)
         return {"images": images.to(device), "targets": targets.to(device), "visibility": visibility.to(device)}

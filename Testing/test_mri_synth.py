@@ -1,0 +1,77 @@
+"""MRI training images from generation classes: aligned with the anatomy, varied, deterministic per seed."""
+
+import numpy as np
+import pytest
+
+from spineseg.phantoms.mri import MRITissue, make_mri_phantom, random_mri_phantom
+from spineseg.phantoms.mri_appearance import MRI_CONTRAST_MODELS, synthesize_mri
+from spineseg.phantoms.synth import OUTSIDE_CLASS
+from spineseg.training.tasks.discs import phantom_sample, synthetic_slab
+
+DISC_CLASSES = (MRITissue.NUCLEUS, MRITissue.DEGENERATE_NUCLEUS, MRITissue.ANNULUS)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return phantom_sample(np.random.default_rng(11), size=128, variety=True)
+
+
+def test_every_disc_centre_lies_in_a_disc_class_and_the_image_follows_the_classes():
+    phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.0, 1.2, 1.2), seed=4)
+    for point in phantom.disc_points.values():
+        ijk = tuple(np.rint(phantom.image.ras_to_ijk(point)[0]).astype(int))
+        assert phantom.classes[ijk] == MRITissue.NUCLEUS
+    image = phantom.image.array
+    # T2: the nucleus and CSF are bright, cortex and muscle dark, in the phantom's own image.
+    assert image[phantom.classes == MRITissue.NUCLEUS].mean() > 2 * image[phantom.classes == MRITissue.MUSCLE].mean()
+    assert image[phantom.classes == MRITissue.CSF].mean() > 2 * image[phantom.classes == MRITissue.CORTEX].mean()
+
+
+def test_variety_keeps_the_spine_and_adds_the_head_and_degenerate_discs():
+    cervical = list(range(1, 10))
+    plain = random_mri_phantom(np.random.default_rng(5), levels=cervical)
+    varied = random_mri_phantom(np.random.default_rng(5), levels=cervical, variety=True)
+    assert plain.disc_points.keys() == varied.disc_points.keys()
+    for number, point in plain.disc_points.items():
+        np.testing.assert_allclose(varied.disc_points[number], point)
+    heads = [random_mri_phantom(np.random.default_rng(seed), levels=cervical, variety=True) for seed in range(6)]
+    with_head = [p for p in heads if (p.classes == MRITissue.BRAIN).any()]
+    assert with_head and not (plain.classes == MRITissue.BRAIN).any()
+    for phantom in with_head:  # the brain lies above the atlas
+        atlas = next(v for v in phantom.layout.vertebrae if v.level == 1)
+        brain = phantom.image.ijk_to_ras(np.argwhere(phantom.classes == MRITissue.BRAIN))
+        assert np.median(brain[:, 2]) > atlas.centre[2] + 20.0
+    degenerate = sum(int((p.classes == MRITissue.DEGENERATE_NUCLEUS).any()) for p in heads)
+    assert degenerate >= 1
+
+
+def test_the_same_seed_draws_the_same_mri_and_another_seed_another(sample):
+    pixel = float(np.linalg.norm(sample.slab_to_ras[:, 0]))
+    first = synthesize_mri(sample.classes, (pixel, pixel, 1.0), np.random.default_rng(3))
+    again = synthesize_mri(sample.classes, (pixel, pixel, 1.0), np.random.default_rng(3))
+    other = synthesize_mri(sample.classes, (pixel, pixel, 1.0), np.random.default_rng(4))
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).mean() > 0.01
+    assert np.all(first[sample.classes == OUTSIDE_CLASS] == 0.0)
+
+
+def test_realistic_t2_and_stir_keep_csf_brighter_than_the_cord(sample):
+    for name in ("T2", "STIR"):
+        prior = MRI_CONTRAST_MODELS[name].priors
+        assert prior[MRITissue.CSF].mean[0] > prior[MRITissue.CORD].mean[1]
+    # STIR suppresses fat: darker than in T1.
+    assert MRI_CONTRAST_MODELS["STIR"].priors[MRITissue.FAT].mean[1] < MRI_CONTRAST_MODELS["T1"].priors[MRITissue.FAT].mean[0]
+
+
+def test_synthetic_slabs_stay_on_their_disc_points_and_are_z_scored_inside(sample):
+    size = sample.image.shape[0]
+    middle = sample.classes.shape[-1] // 2
+    on_discs = [sample.classes[int(round(r)), int(round(c)), middle] for r, c in sample.points.values()
+                if 0 <= r <= size - 1 and 0 <= c <= size - 1]
+    assert on_discs and np.mean([value in DISC_CLASSES for value in on_discs]) >= 0.8
+    inside = (sample.classes != OUTSIDE_CLASS).any(axis=-1)
+    np.testing.assert_array_equal(inside, sample.image != 0)  # the slab's own outside, as extract_slab leaves it
+    image = synthetic_slab(sample, np.random.default_rng(0))
+    assert image.shape == sample.image.shape
+    assert np.all(image[~inside] == 0.0)
+    assert abs(float(image[inside].mean())) < 1e-3 and abs(float(image[inside].std()) - 1.0) < 1e-2
