@@ -1,4 +1,5 @@
-"""A stop during the CLI's start-up (Ctrl-C or SIGTERM while Python imports the command) exits 130 with one line.
+"""A stop during the start-up of the CLI or the batch program (Ctrl-C or SIGTERM while Python imports the
+command) exits 130 with one line and no traceback.
 
 The stop is sent to the real console script at several moments of its start-up, counted from when its
 handlers are in place (read from /proc: Python itself never catches SIGTERM). What comes before that is
@@ -38,13 +39,18 @@ def handlers_installed(pid: int) -> bool:
     return bool(caught >> (signal.SIGTERM - 1) & 1)
 
 
-def run_until(arguments: list[str], delay: float, signum: int | None) -> tuple[subprocess.CompletedProcess, float]:
-    """Run the console script; once its handlers are in, wait ``delay`` seconds and send ``signum``.
+BATCH_SCRIPT = Path(__file__).resolve().parents[1] / "SpineSegExtension" / "SpineSegLib" / "batch.py"
+
+
+def run_until(arguments: list[str], delay: float, signum: int | None,
+              command: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``command`` (default the console script); once its handlers are in, wait ``delay`` seconds and send
+    ``signum``.
 
     Returns the result and the seconds it took the handlers to be in place.
     """
     start = time.monotonic()
-    process = subprocess.Popen([*console_command(), *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    process = subprocess.Popen([*(command or console_command()), *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     while not handlers_installed(process.pid) and process.poll() is None:
         time.sleep(0.001)
@@ -94,3 +100,30 @@ def test_the_console_script_installs_its_handlers_before_the_heavy_imports():
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "SpineSegExtension")})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def batch_start_up_seconds(tmp_path_factory) -> float:
+    """How long the batch program takes from its handlers to failing its one empty case (imports, model)."""
+    folder = tmp_path_factory.mktemp("batch_timing")
+    (folder / "ct.nii.gz").write_bytes(b"")
+    start = time.monotonic()
+    result, handlers_in = run_until(["--task", "vertebrae", "--input", str(folder / "ct.nii.gz"), "--output",
+                                     str(folder / "out")], 0.0, None, [sys.executable, str(BATCH_SCRIPT)])
+    assert "empty file" in result.stdout + result.stderr, result.stderr
+    return time.monotonic() - start - handlers_in
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc to see the handlers")
+@pytest.mark.parametrize("moment", [0.0, 0.1, 0.3])
+def test_a_stop_during_the_batch_start_up_exits_130_without_a_traceback(tmp_path, batch_start_up_seconds, signum,
+                                                                         moment):
+    (tmp_path / "ct.nii.gz").write_bytes(b"")
+    out = tmp_path / "out"
+    result, _ = run_until(["--task", "vertebrae", "--input", str(tmp_path / "ct.nii.gz"), "--output", str(out)],
+                          moment * batch_start_up_seconds, signum, [sys.executable, str(BATCH_SCRIPT)])
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == EXIT_INTERRUPTED, (result.returncode, result.stderr)
+    assert "interrupted" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists() or not any(out.rglob("*"))

@@ -17,7 +17,8 @@ Cases whose outputs all exist are skipped; a failing case is reported and the
 batch goes on. Files are staged and moved into place together, the JSON
 last, so a case folder without its JSON is not done (and is redone). A case
 whose output folder cannot be written fails before it is predicted. Ctrl-C
-prints the summary so far and exits with 130.
+or SIGTERM prints the summary so far and exits with 130; during the
+program's own start-up (its imports) it exits at once with 130 and one line.
 
 A DICOM folder holding several series is read as ``spineseg`` reads it: the
 task's modality decides, an ambiguous folder fails with the list of its series,
@@ -27,15 +28,25 @@ the named series it holds) picks one.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
+import signal
 import sys
-import time
-import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+
+if __name__ == "__main__":  # run as a file: SpineSegLib and spineseg sit in the folder above
+    _extension_folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if _extension_folder not in sys.path:
+        sys.path.insert(0, _extension_folder)
+    from spineseg.entry import install_startup_handlers  # light: a stop during the imports below exits 130
+
+    install_startup_handlers()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
 log = logging.getLogger("SpineSegLib.batch")
 
@@ -273,11 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     from spineseg.errors import EXIT_MODEL, ModelError
 
+    # From here on a stop is an exception the batch answers (summary so far, nothing partial), not an exit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         options = parse_arguments(argv)
     except SystemExit as stop:  # argparse: --help (0) or a usage error (2), already printed
         return stop.code if isinstance(stop.code, int) else EXIT_INPUT
-    logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO, format="%(message)s")
+    # The batch's own progress lines at INFO; other libraries (torch) only from WARNING unless --verbose.
+    logging.basicConfig(level=logging.DEBUG if options.verbose else logging.WARNING, format="%(message)s")
+    log.setLevel(logging.DEBUG if options.verbose else logging.INFO)
     try:
         summary = run_batch(
             options.input, options.output, options.task, options.device, options.model, options.overwrite,
@@ -300,21 +316,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return summary.exit_code
 
 
-def _exit(code: int) -> None:
-    """Leave the Slicer application if there is one (it would stay open otherwise), else Python."""
-    try:
-        import slicer
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler stopping the job) ends the batch as Ctrl-C does."""
+    raise KeyboardInterrupt
 
-        if getattr(slicer, "app", None) is not None:
-            slicer.util.exit(code)
-            return
-    except ImportError:
-        pass
-    sys.exit(code)
+
+def _exit(code: int) -> None:
+    """Leave the Slicer application if this runs in one (it would stay open otherwise), else Python.
+
+    Plain Python leaves without its shutdown: every output is already in place and the streams are flushed
+    here, and a stop that landed in the middle of torch's import can make that shutdown crash.
+    """
+    slicer = sys.modules.get("slicer")  # imported already inside the application; never imported here
+    if slicer is not None and getattr(slicer, "app", None) is not None:
+        slicer.util.exit(code)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    extension_folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if extension_folder not in sys.path:  # run as a file: SpineSegLib and spineseg sit in the folder above
-        sys.path.insert(0, extension_folder)
     _exit(main())
