@@ -91,3 +91,38 @@ def test_all_48_storages_give_the_same_working_image_and_labels(model, spacing):
         assert np.allclose(image, reference_image, rtol=0, atol=1e-6), (order, flips)
         labels = segment_vertebrae(volume, model).label_map.array
         assert np.array_equal(unstored(labels, order, flips), reference.label_map.array), (order, flips)
+
+
+def padded_with_air(volume: Volume, before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[Volume, tuple]:
+    """The same scan with a wider field of view of air (-1000 HU), and where the original lies in it."""
+    array = np.pad(volume.array, list(zip(before, after)), constant_values=-1000)
+    affine = volume.affine.copy()
+    affine[:3, 3] -= affine[:3, :3] @ np.array(before, float)
+    return Volume(array, affine), tuple(slice(b, b + n) for b, n in zip(before, volume.shape))
+
+
+@pytest.mark.parametrize("spacing", [(3.0, 3.0, 3.0), (2.0, 1.5, 2.5)])
+def test_a_field_of_view_padded_with_air_gives_the_same_labels(model, spacing):
+    phantom = make_ct_phantom([21, 22], spacing=spacing, orientation="LPS", seed=4, margin_mm=10.0,
+                              field_of_view_cut=False).image
+    affine = phantom.affine.copy()
+    affine[:3, 3] = SCANNER_ORIGIN
+    phantom = Volume(phantom.array, affine)
+    reference = segment_vertebrae(phantom, model)
+    assert reference.vertebrae, "the stand-in found no vertebra: the test would prove nothing"
+    padded, inside = padded_with_air(phantom, (5, 7, 3), (4, 2, 11))
+    image, grid = prepare_working_image(padded, 3.0)
+    reference_image, reference_grid = prepare_working_image(phantom, 3.0)
+    # The working grids lie on one lattice: the original's grid is a whole-voxel block of the padded one.
+    offset = (np.linalg.inv(grid.affine) @ reference_grid.affine)[:3, 3]
+    np.testing.assert_allclose(offset, np.round(offset), atol=1e-6)
+    start = np.round(offset).astype(int)
+    block = image[tuple(slice(a, a + n) for a, n in zip(start, reference_image.shape))]
+    inner = (slice(3, -3),) * 3  # the resampling's anti-aliasing reads a few voxels past the scan's edge
+    np.testing.assert_allclose(block[inner], reference_image[inner], atol=1e-3)
+    result = segment_vertebrae(padded, model)
+    assert np.array_equal(result.label_map.array[inside], reference.label_map.array)
+    beyond = result.label_map.array.copy()
+    beyond[inside] = 0
+    assert not beyond.any()  # nothing found in the air around the scan
+    assert [v.name for v in result.vertebrae] == [v.name for v in reference.vertebrae]

@@ -13,6 +13,11 @@ working image: corners are snapped to ``GRID_SNAP_MM`` so that rounding in the
 affines cannot add or drop a slice, and a point counts as inside the image
 when it lies within the outer voxels' faces (``FACE_TOLERANCE_VOXELS``), not
 by a floating-point comparison with the outermost voxel centres.
+
+Field-of-view invariance: the working grid's faces lie on a lattice of its own
+spacing in scanner coordinates (along its axes), not at the scan's edge, so a
+scan cut wider, narrower or padded with air is sampled at the same points in
+the body, and the network sees the same voxels where both scans hold them.
 """
 
 from __future__ import annotations
@@ -84,7 +89,10 @@ def working_grid(volume: Volume, spacing: float) -> Grid:
     projected = corners_ras @ direction  # coordinates along the new axes
     low = np.round(projected.min(axis=0) / GRID_SNAP_MM) * GRID_SNAP_MM
     high = np.round(projected.max(axis=0) / GRID_SNAP_MM) * GRID_SNAP_MM
-    shape = np.maximum(np.ceil((high - low) / spacing - 1e-6).astype(int), 1)
+    # Faces on the lattice of multiples of ``spacing``: the grid covers the scan, at most a voxel beyond it.
+    low = np.floor(low / spacing + 1e-6) * spacing
+    high = np.ceil(high / spacing - 1e-6) * spacing
+    shape = np.maximum(np.round((high - low) / spacing).astype(int), 1)
     affine = np.eye(4)
     affine[:3, :3] = direction * spacing
     affine[:3, 3] = direction @ (low + spacing / 2)

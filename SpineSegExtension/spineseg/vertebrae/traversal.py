@@ -118,24 +118,34 @@ class TraversalResult:
     stop_reason: str
 
 
-def _search_positions(shape: tuple[int, int, int], size: int) -> list[np.ndarray]:
-    """Patch centres in half-patch steps, head (high k) first, central columns first."""
+def _search_positions(image: np.ndarray, size: int, bone_threshold: float) -> list[np.ndarray]:
+    """Patch centres in half-patch steps over the box holding the image's bone, head (high k) first, central
+    columns first.
+
+    The steps start from the bone, not from the grid's edge, so that a scan padded with air or cut wider
+    is searched at the same places in the body (the same walk, the same result).
+    """
+    bone = np.argwhere(image > bone_threshold)
+    if len(bone) == 0:
+        return []
+    start, stop = bone.min(axis=0), bone.max(axis=0) + 1
     half = size // 2
 
-    def centres(extent: int) -> list[float]:
+    def centres(axis: int) -> list[float]:
+        extent = int(stop[axis] - start[axis])
         if extent <= size:
-            return [(extent - 1) / 2]
+            return [float(start[axis]) + (extent - 1) / 2]
         values = list(np.arange(half, extent - half, half, dtype=float))
         if values[-1] < extent - half:
             values.append(float(extent - half))
-        return values
+        return [float(start[axis]) + value for value in values]
 
-    middle = (np.array(shape[:2]) - 1) / 2
+    middle = (start[:2] + stop[:2] - 1) / 2
     columns = sorted(
-        ((i, j) for i in centres(shape[0]) for j in centres(shape[1])),
+        ((i, j) for i in centres(0) for j in centres(1)),
         key=lambda ij: float(np.hypot(ij[0] - middle[0], ij[1] - middle[1])),
     )
-    return [np.array([i, j, k]) for k in sorted(centres(shape[2]), reverse=True) for i, j in columns]
+    return [np.array([i, j, k]) for k in sorted(centres(2), reverse=True) for i, j in columns]
 
 
 class _BudgetExhausted(Exception):
@@ -207,9 +217,10 @@ class _Walker:
 
 def piece_limit(image: np.ndarray, settings: TraversalSettings) -> int:
     """How many pieces the walk may accept in ``image``: ``PIECES_PER_VERTEBRA`` per vertebra that the scan's
-    head-foot extent (the working-grid slices holding any scanned voxel) can show, at most ``max_pieces``."""
-    scanned_slices = int(np.count_nonzero((image != OUTSIDE_VALUE).any(axis=(0, 1))))
-    return min(settings.max_pieces, PIECES_PER_VERTEBRA * most_vertebrae_in(scanned_slices * settings.spacing_mm))
+    head-foot extent can show, at most ``max_pieces``. The extent is that of the working-grid slices holding
+    bone, so that air around the body (a padded or wider field of view) changes nothing."""
+    bone_slices = int(np.count_nonzero((image > settings.bone_threshold).any(axis=(0, 1))))
+    return min(settings.max_pieces, PIECES_PER_VERTEBRA * most_vertebrae_in(bone_slices * settings.spacing_mm))
 
 
 def _column_mm(found: list[FoundVertebra], spacing_mm: float) -> np.ndarray | None:
@@ -258,7 +269,7 @@ def traverse(
     """
     settings = settings or TraversalSettings()
     walker = _Walker(image, predict, settings)
-    positions = _search_positions(image.shape, settings.patch_size)
+    positions = _search_positions(image, settings.patch_size, settings.bone_threshold)
     found: list[FoundVertebra] = []
 
     try:
