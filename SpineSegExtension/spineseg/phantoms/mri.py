@@ -455,9 +455,9 @@ def random_mri_phantom(
         levels: force the field of view (consecutive VerSe numbers); random when None.
         fast: coarser in-plane spacing (1.0-1.3 mm) to keep generation quick.
         variety: also vary what real scans vary and the basic phantom keeps fixed: the head above C1
-            (70 %), front-back fields of view from 25 to 200 mm around the spine, head-foot margins up to
-            120 mm, and a fifth to a third of the discs degenerate. Drawn after everything else, so the
-            phantoms without variety are unchanged.
+            (70 %), front-back fields of view from 25 to 200 mm around the spine, head-foot margins of
+            10-120 mm (sizes log-uniform), and a fifth to a third of the discs degenerate. Drawn after
+            everything else, so the phantoms without variety are unchanged.
     """
     contrast = contrast or str(rng.choice(CONTRASTS))
     if levels is None:
@@ -497,8 +497,13 @@ def _varied_anatomy(rng: np.random.Generator) -> dict:
     discs = [number for number in range(2, 26) if rng.random() < degenerate_share]
     return dict(
         head=bool(rng.random() < 0.7),
-        margin_mm=float(rng.uniform(10.0, 120.0)),
-        anterior_mm=float(rng.uniform(25.0, 200.0)),
-        posterior_mm=float(rng.uniform(25.0, 110.0)),
+        margin_mm=_log_uniform(rng, 10.0, 120.0),
+        anterior_mm=_log_uniform(rng, 25.0, 200.0),
+        posterior_mm=_log_uniform(rng, 25.0, 110.0),
         degenerate_discs=frozenset(discs),
     )
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A size drawn uniformly on a log scale: tight crops as often as wide fields of view."""
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
