@@ -82,3 +82,13 @@ def test_shipped_recipes_express_the_bundled_model_runs():
     discs = load_config("discs", RECIPES / "discs-mri-phantom-v1.json")
     assert (discs.model.features, discs.batch_size, discs.loss.foreground_weight) == (48, 6, 4.0)
     assert config_to_dict(discs)["optimiser"]["name"] == "adam"
+
+
+def test_the_disc_sampler_refuses_a_synthetic_share_outside_0_to_1_and_keeps_the_basic_phantoms_by_default():
+    with pytest.raises(InputError) as error:
+        load_config("discs", None, ["sampler.synthetic_probability=1.5"])
+    assert "sampler.synthetic_probability must be in [0, 1], got 1.5" in str(error.value)
+    defaults = load_config("discs", None, [])
+    assert defaults.sampler.synthetic_probability == 0.0 and defaults.sampler.phantom_variety is False
+    chosen = load_config("discs", None, ["sampler.synthetic_probability=0.6", "sampler.phantom_variety=true"])
+    assert chosen.sampler.synthetic_probability == 0.6 and chosen.sampler.phantom_variety is True
