@@ -69,6 +69,15 @@ def unstored(array: np.ndarray, order: tuple[int, ...], flips: tuple[bool, ...])
     return array.transpose(np.argsort(order))
 
 
+def scanner_phantom(spacing: tuple[float, float, float]) -> Volume:
+    """A small CT phantom (L1-L2) whose origin has a scanner's awkward floating-point values."""
+    phantom = make_ct_phantom([21, 22], spacing=spacing, orientation="LPS", seed=4, margin_mm=10.0,
+                              field_of_view_cut=False).image
+    affine = phantom.affine.copy()
+    affine[:3, 3] = SCANNER_ORIGIN
+    return Volume(phantom.array, affine)
+
+
 @pytest.fixture(scope="module")
 def model() -> BoneComponentModel:
     return BoneComponentModel()
@@ -76,11 +85,7 @@ def model() -> BoneComponentModel:
 
 @pytest.mark.parametrize("spacing", [(3.0, 3.0, 3.0), (2.0, 1.5, 2.5)])
 def test_all_48_storages_give_the_same_working_image_and_labels(model, spacing):
-    phantom = make_ct_phantom([21, 22], spacing=spacing, orientation="LPS", seed=4, margin_mm=10.0,
-                              field_of_view_cut=False).image
-    affine = phantom.affine.copy()
-    affine[:3, 3] = SCANNER_ORIGIN
-    phantom = Volume(phantom.array, affine)
+    phantom = scanner_phantom(spacing)
     reference_image, reference_grid = prepare_working_image(phantom, 3.0)
     reference = segment_vertebrae(phantom, model)
     assert reference.vertebrae, "the stand-in found no vertebra: the test would prove nothing"
@@ -103,11 +108,7 @@ def padded_with_air(volume: Volume, before: tuple[int, int, int], after: tuple[i
 
 @pytest.mark.parametrize("spacing", [(3.0, 3.0, 3.0), (2.0, 1.5, 2.5)])
 def test_a_field_of_view_padded_with_air_gives_the_same_labels(model, spacing):
-    phantom = make_ct_phantom([21, 22], spacing=spacing, orientation="LPS", seed=4, margin_mm=10.0,
-                              field_of_view_cut=False).image
-    affine = phantom.affine.copy()
-    affine[:3, 3] = SCANNER_ORIGIN
-    phantom = Volume(phantom.array, affine)
+    phantom = scanner_phantom(spacing)
     reference = segment_vertebrae(phantom, model)
     assert reference.vertebrae, "the stand-in found no vertebra: the test would prove nothing"
     padded, inside = padded_with_air(phantom, (5, 7, 3), (4, 2, 11))
