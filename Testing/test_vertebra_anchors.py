@@ -71,6 +71,21 @@ def test_the_sacrum_overrules_a_last_rib_that_disagrees_and_says_so():
         "The last rib (on L2) disagrees with the sacrum; the names follow the sacrum."]
 
 
+def test_a_rib_anchor_far_from_the_network_s_estimate_is_not_believed_and_says_so():
+    # A lumbar run whose sacrum was not recognised: the ilium beside L5 reads as ribs below rib-free
+    # vertebrae, a "C7/T1" fifteen levels from the network's estimate.
+    truth = [20, 21, 22, 23, 24, SACRUM]
+    naming = name_run(shifted(truth, 0.0), anchors={Anchor.FIRST_RIB: 4})
+    assert names(naming.levels) == ["L1", "L2", "L3", "L4", "L5", "S"] and not naming.anchored
+    record = naming_record(naming)
+    assert record.overruled == ["C7/T1"] and record.anchors_found == {"C7/T1": "L5"}
+    assert _naming_warnings(record, True) == [UNANCHORED_WARNING, (
+        "The C7/T1 (on L5) is too far from the network's estimate of the levels to be believed; it was not used.")]
+    # An anchor within reach of the estimate is followed.
+    near = name_run(shifted(list(range(1, 7)), -3.0), anchors={Anchor.FIRST_RIB: 4})
+    assert near.anchor is Anchor.FIRST_RIB
+
+
 def test_a_run_without_anchors_is_reported_as_unanchored():
     record = naming_record(name_run([20.1, 21.0, 21.9]))
     assert not record.anchored and record.to_dict() == {

@@ -78,6 +78,11 @@ _VARIANT_POSITION = {T13: level_to_position(19) + 0.5, L6: level_to_position(24)
 # How much each anchor counts when anchors disagree: each outweighs all less trusted ones together, so the
 # sacrum overrules the ribs, and the ribs are only followed where they agree with it (or with a variant).
 ANCHOR_TRUST: dict[Anchor, int] = {Anchor.SACRUM: 8, Anchor.C2: 4, Anchor.LAST_RIB: 2, Anchor.FIRST_RIB: 1}
+# A rib anchor moves the names at most this many levels from the network's own naming. The ilium beside
+# L5 and the sacrum, where the sacrum itself is not recognised, reads as ribs below rib-free lumbar
+# vertebrae, a false "C7/T1" about fifteen levels away; the network is off by two or three at worst.
+MAX_RIB_ANCHOR_SHIFT = 4.0
+RIB_ANCHORS = (Anchor.LAST_RIB, Anchor.FIRST_RIB)
 
 
 def _expected_position(level: int) -> float:
@@ -154,7 +159,8 @@ def name_run(
     end may repeat the sacrum: a sacrum found in pieces is named once, not as "L5" and "sacrum". As in the
     paper, only complete vertebrae vote (all of them if none is complete); the others are named by the
     sequence. Anchors come first (see ``ANCHOR_TRUST``); the T13 and L6 variants only where they let the naming
-    follow more anchors than the standard sequence can.
+    follow more anchors than the standard sequence can. A rib anchor is followed only by namings within
+    ``MAX_RIB_ANCHOR_SHIFT`` levels of the network's own.
 
     Args:
         regressed: the position head's output per vertebra, in traversal order (head first).
@@ -179,18 +185,25 @@ def name_run(
     values = np.asarray(regressed, dtype=float)[rows]
     if not _candidate_sequences(count, [0] * count, STANDARD_LEVELS):
         raise ValueError(f"cannot name {count} vertebrae: the sequence has only {len(STANDARD_LEVELS)} levels")
-    scored = []
+    fitted = []
     for variant, sequence in SEQUENCES.items() if anchors else [(None, STANDARD_LEVELS)]:
         # Misses are a step-length guess; a run too long to hold them all is named without them.
         candidates = _candidate_sequences(count, missed, sequence) if missed is not None else []
         for levels in candidates or _candidate_sequences(count, [0] * count, sequence):
             expected = np.array([_expected_position(levels[row]) for row in rows])
-            fit = float(_log_likelihoods(values, expected).sum())
-            followed = [a for a, index in anchors.items() if _agrees(a, index, levels, variant)]
-            trust = sum(ANCHOR_TRUST[a] for a in followed)
-            scored.append(((trust, variant is None, fit), levels, variant, followed))
+            fitted.append((float(_log_likelihoods(values, expected).sum()), levels, variant))
+    plain = max((item for item in fitted if item[2] is None), key=lambda item: item[0])[1]
+
+    def believable(anchor: Anchor, levels: list[int]) -> bool:
+        shift = abs(_expected_position(levels[0]) - _expected_position(plain[0]))
+        return anchor not in RIB_ANCHORS or shift <= MAX_RIB_ANCHOR_SHIFT
+
+    scored = []
+    for fit, levels, variant in fitted:
+        followed = [a for a, index in anchors.items() if _agrees(a, index, levels, variant) and believable(a, levels)]
+        trust = sum(ANCHOR_TRUST[a] for a in followed)
+        scored.append(((trust, variant is None, fit), levels, variant, followed))
     _, levels, variant, followed = max(scored, key=lambda item: item[0])
-    plain = max((item for item in scored if item[2] is None), key=lambda item: item[0][2])[1]
     followed = sorted(followed, key=lambda a: -ANCHOR_TRUST[a])
     return Naming(
         levels=levels, anchor=followed[0] if followed else None, found=anchors, followed=followed,

@@ -294,7 +294,7 @@ def drop_fragments(
 
 # The warning of a run that no anatomical anchor named.
 UNANCHORED_WARNING = (
-    "No anatomical anchor (sacrum, C2, last rib, C7/T1) was found: the vertebrae are named from the network's "
+    "No anatomical anchor (sacrum, C2, last rib, C7/T1) named this run: the vertebrae are named from the network's "
     "estimates alone and the whole run may be off by one level or more."
 )
 
@@ -365,8 +365,12 @@ def _naming_warnings(record: NamingRecord, found_any: bool) -> list[str]:
         return []
     warnings = [] if record.anchored else [UNANCHORED_WARNING]
     for anchor in record.overruled:
-        warnings.append(f"The {anchor} (on {record.anchors_found[anchor]}) disagrees with the {record.anchor}; "
-                        f"the names follow the {record.anchor}.")
+        if record.anchor is None:  # a rib anchor too far from the network's estimate to believe
+            warnings.append(f"The {anchor} (on {record.anchors_found[anchor]}) is too far from the network's "
+                            f"estimate of the levels to be believed; it was not used.")
+        else:
+            warnings.append(f"The {anchor} (on {record.anchors_found[anchor]}) disagrees with the {record.anchor}; "
+                            f"the names follow the {record.anchor}.")
     return warnings
 
 
