@@ -148,6 +148,13 @@ def synthetic_slab(sample: SlabSample, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
+def _synthetic_description(probability: float) -> str:
+    if probability <= 0:
+        return ""
+    return (f", {probability:.0%} of slabs drawn anew from their generation classes with a random contrast "
+            f"(spineseg.phantoms.mri_appearance)")
+
+
 def make_training_set(count: int, seed: int | Sequence[int], size: int = 256, progress: ProgressCallback = no_progress,
                       show_bar: bool = True, variety: bool = False) -> list[SlabSample]:
     """Generate ``count`` phantom slabs (about 1 s each on one CPU thread)."""
@@ -397,7 +404,9 @@ class DiscTask:
             train = make_training_set(len(split.train), config.seed, size, variety=variety)
             validation = make_training_set(len(split.validation), (config.seed, 1), size, variety=variety)
             description = (f"{len(train)} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom "
-                           f"via spineseg.training.tasks.discs.phantom_sample, seed {config.seed}), augmented on the fly; "
+                           f"via spineseg.training.tasks.discs.phantom_sample, seed {config.seed}"
+                           f"{', with phantom variety' if variety else ''}), augmented on the fly"
+                           f"{_synthetic_description(config.sampler.synthetic_probability)}; "
                            f"validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
         else:
             def read(subjects):
