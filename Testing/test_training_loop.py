@@ -56,10 +56,10 @@ _PHANTOMS: dict = {}
 
 
 def _made_once(generate):
-    def cached(*args):
-        key = (generate.__name__, *args)
+    def cached(*args, **options):
+        key = (generate.__name__, *args, *sorted(options.items()))
         if key not in _PHANTOMS:
-            _PHANTOMS[key] = generate(*args)
+            _PHANTOMS[key] = generate(*args, **options)
         return _PHANTOMS[key]
 
     return cached

@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     install_startup_handlers()
     from .cli import main as cli_main
 
-    return cli_main(argv)
+    code = cli_main(argv)
+    # The command has finished and said how: a stop during Python's shutdown must not change its exit code.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,10 @@ __all__ = ["closest_ras_axes", "working_grid", "resample_to", "inside_footprint"
 # Working-grid corners are rounded to this (mm): far below any scanner's precision, far above the rounding
 # noise (about 1e-13 mm) of affines that store the same image in another axis order.
 GRID_SNAP_MM = 1e-4
+# Nearest-neighbour sampling moves every point this far (voxels) up before rounding: a point exactly half-way
+# between two voxels (which the lattice of the working grid makes common) then always takes the upper one,
+# whatever rounding noise the whole-volume and the slab-by-slab paths add to it.
+NEAREST_TIE_BREAK = 1e-6
 # A point this far (in voxels) beyond an image's outer voxel faces is still inside: the same rounding noise.
 FACE_TOLERANCE_VOXELS = 1e-3
 
@@ -181,7 +185,7 @@ def resample_to(
         slab = ndimage.affine_transform(
             source,
             mapping[:3, :3],
-            offset=slab_mapping[:3, 3] - low,
+            offset=slab_mapping[:3, 3] - low + (NEAREST_TIE_BREAK if order == 0 else 0.0),
             output_shape=slab_shape,
             output=output.dtype,
             order=order,

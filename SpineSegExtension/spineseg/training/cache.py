@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["PREPARATION_VERSION", "cache_folder", "case_key", "cached_vertebra_case", "prepare_cases"]
 
 # Bump when the preparation of a case changes (resampling, normalisation, checks): old entries are then unused.
-PREPARATION_VERSION = 1
+PREPARATION_VERSION = 2  # 2: working grids on a lattice of their spacing, nearest-neighbour ties broken upwards
 _HASH_BLOCK = 1 << 22
 
 
