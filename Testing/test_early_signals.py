@@ -63,15 +63,30 @@ def run_until(arguments: list[str], delay: float, signum: int | None,
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), handlers_in
 
 
+def seconds_to_first_line(command: list[str]) -> tuple[float, str]:
+    """Seconds from the command's handlers being in place to its first line on stderr, and that line.
+
+    The first line (a refusal, or the batch's first case) ends the start-up; what follows, Python's own
+    shutdown included, is not a start-up moment, however long it takes on a loaded machine.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not handlers_installed(process.pid) and process.poll() is None:
+        time.sleep(0.001)
+    start = time.monotonic()
+    line = process.stderr.readline()
+    seconds = time.monotonic() - start
+    process.communicate(timeout=300)
+    return seconds, line
+
+
 @pytest.fixture(scope="module")
 def start_up_seconds(tmp_path_factory) -> float:
     """How long the command takes from its handlers to refusing an empty file (imports, parsing, reading)."""
     image = tmp_path_factory.mktemp("timing") / "ct.nii.gz"
     image.write_bytes(b"")
-    start = time.monotonic()
-    result, handlers_in = run_until(["vertebrae", str(image), "-o", str(image.parent / "out")], 0.0, None)
-    assert result.returncode == 2 and "empty file" in result.stderr, result.stderr
-    return time.monotonic() - start - handlers_in
+    seconds, line = seconds_to_first_line([*console_command(), "vertebrae", str(image), "-o", str(image.parent / "out")])
+    assert "empty file" in line, line
+    return seconds
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -104,19 +119,18 @@ def test_the_console_script_installs_its_handlers_before_the_heavy_imports():
 
 @pytest.fixture(scope="module")
 def batch_start_up_seconds(tmp_path_factory) -> float:
-    """How long the batch program takes from its handlers to failing its one empty case (imports, model)."""
+    """How long the batch program takes from its handlers to starting its first case (imports, model)."""
     folder = tmp_path_factory.mktemp("batch_timing")
     (folder / "ct.nii.gz").write_bytes(b"")
-    start = time.monotonic()
-    result, handlers_in = run_until(["--task", "vertebrae", "--input", str(folder / "ct.nii.gz"), "--output",
-                                     str(folder / "out")], 0.0, None, [sys.executable, str(BATCH_SCRIPT)])
-    assert "empty file" in result.stdout + result.stderr, result.stderr
-    return time.monotonic() - start - handlers_in
+    seconds, line = seconds_to_first_line([sys.executable, str(BATCH_SCRIPT), "--task", "vertebrae", "--input",
+                                           str(folder / "ct.nii.gz"), "--output", str(folder / "out")])
+    assert "[1/1] ct" in line, line  # the model is loaded and the first case starts
+    return seconds
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc to see the handlers")
-@pytest.mark.parametrize("moment", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("moment", [0.0, 0.05, 0.15])  # well inside the imports, whatever the load
 def test_a_stop_during_the_batch_start_up_exits_130_without_a_traceback(tmp_path, batch_start_up_seconds, signum,
                                                                          moment):
     (tmp_path / "ct.nii.gz").write_bytes(b"")

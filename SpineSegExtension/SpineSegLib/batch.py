@@ -282,11 +282,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C. A windowless Slicer must always get a code to exit with, or it
     would stay running.
     """
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        # From here on a stop is an exception the batch answers (summary so far, nothing partial), not an exit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+        return _run(argv)
+    except KeyboardInterrupt:  # outside the cases (their interruption is in the summary)
+        print("SpineSeg batch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        # Run as the program, the batch has said how it ended: a stop while leaving must not change that.
+        # Called from other code, that code's handlers come back.
+        leaving = __name__ == "__main__"
+        for signum, handler in zip((signal.SIGINT, signal.SIGTERM), previous):
+            if leaving or handler is not None:  # None: installed outside Python, left as the batch set it
+                signal.signal(signum, signal.SIG_IGN if leaving else handler)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """The batch itself, for :func:`main`, which answers a stop outside the cases."""
     from spineseg.errors import EXIT_MODEL, ModelError
 
-    # From here on a stop is an exception the batch answers (summary so far, nothing partial), not an exit.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         options = parse_arguments(argv)
     except SystemExit as stop:  # argparse: --help (0) or a usage error (2), already printed
