@@ -3,8 +3,8 @@
     python Testing/benchmark_training_start.py --runs 3 --threads 2
 
 Builds a small VerSe-layout data set in a temporary folder (``--cases`` CT
-phantoms of seven vertebrae at 1 mm, ``rawdata/sub-XXX/sub-XXX_ct.nii.gz`` and
-``derivatives/sub-XXX/sub-XXX_seg-vert_msk.nii.gz``), then for each of
+phantoms of seven vertebrae at 1 mm, e.g. ``rawdata/sub-001/sub-001_ct.nii.gz`` and
+``derivatives/sub-001/sub-001_seg-vert_msk.nii.gz``), then for each of
 ``--runs`` rounds starts the installed console script (``spineseg`` beside
 this Python) three times, each with a fresh run folder:
 
