@@ -144,7 +144,7 @@ def synthetic_slab(sample: SlabSample, rng: np.random.Generator) -> np.ndarray:
     inside = count > 0
     image = np.zeros(count.shape, dtype=np.float32)
     mean = (planes * inside_planes).sum(axis=-1)[inside] / count[inside]
-    image[inside] = (mean - mean.mean()) / (mean.std() + 1e-6)
+    image[inside] = _zscore(mean)
     return image
 
 
