@@ -3,7 +3,7 @@
     .venv/bin/python Testing/benchmark.py [--runs 3] [--threads 2] [--device cpu|cuda] [--published-passes 3]
     .venv/bin/python Testing/benchmark.py --large [--runs 3]   # a 512 x 512 x 1000 CT
 
-The default run segments a T6-sacrum phantom at 1 mm (``--runs`` times) and
+The default run segments a T1-sacrum phantom at 1 mm (``--runs`` times) and
 the real CT in ../shared/data/real (once, if present) with the bundled model,
 and prints wall time (median), forward passes, time per forward pass (median
 of single passes), the network's share, peak resident memory and time by
@@ -104,15 +104,15 @@ def segment_measured(volume: Volume, model: VertebraModel, runs: int) -> dict:
 
 
 def benchmark_phantom(device: str, threads: int, runs: int, published_passes: int) -> None:
-    """The bundled model on a 1 mm T6-sacrum phantom and the real CT, then the published configuration's ratios."""
-    phantom = make_ct_phantom(list(range(13, 25)) + [26], spacing=(1.0, 1.0, 1.0), orientation="LPS", seed=1000)
+    """The bundled model on a 1 mm T1-sacrum phantom and the real CT, then the published configuration's ratios."""
+    phantom = make_ct_phantom(list(range(8, 25)) + [26], spacing=(1.0, 1.0, 1.0), orientation="LPS", seed=1000)
     model = load_model(Task.VERTEBRAE, None, device)
     run = segment_measured(phantom.image, model, runs)
     per_pass = statistics.median(time_passes(model, 20))
     median = statistics.median(run["times"])
     scores = score_vertebrae(run["result"].label_map.array, phantom.labels.array, phantom.image.spacing)
     print(f"device: {device} ({threads} threads), model {model.name}")
-    print(f"T6-sacrum phantom: {phantom.image.shape} voxels at 1 mm, {len(run['result'].vertebrae)} vertebrae found, "
+    print(f"T1-sacrum phantom: {phantom.image.shape} voxels at 1 mm, {len(run['result'].vertebrae)} vertebrae found, "
           f"mean Dice {scores.mean_dice:.3f}")
     print(f"wall time, median of {runs}: {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in run['times'])})")
     print(f"forward passes: {run['passes']:.0f}; time per forward pass, median of 20: {1000 * per_pass:.0f} ms")
@@ -137,7 +137,7 @@ def benchmark_phantom(device: str, threads: int, runs: int, published_passes: in
           f"(passes: {', '.join(f'{t:.1f}' for t in published_times)})")
     rows = [
         ("time per forward pass (s)", per_pass, published_per_pass, "{:.3f}"),
-        ("forward passes, T6-sacrum phantom", run["passes"], run["passes"], "{:.0f}"),
+        ("forward passes, T1-sacrum phantom", run["passes"], run["passes"], "{:.0f}"),
         ("whole run (s)", median, run["passes"] * published_per_pass, "{:.1f}"),
         ("peak resident memory (MB)", run["peak_mb"], published_peak, "{:.0f}"),
     ]

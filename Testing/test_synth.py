@@ -130,3 +130,31 @@ def test_the_sampler_and_the_generator_mark_outside_voxels_alike():
     """The sampler keeps its own copy (inference must not import phantoms); the two must agree."""
     from spineseg.vertebrae.sampler import OUTSIDE_CLASS as SAMPLER_OUTSIDE_CLASS
     assert SAMPLER_OUTSIDE_CLASS == OUTSIDE_CLASS
+
+
+def test_a_misplaced_memory_takes_the_top_of_the_target_or_leaves_out_the_bottom_of_the_vertebra_above():
+    """Memory errors as a walk makes them: the target is what is left of its vertebra, never the leftover above."""
+    case = phantom_cases(1, 3.0, 3)[0]
+    level = case.levels[len(case.levels) // 2]
+    above = [other for other in case.levels if case.levels.index(other) < case.levels.index(level)]
+    exact_memory, exact_target = np.isin(case.labels, above), case.labels == level
+    sampler = PatchSampler([case], SamplerConfig(memory_error_probability=1.0), np.random.default_rng(0))
+    height = np.ptp(np.flatnonzero(exact_target.any(axis=(0, 1)))) + 1
+    kinds = set()
+    for _ in range(12):
+        memory, target = sampler._misplace_memory(exact_memory.copy(), exact_target.copy())
+        assert not (memory & target).any()
+        if (target == exact_target).all():  # the memory lost the bottom of the vertebra above
+            lost = exact_memory & ~memory
+            assert not (memory & ~exact_memory).any() and lost.any()
+            lowest_kept = np.flatnonzero(memory.any(axis=(0, 1)))[0]
+            assert np.flatnonzero(lost.any(axis=(0, 1))).max() < lowest_kept
+            kinds.add("lost")
+        else:  # the memory took the top of the target: the rest is the target
+            taken = exact_target & ~target
+            assert (memory == (exact_memory | taken)).all() and target.any()
+            taken_rows = np.flatnonzero(taken.any(axis=(0, 1)))
+            assert np.flatnonzero(target.any(axis=(0, 1))).max() < taken_rows.min()  # k grows towards the head
+            assert 0.05 * height <= taken_rows.size <= 0.55 * height
+            kinds.add("taken")
+    assert kinds == {"lost", "taken"}

@@ -375,6 +375,10 @@ def _validate(config: TrainingConfig) -> None:
     require(config.validation.patches >= 1, f"validation.patches must be at least 1, got {config.validation.patches}")
     require(config.averaging.snapshots >= 0, f"averaging.snapshots must be 0 or more, got {config.averaging.snapshots}")
     require(config.averaging.interval >= 1, f"averaging.interval must be at least 1, got {config.averaging.interval}")
+    for setting in dataclasses.fields(config.sampler):
+        if setting.name.endswith("_probability"):
+            value = getattr(config.sampler, setting.name)
+            require(0.0 <= value <= 1.0, f"sampler.{setting.name} must be in [0, 1], got {value}")
     if isinstance(config.model, VertebraModelConfig):
         divisor = 2 ** (config.model.levels - 1)
         require(config.model.spacing_mm > 0, f"model.spacing_mm must be positive, got {config.model.spacing_mm}")
@@ -390,8 +394,6 @@ def _validate(config: TrainingConfig) -> None:
         require(config.model.input_size >= divisor and config.model.input_size % divisor == 0,
                 f"model.input_size must be a multiple of {divisor} (4 * 2 ** model.depth), got {config.model.input_size}")
         require(config.model.sigma > 0, f"model.sigma must be positive, got {config.model.sigma}")
-        require(0.0 <= config.sampler.synthetic_probability <= 1.0,
-                f"sampler.synthetic_probability must be in [0, 1], got {config.sampler.synthetic_probability}")
         require(config.data.layout in (Layout.AUTO, Layout.BIDS, Layout.PAIRS, Layout.PHANTOMS),
                 f"data.layout for discs must be auto, bids, pairs or phantoms, got {config.data.layout.value}")
     if problems:

@@ -96,6 +96,7 @@ class SamplerConfig:
     synthetic_probability: float = 0.0  # patches of cases with generation classes drawn with a new appearance
     background_probability: float = 0.0  # empty patches centred anywhere in the scan, not only near the spine
     realistic_probability: float = 0.6  # synthetic patches with realistic intensities (the rest: random per class)
+    memory_error_probability: float = 0.0  # patches whose memory is wrong by part of a vertebra (see _misplace_memory)
 
 
 class PatchSampler:
@@ -167,6 +168,9 @@ class PatchSampler:
         if has_target:
             whole = len(case.voxels[level]) * volume_factor
             complete = float(not case.cut_by_scan[level] and target.sum() >= cfg.complete_fraction * whole)
+            if cfg.memory_error_probability > 0 and self.rng.random() < cfg.memory_error_probability:
+                memory, target = self._misplace_memory(memory, target)
+                has_target = bool(target.any())
         image = self._augment_intensity(image)
         weights = boundary_weights(target, case.spacing_mm)
         inputs = np.stack([image, memory.astype(np.float32)])
@@ -178,6 +182,28 @@ class PatchSampler:
             position=float(level_to_position(level)) if has_target else 0.0,
             has_target=has_target,
         )
+
+    def _misplace_memory(self, memory: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The memory a walk that erred on the vertebra above leaves, and what is then left to segment.
+
+        On real scans a vertebra's outline can stop short of its lower endplate or run on into the
+        top of the next body; the next step then sees that error in its memory. Trained only on exact
+        memory, the network then fills out a vertebra of the usual size and the error moves down the
+        spine level by level. Here either the memory takes a slab of 10-50 % of the target's height
+        from its top (the target becomes the rest of it), or the memory loses a slab of that height from
+        the bottom of what it holds (the target stays the whole vertebra, not the leftover above it). The
+        completeness target stays that of the whole vertebra.
+        """
+        head_foot = np.arange(target.shape[2])[np.newaxis, np.newaxis, :]  # k grows towards the head
+        target_rows = np.flatnonzero(target.any(axis=(0, 1)))
+        slab = self.rng.uniform(0.1, 0.5) * (target_rows[-1] + 1 - target_rows[0])
+        if self.rng.random() < 0.5:
+            taken = target & (head_foot >= target_rows[-1] + 1 - slab)
+            return memory | taken, target & ~taken
+        memory_rows = np.flatnonzero(memory.any(axis=(0, 1)))
+        if memory_rows.size == 0:
+            return memory, target
+        return memory & ~(head_foot < memory_rows[0] + slab), target
 
     def _image_patch(self, case: TrainingCase, corner: np.ndarray) -> np.ndarray:
         """The normalised image patch: the case's own, or one drawn anew from its generation classes."""
