@@ -26,6 +26,15 @@ def test_the_real_cts_are_scored_on_the_levels_their_reference_holds_whole():
     assert dicom.scored_levels == (18, 19) and dicom.reference.shape == dicom.image.shape
 
 
+@needs_real_data
+def test_each_real_reference_lies_on_the_bone_of_its_own_scan():
+    """The DICOM series' label file stores its rows in the opposite order: it must be placed by geometry."""
+    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+        hounsfield = scan.image.array[scan.reference > 0]
+        assert np.median(hounsfield) > 150, scan.name  # vertebrae, not the soft tissue a mirrored map would cover
+        assert set(scan.scored_levels) <= set(np.unique(scan.reference).tolist())
+
+
 def test_a_missing_real_folder_is_named_with_what_to_do(tmp_path):
     with pytest.raises(InputError, match=r"no real CTs in .*validation.real_folder"):
         read_real_cts(tmp_path / "nowhere")

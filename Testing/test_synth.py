@@ -158,3 +158,20 @@ def test_a_misplaced_memory_takes_the_top_of_the_target_or_leaves_out_the_bottom
             assert 0.05 * height <= taken_rows.size <= 0.55 * height
             kinds.add("taken")
     assert kinds == {"lost", "taken"}
+
+
+def test_a_thin_scan_patch_shows_8_to_20_slices_across_its_target_and_nothing_beyond():
+    from spineseg.vertebrae.patches import OUTSIDE_VALUE
+    cases = phantom_cases(1, 3.0, 5)
+    config = SamplerConfig(thin_scan_probability=1.0, empty_every=1000, elastic_probability=0.0, blank_probability=0.0,
+                           noise_std=0.0, intensity_shift=0.0, intensity_scale=0.0, blur_probability=0.0)
+    sampler = PatchSampler(cases, config, np.random.default_rng(1))
+    for _ in range(8):
+        patch = sampler.sample()
+        image, memory, target = patch.inputs[0], patch.inputs[1] > 0.5, patch.target[0] > 0.5
+        seen = np.flatnonzero((image != OUTSIDE_VALUE).any(axis=(0, 1)))
+        assert 8 <= seen.size <= 20 and seen.size == np.ptp(seen) + 1  # one slab of slices
+        outside = np.ones(image.shape[2], bool)
+        outside[seen] = False
+        assert not target[:, :, outside].any() and not memory[:, :, outside].any()
+        assert patch.has_target and target[:, :, seen].any()  # the slab crosses the target

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..geometry import Grid, resample_to
 from ..io import read_volume
 from ..metrics import score_vertebrae
 from ..volume import Volume, VolumeKind
@@ -41,7 +42,13 @@ class RealCT:
     scored_levels: tuple[int, ...]
 
 
-def _mapped(labels: np.ndarray) -> np.ndarray:
+def _reference_on(image: Volume, path: Path) -> np.ndarray:
+    """The TotalSegmentator label map at ``path`` on ``image``'s grid, in VerSe numbers.
+
+    Placed by the two files' geometry, not voxel by voxel: the DICOM series'
+    label map stores its rows in the opposite order from the series.
+    """
+    labels = resample_to(read_volume(path, VolumeKind.LABEL), Grid(image.shape, image.affine)).array
     verse = np.zeros(labels.shape, np.uint8)
     for source, target in TOTALSEG_TO_VERSE.items():
         verse[labels == source] = target
@@ -62,13 +69,12 @@ def read_real_cts(folder: str | Path) -> list[RealCT]:
     scans = []
     if (example / "example_ct.nii.gz").exists():
         image = read_volume(example / "example_ct.nii.gz")
-        reference = _mapped(read_volume(example / "example_seg_fast_force_split.nii.gz", VolumeKind.LABEL).array)
+        reference = _reference_on(image, example / "example_seg_fast_force_split.nii.gz")
         scans.append(RealCT("real CT 3 mm (T11-sacrum)", image, reference, (19, 20, 21, 22, 23, 24)))
     if (example / "dicom").is_dir():
         image = read_volume(example / "dicom")
-        reference = _mapped(read_volume(example / "example_seg_dicom.nii.gz", VolumeKind.LABEL).array)
-        if reference.shape == image.shape:
-            scans.append(RealCT("real CT DICOM 2 mm (T11-T12)", image, reference, (18, 19)))
+        reference = _reference_on(image, example / "example_seg_dicom.nii.gz")
+        scans.append(RealCT("real CT DICOM 2 mm (T11-T12)", image, reference, (18, 19)))
     if not scans:
         raise InputError(f"{example} holds neither example_ct.nii.gz nor a dicom folder")
     return scans

@@ -7,7 +7,7 @@ instance memory holds every vertebra above it. One patch in
 "complete" when the whole vertebra lies in the scan and at least 98 % of it
 lies in the patch. A share of empty patches (``background_probability``)
 lies anywhere in the scan, as the walk's search does. Augmentation: smooth elastic warps and scaling, scan ends
-blanked, left-right mirroring, blur, low-resolution simulation, gamma,
+blanked (or both, as in a scan of a few slices), left-right mirroring, blur, low-resolution simulation, gamma,
 intensity scale/shift and noise. A case that carries a map of generation
 classes (a phantom) can have each patch drawn anew from it with a random
 appearance (``synthetic_probability``, see :mod:`spineseg.phantoms.synth`).
@@ -97,6 +97,7 @@ class SamplerConfig:
     background_probability: float = 0.0  # empty patches centred anywhere in the scan, not only near the spine
     realistic_probability: float = 0.6  # synthetic patches with realistic intensities (the rest: random per class)
     memory_error_probability: float = 0.0  # patches whose memory is wrong by part of a vertebra (see _misplace_memory)
+    thin_scan_probability: float = 0.0  # patches of a scan only 8-20 voxels tall around the target (see _thin_scan)
 
 
 class PatchSampler:
@@ -160,6 +161,8 @@ class PatchSampler:
             image[region] = OUTSIDE_VALUE
             memory[region] = False
             target[region] = False
+        if cfg.thin_scan_probability > 0 and self.rng.random() < cfg.thin_scan_probability:
+            self._thin_scan(image, memory, target)
         if self.rng.random() < cfg.flip_probability:  # left-right mirror keeps anatomy valid
             image, memory, target = image[::-1], memory[::-1], target[::-1]
 
@@ -182,6 +185,21 @@ class PatchSampler:
             position=float(level_to_position(level)) if has_target else 0.0,
             has_target=has_target,
         )
+
+    def _thin_scan(self, image: np.ndarray, memory: np.ndarray, target: np.ndarray) -> None:
+        """Blank both ends of the patch in place, as a scan of a few slices (a 40 mm DICOM series) shows it.
+
+        The visible slab is 8-20 voxels tall and crosses the target's rows (or the patch's middle when the
+        patch has no target), so the network learns to find a vertebra that both scan ends cut.
+        """
+        size = target.shape[2]
+        height = int(self.rng.integers(8, 21))
+        rows = np.flatnonzero(target.any(axis=(0, 1)))
+        low, high = (rows[0], rows[-1]) if rows.size else (size // 2, size // 2)
+        start = int(np.clip(self.rng.integers(low - height + 1, high + 1), 0, size - height))
+        for array, outside in ((image, OUTSIDE_VALUE), (memory, False), (target, False)):
+            array[:, :, :start] = outside
+            array[:, :, start + height:] = outside
 
     def _misplace_memory(self, memory: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The memory a walk that erred on the vertebra above leaves, and what is then left to segment.
