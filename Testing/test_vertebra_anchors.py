@@ -145,8 +145,11 @@ def test_rib_readings_that_break_the_thoracic_run_give_no_rib_anchor():
 
     clean = AnchorFindings([False, False, True, True, True, False, False])
     assert clean.anchors() == {Anchor.FIRST_RIB: 2, Anchor.LAST_RIB: 4}
-    # one reading on a side (a vertebra cut by the scan's end) is too little to fix the count
+    # one reading above the ribs (a vertebra the scan's head end may cut) is too little to fix the count,
     assert AnchorFindings([False, True, True, True]).anchors() == {}
+    # but the run's last piece without ribs below two with ribs is a last rib (its upper part is in view)
+    assert AnchorFindings([True, True, True, False]).anchors() == {Anchor.LAST_RIB: 2}
+    assert AnchorFindings([True, True, False, True]).anchors() == {}
     broken = AnchorFindings([True, True, False, False, False, True, True])
     assert broken.anchors() == {}
     assert AnchorFindings([None, True, True, False, False, None], sacrum=5).anchors() == {

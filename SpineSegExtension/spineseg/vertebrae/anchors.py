@@ -131,8 +131,9 @@ class AnchorFindings:
     def anchors(self) -> dict[Anchor, int]:
         """Each anchor found and the index of the piece whose level it fixes, most trusted first.
 
-        The last rib is the last of two rib-bearing pieces with two pieces without ribs right below them;
-        C7/T1 the first of two rib-bearing pieces with two without ribs right above (neither across the sacrum).
+        The last rib is the last of two rib-bearing pieces with two pieces without ribs right below them (or
+        one, the run's last piece); C7/T1 the first of two rib-bearing pieces with two without ribs right above
+        (neither across the sacrum).
         Rib-bearing vertebrae are one unbroken run (T1-T12): readings that break it into several runs
         contradict the anatomy, and then neither rib anchor is used. Nor is a C2 with ribs on one of the
         ``C2_TO_FIRST_RIB`` pieces below it (C3-C7 carry none).
@@ -150,8 +151,13 @@ class AnchorFindings:
         def two(start: int, value: bool) -> bool:  # pieces start and start + 1 both read ``value``
             return start >= 0 and ribs[start:start + 2] == [value, value]
 
-        # A transition counts only with two readings on each side of it (one may be a vertebra cut by the scan).
-        last = [i for i in range(len(ribs)) if two(i - 1, True) and two(i + 1, False)]
+        # A transition counts only with two readings on each side of it (one may be a vertebra cut by the scan),
+        # except below the last rib where the run's last piece reads none: its upper part, where ribs attach,
+        # is in view (a piece the scan's head end cuts reads None instead).
+        def none_below(i: int) -> bool:
+            return two(i + 1, False) or (i + 2 == len(ribs) and ribs[i + 1] is False)
+
+        last = [i for i in range(len(ribs)) if two(i - 1, True) and none_below(i)]
         first = [i for i in range(len(ribs)) if two(i - 2, False) and two(i, True)]
         if last:
             found[Anchor.LAST_RIB] = last[-1]
