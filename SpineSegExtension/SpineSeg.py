@@ -41,7 +41,7 @@ APPLY_TEXT = {Task.VERTEBRAE: "Segment vertebrae", Task.DISCS: "Label discs"}
 MODELS_FIGURES_URL = "https://github.com/SpineSeg/SlicerSpineSeg#bundled-models"
 MODELS_CAVEAT = (
     "The bundled models are trained only on generated phantoms (the vertebra model with real vertebra shapes and "
-    "random appearances): on a real CT they outline the vertebrae only in part (Dice 0.55 by level on our test "
+    "random appearances): on a real CT they outline the vertebrae only in part (Dice 0.66 by level on our test "
     "scan) and name them right only where the sacrum or another anchor is in view, and on real MRIs the disc "
     "model fails."
 )

@@ -94,7 +94,7 @@ def test_folder_mode_writes_reads_back_skips_and_reports_failures(cases, tmp_pat
         assert np.array_equal(written.array, expected.array)
         table = json.loads((out / name / "vertebrae.json").read_text())
         assert [v["name"] for v in table["vertebrae"]] == ["L1", "L2", "L3"]
-        assert table["input"] == str(cases / source) and table["model"]["name"] == "vertebrae-ct-synth-v6"
+        assert table["input"] == str(cases / source) and table["model"]["name"] == "vertebrae-ct-synth-v7"
 
     again = batch.run_batch(cases, out, "vertebrae", task_function=fake_vertebrae)
     assert again.skipped == ["alpha", "beta"] and again.done == [] and list(again.failed) == ["broken"]

@@ -33,7 +33,7 @@ def edit_manifest(path: Path, **changes) -> None:
 
 def test_one_loader_for_both_tasks_by_name_manifest_and_weights(copied_model):
     vertebrae = load_model("vertebrae", None, "cpu")
-    assert isinstance(vertebrae, VertebraModel) and vertebrae.name == "vertebrae-ct-synth-v6"
+    assert isinstance(vertebrae, VertebraModel) and vertebrae.name == "vertebrae-ct-synth-v7"
     assert vertebrae.settings.spacing_mm == 3.0 and vertebrae.settings.patch_size == 40
     for reference in (None, DEFAULT_MODELS[Task.DISCS], copied_model, copied_model.with_suffix(".safetensors")):
         discs = load_model(Task.DISCS, reference, "cpu")
