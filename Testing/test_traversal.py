@@ -273,3 +273,37 @@ def test_mixed_precision_on_the_gpu_matches_float32_on_the_cpu():
     assert on_gpu.probability.dtype == np.float32
     assert np.abs(on_gpu.probability - on_cpu.probability).max() < 0.01
     assert abs(on_gpu.completeness - on_cpu.completeness) < 0.01
+
+
+def test_a_batched_search_walks_exactly_as_one_patch_at_a_time():
+    """With a batch predictor (the GPU path) search patches are predicted ahead; the vertebrae found are the same."""
+    phantom = make_ct_phantom(list(range(14, 25)) + [26], spacing=(4.0, 4.0, 4.0), seed=2)
+    oracle = OraclePredictor(phantom.labels.array)
+    calls = []
+
+    def batch(images: np.ndarray, memories: np.ndarray) -> list[PatchPrediction]:
+        calls.append(len(images))
+        return [oracle(image, memory) for image, memory in zip(images, memories)]
+
+    one_by_one = traverse(oracle.encoded, oracle, SMALL)
+    batched = traverse(oracle.encoded, oracle, SMALL, predict_batch=batch)
+    assert calls and max(calls) > 1
+    assert len(batched.vertebrae) == len(one_by_one.vertebrae) > 5
+    for a, b in zip(batched.vertebrae, one_by_one.vertebrae):
+        assert np.array_equal(a.corner, b.corner) and np.array_equal(a.probability, b.probability)
+    assert batched.forward_passes >= one_by_one.forward_passes
+
+
+def test_a_batch_of_patches_gives_each_patch_its_own_prediction():
+    torch.manual_seed(0)
+    settings = VertebraModelSettings(patch_size=16, network=IterativeFCNConfig(filters=8))
+    model = VertebraModel(IterativeFCN(settings.network), settings, "cpu")
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(3, 16, 16, 16)).astype(np.float32)
+    memories = images > 1.0
+    together = model.predict_batch(images, memories)
+    for image, memory, batched in zip(images, memories, together):
+        alone = model.predict(image, memory)
+        assert np.abs(batched.probability - alone.probability).max() < 1e-5
+        assert abs(batched.completeness - alone.completeness) < 1e-5 and abs(batched.position - alone.position) < 1e-4
+    assert model.forward_passes == 6

@@ -166,3 +166,23 @@ def test_a_dens_with_ribs_right_below_it_is_not_c2():
 def test_a_run_without_pieces_has_no_anchor():
     findings, anatomy = find_anchors(np.zeros((8, 8, 8), np.float32), [], 3.0)
     assert findings.anchors() == {} and anatomy == []
+
+
+def test_a_sacrum_found_in_three_pieces_is_read_from_its_head_piece_past_the_lower_sacrum():
+    """The walk may return the sacrum as its top (with the wings), its middle and a small foot-end piece below
+    the sacro-iliac joints that touches no wing; the sacrum is still the head piece."""
+    hounsfield, found, present = pieces_from_labels([*range(21, 25), SACRUM], 1000)
+    sacrum = found[-1]
+    mask = sacrum.probability > 0.5
+    rows = np.flatnonzero(mask.any(axis=(0, 1)))  # k grows towards the head
+    cuts = [rows[0], rows[0] + len(rows) // 8, rows[0] + len(rows) // 2, rows[-1] + 1]
+    pieces = []
+    for low, high in zip(cuts[-2::-1], cuts[:0:-1]):  # head to foot
+        part = np.zeros_like(mask)
+        part[:, :, low:high] = mask[:, :, low:high]
+        voxels = np.argwhere(part) + sacrum.corner
+        pieces.append(FoundVertebra(sacrum.corner, part.astype(np.float16), len(voxels), 1.0, 0.0, voxels.mean(axis=0)))
+    findings, anatomy = find_anchors(hounsfield, found[:-1] + pieces, 3.0)
+    assert anatomy[-1].pelvis_run_mm == 0  # the foot-end piece touches no wing
+    assert anatomy[-3].pelvis_run_mm >= 24.0  # the head piece, unmistakably joined to the wings
+    assert findings.sacrum == len(found) - 1

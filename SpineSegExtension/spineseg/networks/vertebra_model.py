@@ -73,16 +73,21 @@ class VertebraModel(LoadedModel):
         super().__init__(network, settings, device, entry)
         self.forward_passes = 0
 
-    @torch.inference_mode()
     def predict(self, image_patch: np.ndarray, memory_patch: np.ndarray) -> PatchPrediction:
         """Segment the next vertebra in one patch (normalised CT and boolean memory, both D x H x W)."""
-        inputs = np.stack([image_patch, memory_patch.astype(np.float32)])[np.newaxis]
+        return self.predict_batch(image_patch[np.newaxis], memory_patch[np.newaxis])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, image_patches: np.ndarray, memory_patches: np.ndarray) -> list[PatchPrediction]:
+        """:meth:`predict` for N patches at once (N x D x H x W each); one forward pass counted per patch.
+
+        Instance norm keeps each patch's result independent of the others in the batch."""
+        inputs = np.stack([image_patches.astype(np.float32), memory_patches.astype(np.float32)], axis=1)
         # On a GPU, float16 where it is safe (autocast keeps norms and sums in float32); the CPU path is unchanged.
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
             output = self.network(torch.from_numpy(inputs).to(self.device))
-        self.forward_passes += 1
-        return PatchPrediction(
-            probability=torch.sigmoid(output.mask_logits.float())[0, 0].cpu().numpy(),
-            completeness=float(torch.sigmoid(output.completeness_logit.float())[0]),
-            position=float(output.position[0]),
-        )
+        self.forward_passes += len(inputs)
+        probability = torch.sigmoid(output.mask_logits.float())[:, 0].cpu().numpy()
+        completeness = torch.sigmoid(output.completeness_logit.float()).reshape(-1).tolist()
+        position = output.position.float().reshape(-1).tolist()
+        return [PatchPrediction(probability[i], completeness[i], position[i]) for i in range(len(inputs))]

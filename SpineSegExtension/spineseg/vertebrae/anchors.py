@@ -66,6 +66,8 @@ RIB_DROP_LATERAL_MM = 40.0
 # reaches this far out on both sides; an L5 touches the iliac crest or S1's alae in a slice or two at most.
 PELVIS_REACH_MM = 62.0
 PELVIS_RUN_MM = 12.0
+# A run this tall is the sacrum's beyond doubt: on the phantoms rib-bearing vertebrae reach 9-12 mm, the sacrum 30.
+CLEAR_PELVIS_RUN_MM = 24.0
 # A slab thinner than this (mm) tells nothing (a vertebra cut by the scan's end).
 MIN_SLAB_MM = 6.0
 # C2's dens: at least this much of its mask (mm^3) lies inside the height of the vertebra above, within
@@ -311,12 +313,17 @@ def find_anchors(
     slabs = slab_ranges(found, hounsfield.shape[2])
     anatomy = [measure_piece(hounsfield, found, index, slab, spacing_mm) for index, slab in enumerate(slabs)]
     sacrum = None
+    clear_pelvis = any(a.pelvis_run_mm >= CLEAR_PELVIS_RUN_MM for a in anatomy[-SACRUM_PIECES:])
     for index in range(len(found) - 1, max(len(found) - 1 - SACRUM_PIECES, 0), -1):
         if anatomy[index].pelvis and not anatomy[index - 1].pelvis:
             sacrum = index
             break
-        if anatomy[index].pelvis_run_mm == 0:  # the foot end is not in the pelvis; a small foot-end fragment
-            break  # of the sacrum that only touches the wings (a run too short for `pelvis`) is looked past
+        # A foot-end piece that does not touch the wings ends the search (the scan ends above the pelvis),
+        # unless a piece among the last few is unmistakably joined to them: then it is the lower sacrum,
+        # below the sacro-iliac joints. (Rib-bearing vertebrae reach as far out over 9-12 mm, never 24.) A
+        # fragment of the sacrum that only touches the wings (a run too short for `pelvis`) is looked past.
+        if anatomy[index].pelvis_run_mm == 0 and not clear_pelvis:
+            break
     pelvic = len(found) if sacrum is None else sacrum - 1
     ribs = [a.ribs if index < pelvic else None for index, a in enumerate(anatomy)]
     return AnchorFindings(ribs, sacrum, _find_dens(found, spacing_mm)), anatomy

@@ -326,7 +326,10 @@ def find_and_name_vertebrae(
         anchors that fixed them).
     """
     settings = settings or TraversalSettings(patch_size=model.settings.patch_size, spacing_mm=model.settings.spacing_mm)
-    walk: TraversalResult = traverse(image, model.predict, settings, progress)
+    # On a GPU the search predicts several patches per call; on the CPU one at a time costs the same, and
+    # patches predicted ahead but not needed would only add time.
+    batch = model.predict_batch if model.device.type == "cuda" else None
+    walk: TraversalResult = traverse(image, model.predict, settings, progress, predict_batch=batch)
     logger.info(
         "traversal: %d vertebrae, %d forward passes, stopped because it %s",
         len(walk.vertebrae), walk.forward_passes, walk.stop_reason,

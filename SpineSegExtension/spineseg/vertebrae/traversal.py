@@ -41,6 +41,7 @@ vertebrae claim goes to the more probable one when the labels are painted.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 Predictor = Callable[[np.ndarray, np.ndarray], "PatchPrediction"]
+# Several patches at once: (images N x D x H x W, memories N x D x H x W) -> one prediction per patch.
+BatchPredictor = Callable[[np.ndarray, np.ndarray], "list[PatchPrediction]"]
 
 # A voxel is in the network's mask above this probability (the sigmoid's midpoint, as published).
 MASK_PROBABILITY = 0.5
@@ -91,12 +94,13 @@ class TraversalSettings:
     max_forward_passes: int = 2000
     bone_threshold: float = 0.15  # normalised CT (150 HU): patches without such voxels hold no vertebra
     memory_probability: float = 0.8  # the network's memory gets a vertebra's voxels above this (0.5: the paper)
+    search_batch: int = 8  # search patches predicted together when a batch predictor is given (a GPU)
 
     def __post_init__(self) -> None:
         if self.patch_size < 8:
             raise ValueError(f"patch_size must be at least 8, got {self.patch_size}")
-        if self.max_vertebrae < 1 or self.max_pieces < 1 or self.max_forward_passes < 1:
-            raise ValueError("max_vertebrae, max_pieces and max_forward_passes must be at least 1")
+        if self.max_vertebrae < 1 or self.max_pieces < 1 or self.max_forward_passes < 1 or self.search_batch < 1:
+            raise ValueError("max_vertebrae, max_pieces, max_forward_passes and search_batch must be at least 1")
 
 
 @dataclass
@@ -155,9 +159,13 @@ class _BudgetExhausted(Exception):
 class _Walker:
     """State of one traversal: the volume, the memory and the forward-pass budget."""
 
-    def __init__(self, image: np.ndarray, predict: Predictor, settings: TraversalSettings) -> None:
+    def __init__(self, image: np.ndarray, predict: Predictor, settings: TraversalSettings,
+                 predict_batch: BatchPredictor | None = None) -> None:
         self.image = image
         self.predict = predict
+        self.predict_batch = predict_batch
+        # Predictions made ahead for search patches (by corner), valid while the memory stays as it was.
+        self.ahead: dict[tuple[int, ...], PatchPrediction] = {}
         self.settings = settings
         self.memory = np.zeros(image.shape, dtype=bool)  # the network's input: the vertebrae's sure voxels
         self.claimed = np.zeros(image.shape, dtype=bool)  # every accepted mask: what is no longer new
@@ -175,15 +183,42 @@ class _Walker:
         return overlap is not None and bool((self.image[overlap[0]] > self.settings.bone_threshold).any())
 
     def run(self, centre: np.ndarray) -> tuple[np.ndarray, PatchPrediction, np.ndarray]:
-        """Predict at ``centre``; return the corner, prediction and memory patch used."""
-        if self.out_of_budget():
-            raise _BudgetExhausted
+        """Predict at ``centre`` (or take the prediction made ahead there); return the corner, prediction
+        and memory patch used."""
         size = self.settings.patch_size
         corner = patch_corner(centre, size)
-        image = extract_patch(self.image, corner, size, OUTSIDE_VALUE)
         memory = extract_patch(self.memory, corner, size, False)
+        made_ahead = self.ahead.pop(tuple(corner), None)
+        if made_ahead is not None:
+            return corner, made_ahead, memory
+        if self.out_of_budget():
+            raise _BudgetExhausted
+        image = extract_patch(self.image, corner, size, OUTSIDE_VALUE)
         self.passes += 1
         return corner, self.predict(image, memory), memory
+
+    def predict_ahead(self, centres: list[np.ndarray]) -> None:
+        """Predict the search patches at ``centres`` in one batch, within the budget, for :meth:`run` to take.
+
+        Between acceptances the memory does not change, so each prediction is the one :meth:`run` would
+        make; :meth:`remember` drops those not taken. Each patch counts as a forward pass."""
+        size = self.settings.patch_size
+        corners = [patch_corner(centre, size) for centre in centres]
+        corners = [c for c in corners if tuple(c) not in self.ahead]
+        corners = corners[:max(self.settings.max_forward_passes - self.passes, 0)]
+        if self.predict_batch is None or len(corners) < 2:
+            return
+        images = np.stack([extract_patch(self.image, c, size, OUTSIDE_VALUE) for c in corners])
+        memories = np.stack([extract_patch(self.memory, c, size, False) for c in corners])
+        self.passes += len(corners)
+        self.ahead.update(zip((tuple(c) for c in corners), self.predict_batch(images, memories)))
+
+    def remember(self, overlap: tuple[tuple[slice, ...], tuple[slice, ...]], mask: np.ndarray,
+                 sure: np.ndarray) -> None:
+        """Claim an accepted vertebra's mask and put its sure part into the memory (patch ``overlap``)."""
+        self.claimed[overlap[0]] |= mask[overlap[1]]
+        self.memory[overlap[0]] |= sure[overlap[1]]
+        self.ahead.clear()  # made with the memory as it was
 
     def new_fragment(self, prediction: PatchPrediction, corner: np.ndarray, min_mm3: float) -> np.ndarray | None:
         """The largest connected component of the mask that no accepted vertebra claimed, if big enough."""
@@ -255,6 +290,7 @@ def traverse(
     predict: Predictor,
     settings: TraversalSettings | None = None,
     progress: ProgressCallback = no_progress,
+    predict_batch: BatchPredictor | None = None,
 ) -> TraversalResult:
     """Find vertebrae one by one in a normalised CT on the working grid (k towards the head).
 
@@ -263,12 +299,15 @@ def traverse(
         predict: ``(image_patch, memory_patch) -> PatchPrediction``.
         settings: walk rules; the default matches the bundled model.
         progress: called with the fraction of the search done; may raise to cancel.
+        predict_batch: predicts several patches at once; with it, the search predicts up to
+            ``settings.search_batch`` of the coming search patches together (worth it on a GPU). The walk
+            and its result are the same; the passes predicted ahead and not needed still count.
 
     Returns:
         The vertebrae in the order found, the number of forward passes and why the walk stopped.
     """
     settings = settings or TraversalSettings()
-    walker = _Walker(image, predict, settings)
+    walker = _Walker(image, predict, settings, predict_batch)
     positions = _search_positions(image, settings.patch_size, settings.bone_threshold)
     found: list[FoundVertebra] = []
 
@@ -298,6 +337,11 @@ def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebr
             return None
         return fragment, corner
 
+    def worth_searching(centre: np.ndarray) -> bool:
+        """A search patch that holds bone and could hold a piece of the spinal column found so far."""
+        return walker.has_bone(centre) and not out_of_column_reach(
+            patch_corner(centre, settings.patch_size), settings.patch_size, found, settings.spacing_mm)
+
     while True:
         if len(found) >= most_pieces:
             return f"accepted the {most_pieces} pieces the scan can hold"
@@ -314,9 +358,10 @@ def _walk(walker: _Walker, positions: list[np.ndarray], found: list[FoundVertebr
             centre = positions[next_search]
             next_search += 1
             progress(next_search / len(positions), f"searching ({len(found)} vertebrae so far)")
-            if walker.has_bone(centre) and not out_of_column_reach(
-                patch_corner(centre, settings.patch_size), settings.patch_size, found, settings.spacing_mm
-            ):
+            if worth_searching(centre):
+                if walker.predict_batch is not None:
+                    coming = (p for p in positions[next_search:] if worth_searching(p))
+                    walker.predict_ahead([centre, *itertools.islice(coming, settings.search_batch - 1)])
                 origin = look(centre, min_mm3)
         if origin is None:
             return "reached the end of the scan"
@@ -376,8 +421,7 @@ def _refine_and_accept(
     overlap = overlap_slices(corner, settings.patch_size, walker.memory.shape)
     if overlap is None:
         return None
-    walker.claimed[overlap[0]] |= mask[overlap[1]]
-    walker.memory[overlap[0]] |= (mask & (prediction.probability > settings.memory_probability))[overlap[1]]
+    walker.remember(overlap, mask, mask & (prediction.probability > settings.memory_probability))
     return FoundVertebra(
         corner=corner,
         probability=probability,
