@@ -320,7 +320,7 @@ def find_anchors(
             break
         # A foot-end piece that does not touch the wings ends the search (the scan ends above the pelvis),
         # unless a piece among the last few is unmistakably joined to them: then it is the lower sacrum,
-        # below the sacro-iliac joints. (Rib-bearing vertebrae reach as far out over 9-12 mm, never 24.) A
+        # below the sacro-iliac joints (on the phantoms rib-bearing vertebrae reach as far out over 9-12 mm). A
         # fragment of the sacrum that only touches the wings (a run too short for `pelvis`) is looked past.
         if anatomy[index].pelvis_run_mm == 0 and not clear_pelvis:
             break
