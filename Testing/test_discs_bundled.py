@@ -20,3 +20,20 @@ def test_bundled_model_labels_a_lumbar_phantom():
     assert scores.false_negative_rate <= 0.25, result.numbers
     assert scores.label_accuracy >= 0.75, (result.numbers, sorted(phantom.disc_points))
     assert result.slab is not None and result.slab.shape == (256, 256)
+
+
+def test_a_slab_cut_beside_the_spine_is_cut_again_through_the_discs(monkeypatch):
+    """The edge-based mid-plane can land on the pedicles (it did on the real thoraco-lumbar T2): the discs found
+    there are centred in 3D and the slab is cut again through them, so the names come out as on the midline."""
+    from spineseg.discs import slab as slab_module
+    from spineseg.discs.pipeline import read_discs
+
+    model = load_model(Task.DISCS, None, "cpu")
+    phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(2.0, 1.0, 1.0), seed=11)  # midline at R = 0
+    monkeypatch.setattr(slab_module, "find_midsagittal_x", lambda volume: 12.0)
+    reading = read_discs(phantom.image, model.heatmaps, model.settings.input_size, model.settings.slab_thickness_mm,
+                         model.settings.output_stride)
+    assert abs(reading.slab.plane_x) <= 2.0
+    scores = score_discs(reading.decoded.discs, phantom.disc_points)
+    assert scores.label_accuracy == 1.0 and scores.false_negative_rate == 0.0, [d.name for d in reading.decoded.discs]
+    assert abs(reading.centres_ras[:, 0]).max() <= 2.0  # each disc's own left-right centre

@@ -62,3 +62,18 @@ def test_trainer_validates_on_real_and_phantom_scans_together():
     assert set(scores) == set(task.validation_metrics)
     assert scores["score"] == pytest.approx(0.5 * (scores["phantom_score"] + scores["real_score"]))
     assert scores["real_score"] == pytest.approx(np.mean([scores[f"real_{n}"] for n in REAL_SCAN_NAMES]))
+
+
+def test_thoracolumbar_scan_is_read_on_its_spine_not_its_centre():
+    """The real thoraco-lumbar T2 holds its spine off the scan's centre (the scan spans R -12 to 25 mm, the
+    canal lies at R 8 to 13 mm from top to bottom): the edge-based plane falls on the pedicles, and the slab must be cut again through the discs found.
+    Its marked T9/T10 disc is then found within 5 mm head to foot (whatever its name)."""
+    from spineseg.discs.pipeline import label_discs
+
+    folder = require_real_data()
+    scan = {scan.name: scan for scan in load_real_scans(folder)}["sct_thoracolumbar_t2"]
+    result = label_discs(scan.image, device="cpu")
+    plane_x = result.slab_to_ras[0, 2]
+    assert 5.0 <= plane_x <= 14.0  # the edge-based plane alone: R -3.8
+    nearest = min(abs(disc.position_ras[2] - scan.reference[17][2]) for disc in result.discs)
+    assert nearest <= 5.0 and len(result.discs) >= 5, result.numbers

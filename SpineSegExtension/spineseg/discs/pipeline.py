@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -13,15 +14,59 @@ from ..choices import DeviceChoice, Task
 from ..progress import ProgressCallback, no_progress
 from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
-from .decode import UNANCHORED_WARNING, DecodeSettings, decode_chain
-from .slab import extract_slab, refine_lateral
+from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain
+from .slab import Slab, extract_slab, refine_lateral
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     from ..networks.disc_model import DiscModel
 
-__all__ = ["label_discs"]
+__all__ = ["label_discs", "read_discs", "SlabReading"]
 
 log = logging.getLogger(__name__)
+
+# The mid-plane found from edges can lie on the pedicles of a scan whose spine is off its centre. The slab is
+# cut again through the discs' own left-right centre when that lies at least this far from the slab's plane,
+# at most this many times.
+RECENTRE_MIN_SHIFT_MM = 2.0
+RECENTRE_PASSES = 2
+
+
+@dataclass(frozen=True)
+class SlabReading:
+    """The slab the discs were read on, the decoded discs, and each disc's own centre in 3D (RAS mm)."""
+
+    slab: Slab
+    decoded: Decoded
+    centres_ras: np.ndarray  # (N, 3), the decoded discs moved left-right onto the centre of each disc
+
+
+def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], size: int, thickness_mm: float,
+               stride: int, settings: DecodeSettings = DecodeSettings()) -> SlabReading:
+    """Cut the slab, run the network (``heatmaps_of``), decode, and re-cut through the discs found.
+
+    The first slab lies on the plane of :func:`~spineseg.discs.slab.find_midsagittal_x`. The discs found on it
+    are centred left-right in 3D (:func:`~spineseg.discs.slab.refine_lateral`); when their median lies
+    ``RECENTRE_MIN_SHIFT_MM`` or more away, the slab is cut again there and read again; a re-cut slab on which
+    fewer discs are found is not kept. Inference and the
+    trainer's validation both read scans through here.
+    """
+    plane, best = None, None
+    for _ in range(RECENTRE_PASSES + 1):
+        slab = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=plane)
+        decoded = decode_chain(heatmaps_of(slab.image), slab.slab_to_ras, slab.pixel_mm, stride, settings,
+                               inside=slab.inside)
+        if best is not None and len(decoded.discs) < len(best.decoded.discs):
+            break  # the re-cut slab shows fewer discs: it is not nearer their centre
+        centres = (refine_lateral(volume, np.array([disc.position_ras for disc in decoded.discs]))
+                   if decoded.discs else np.zeros((0, 3)))
+        best = SlabReading(slab, decoded, centres)
+        if not decoded.discs:
+            break
+        plane = float(np.median(centres[:, 0]))
+        if abs(plane - slab.plane_x) < RECENTRE_MIN_SHIFT_MM:
+            break
+        log.debug("discs centred at R = %.1f mm, %.1f mm from the slab: cutting it again", plane, plane - slab.plane_x)
+    return best
 
 def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = None,
                 device: DeviceChoice | str = DeviceChoice.AUTO,
@@ -50,20 +95,16 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
     from ..model_store import load_model
 
     model = load_model(Task.DISCS, model, device)
-    progress(0.1, "cutting the mid-sagittal slab")
-    slab = extract_slab(volume, size=model.settings.input_size, thickness_mm=model.settings.slab_thickness_mm)
-    progress(0.3, "running the disc network")
-    heatmaps = model.heatmaps(slab.image)
-    progress(0.8, "labelling the discs")
-    decoded = decode_chain(heatmaps, slab.slab_to_ras, slab.pixel_mm, model.settings.output_stride, settings,
-                           inside=slab.inside)
-    discs = decoded.discs
-    if discs and not decoded.anchored:
+    progress(0.1, "reading the discs on the mid-sagittal slab")
+    reading = read_discs(volume, model.heatmaps, model.settings.input_size, model.settings.slab_thickness_mm,
+                         model.settings.output_stride, settings)
+    slab, decoded = reading.slab, reading.decoded
+    progress(0.9, "labelling the discs")
+    if decoded.discs and not decoded.anchored:
         warnings = [*warnings, UNANCHORED_WARNING]
-    if discs:
-        # The slab fixes front-back and head-foot; find each disc's own left-right centre in 3D.
-        refined = refine_lateral(volume, np.array([d.position_ras for d in discs]))
-        discs = [DiscRecord(d.number, tuple(float(x) for x in p), d.confidence) for d, p in zip(discs, refined)]
+    # The slab fixes front-back and head-foot; each disc's left-right position is its own centre in 3D.
+    discs = [DiscRecord(d.number, tuple(float(x) for x in p), d.confidence)
+             for d, p in zip(decoded.discs, reading.centres_ras)]
     log.info("found %d discs: %s (%s)", len(discs), ", ".join(d.name for d in discs),
              f"counted from {decoded.anchor}" if decoded.anchored else "unanchored")
     progress(1.0, f"found {len(discs)} discs")

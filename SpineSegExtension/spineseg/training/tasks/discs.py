@@ -56,8 +56,9 @@ from ...discs.decode import decode_chain
 from ...discs.loss import heatmap_loss
 from ...discs.metrics import DiscScores, score_discs, summarise
 from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
+from ...discs.pipeline import read_discs
 from ...discs.real_scans import RealScan, load_real_scans, score_real_scan
-from ...discs.slab import Slab, extract_slab, find_midsagittal_x, slab_planes
+from ...discs.slab import extract_slab, find_midsagittal_x, slab_planes
 from ...discs.targets import N_CHANNELS, channel_of, render_heatmaps
 from ...errors import InputError
 from ...io import read_volume
@@ -378,8 +379,6 @@ class DiscTask:
             raise InputError("the disc task needs at least one training image")
         self.real_scans = list(real_scans)
         # The slabs of the real scans, cut once, exactly as inference cuts them.
-        self.real_slabs: list[Slab] = [extract_slab(scan.image, size=config.model.input_size,
-                                                    thickness_mm=SLAB_THICKNESS_MM) for scan in self.real_scans]
         real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans)
                         if self.real_scans else ())
         self.validation_metrics = ("score", "phantom_score", *real_columns, *self.phantom_metrics)
@@ -459,9 +458,9 @@ class DiscTask:
         if not self.real_scans:
             return {"score": phantom, **result}
         real = {}
-        for scan, slab in zip(self.real_scans, self.real_slabs):
-            found = decode_chain(heatmaps(slab.image), slab.slab_to_ras, slab.pixel_mm, OUTPUT_STRIDE,
-                                 inside=slab.inside).discs
+        for scan in self.real_scans:  # read as inference reads them
+            found = read_discs(scan.image, heatmaps, self.config.model.input_size, SLAB_THICKNESS_MM,
+                               OUTPUT_STRIDE).decoded.discs
             real[f"real_{scan.name}"] = score_real_scan(scan, found).fraction
         real_score = float(np.mean(list(real.values())))
         score = real_score if not self.validation_samples else 0.5 * (phantom + real_score)
