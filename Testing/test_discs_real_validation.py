@@ -77,3 +77,16 @@ def test_thoracolumbar_scan_is_read_on_its_spine_not_its_centre():
     assert 5.0 <= plane_x <= 14.0  # the edge-based plane alone: R -3.8
     nearest = min(abs(disc.position_ras[2] - scan.reference[17][2]) for disc in result.discs)
     assert nearest <= 5.0 and len(result.discs) >= 5, result.numbers
+
+
+def test_opt_in_v4_names_the_cervical_crop_right():
+    """discs-mri-synth-v4 was exported for naming the SCT cervical T2's C3/C4 and C4/C5 right (its card); a
+    change of the slab, the decoder or the weights that loses this shows here."""
+    from spineseg.discs.pipeline import label_discs
+
+    folder = require_real_data()
+    scan = {scan.name: scan for scan in load_real_scans(folder)}["sct_cervical_t2"]
+    result = label_discs(scan.image, "discs-mri-synth-v4", device="cpu")
+    score = score_real_scan(scan, result.discs)
+    assert score.named_right == 2, (result.numbers, score.errors_mm)
+    assert not result.naming.anchored  # nothing in a 55 mm crop fixes the count: the names are the network's

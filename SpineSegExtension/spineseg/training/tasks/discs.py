@@ -378,7 +378,6 @@ class DiscTask:
         if not train_samples:
             raise InputError("the disc task needs at least one training image")
         self.real_scans = list(real_scans)
-        # The slabs of the real scans, cut once, exactly as inference cuts them.
         real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans)
                         if self.real_scans else ())
         self.validation_metrics = ("score", "phantom_score", *real_columns, *self.phantom_metrics)
