@@ -66,8 +66,9 @@ def test_trainer_validates_on_real_and_phantom_scans_together():
 
 def test_thoracolumbar_scan_is_read_on_its_spine_not_its_centre():
     """The real thoraco-lumbar T2 holds its spine off the scan's centre (the scan spans R -12 to 25 mm, the
-    canal lies at R 8 to 13 mm from top to bottom): the edge-based plane falls on the pedicles, and the slab must be cut again through the discs found.
-    Its marked T9/T10 disc is then found within 5 mm head to foot (whatever its name)."""
+    canal lies at R 8 to 13 mm from top to bottom): the edge-based plane falls on the pedicles, and the slab
+    must be cut again through the discs found. Its marked T9/T10 disc is then found within 5 mm head to foot
+    (whatever its name)."""
     from spineseg.discs.pipeline import label_discs
 
     folder = require_real_data()

@@ -47,8 +47,7 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
     The first slab lies on the plane of :func:`~spineseg.discs.slab.find_midsagittal_x`. The discs found on it
     are centred left-right in 3D (:func:`~spineseg.discs.slab.refine_lateral`); when their median lies
     ``RECENTRE_MIN_SHIFT_MM`` or more away, the slab is cut again there and read again; a re-cut slab on which
-    fewer discs are found is not kept. Inference and the
-    trainer's validation both read scans through here.
+    fewer discs are found is not kept. Inference and the trainer's validation both read scans through here.
     """
     plane, best = None, None
     for _ in range(RECENTRE_PASSES + 1):
@@ -67,6 +66,7 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
             break
         log.debug("discs centred at R = %.1f mm, %.1f mm from the slab: cutting it again", plane, plane - slab.plane_x)
     return best
+
 
 def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = None,
                 device: DeviceChoice | str = DeviceChoice.AUTO,

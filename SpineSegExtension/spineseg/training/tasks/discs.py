@@ -55,8 +55,8 @@ from ...anatomy import STANDARD_LEVELS
 from ...discs.decode import decode_chain
 from ...discs.loss import heatmap_loss
 from ...discs.metrics import DiscScores, score_discs, summarise
-from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
 from ...discs.pipeline import read_discs
+from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
 from ...discs.real_scans import RealScan, load_real_scans, score_real_scan
 from ...discs.slab import extract_slab, find_midsagittal_x, slab_planes
 from ...discs.targets import N_CHANNELS, channel_of, render_heatmaps
