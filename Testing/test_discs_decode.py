@@ -72,6 +72,18 @@ def test_spurious_peak_is_left_out():
     assert np.linalg.norm(position_22 - true_22) < 1.0
 
 
+def test_a_site_beside_the_spine_is_not_taken_for_the_next_disc():
+    """A bright spot in front of the top disc, one disc spacing away, is not chained to it sideways."""
+    top_row, top_col = POINTS[20]
+    beside = (top_row - 3.0, top_col - expected_spacing_mm(19, 20) / PIXEL_MM)
+    discs = decode_heatmaps(_heatmaps({19: beside, **POINTS}), SLAB_TO_RAS, PIXEL_MM, STRIDE)
+    assert [d.number for d in discs] == list(range(20, 26))
+    assert all(abs(d.position_ras[1] - (128.0 - POINTS[d.number][1])) < 2.0 for d in discs)  # all on the spine
+    sideways = decode_heatmaps(_heatmaps({19: beside, **POINTS}), SLAB_TO_RAS, PIXEL_MM, STRIDE,
+                               DecodeSettings(step_weight=0.0))
+    assert [d.number for d in sideways] == list(range(19, 26))  # what the chain did without the step cost
+
+
 def test_empty_heatmaps_give_no_discs():
     assert decode_heatmaps(np.zeros((N_CHANNELS, 64, 64), np.float32), SLAB_TO_RAS, PIXEL_MM, STRIDE) == []
 

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from conftest import require_real_data
 from spineseg.phantoms.mri import MRITissue, make_mri_phantom, random_mri_phantom
 from spineseg.phantoms.mri_appearance import MRI_CONTRAST_MODELS, synthesize_mri
+from spineseg.phantoms.real_shapes import load_sample_folder
 from spineseg.phantoms.synth import OUTSIDE_CLASS
 from spineseg.training.tasks.discs import phantom_sample, synthetic_slab
 
@@ -75,3 +77,32 @@ def test_synthetic_slabs_stay_on_their_disc_points_and_are_z_scored_inside(sampl
     assert image.shape == sample.image.shape
     assert np.all(image[~inside] == 0.0)
     assert abs(float(image[inside].mean())) < 1e-3 and abs(float(image[inside].std()) - 1.0) < 1e-2
+
+
+@pytest.fixture(scope="module")
+def real_vertebrae():
+    folder = require_real_data("ct_verse_sample")
+    return load_sample_folder(folder)
+
+
+def test_real_vertebrae_replace_the_bone_and_keep_the_discs_on_their_points(real_vertebrae):
+    settings = dict(contrast="T2", spacing=(3.0, 1.0, 1.0), seed=4)
+    analytic = make_mri_phantom("lumbar", **settings)
+    real = make_mri_phantom("lumbar", real_shapes=real_vertebrae, **settings)
+    again = make_mri_phantom("lumbar", real_shapes=real_vertebrae, **settings)
+    np.testing.assert_array_equal(real.image.array, again.image.array)
+    assert real.disc_points.keys() == analytic.disc_points.keys()
+    # The bone is another shape: a good part of the marrow moved.
+    marrow_analytic, marrow_real = analytic.classes == MRITissue.MARROW, real.classes == MRITissue.MARROW
+    assert (marrow_analytic ^ marrow_real).sum() > 0.2 * marrow_analytic.sum()
+    for number, point in real.disc_points.items():
+        ijk = tuple(np.rint(real.image.ras_to_ijk(point)[0]).astype(int))
+        assert real.classes[ijk] == MRITissue.NUCLEUS, number
+        if not 21 <= number <= 24:  # discs with a real vertebra above and below (L1/L2-L4/L5)
+            continue
+        # From the disc centre up and down its axis: disc, then bone; no soft tissue fills a concave endplate.
+        disc = next(d for d in real.layout.discs if d.number == number)
+        steps = np.arange(-disc.height / 2 - 6.0, disc.height / 2 + 6.0, 0.5)
+        ijk = np.rint(real.image.ras_to_ijk(disc.centre + steps[:, None] * disc.frame[:, 2])).astype(int)
+        along = set(real.classes[tuple(ijk.T)].tolist())
+        assert along <= {*DISC_CLASSES, MRITissue.CORTEX, MRITissue.MARROW}, (number, along)

@@ -76,6 +76,12 @@ class DecodeSettings:
     spacing_weight: float = 1.0
     spacing_sigma: float = 0.5
     skip_penalty: float = 0.15
+    # Discs follow the spine head to foot: a step between chosen discs steeper than step_free_deg from the
+    # head-foot axis (phantoms: at most 48 deg, 99 % under 29 deg) costs step_weight per step_sigma_deg squared
+    # beyond it, so a chain cannot zigzag between sites side by side (front and back of the spine).
+    step_free_deg: float = 45.0
+    step_sigma_deg: float = 15.0
+    step_weight: float = 1.0
     max_sites: int = 60
     scales: tuple[float, ...] = (0.8, 0.846, 0.894, 0.946, 1.0, 1.057, 1.118, 1.182, 1.25)  # 0.8-1.25, geometric
     # Anchors. The anchor is the anatomy beyond the chain's end disc (C2's dens and the skull base above C1/C2 or
@@ -173,6 +179,13 @@ def expected_spacing_mm(first: int, second: int) -> float:
     return float(_CUMULATIVE[second - DISC_NUMBERS[0]] - _CUMULATIVE[first - DISC_NUMBERS[0]])
 
 
+def _steepness_cost(step_mm: np.ndarray, settings: DecodeSettings) -> float:
+    """Cost of a (row, column) step whose angle from the head-foot axis exceeds ``settings.step_free_deg``."""
+    angle = float(np.degrees(np.arctan2(abs(step_mm[1]), abs(step_mm[0]))))
+    excess = max(angle - settings.step_free_deg, 0.0) / settings.step_sigma_deg
+    return settings.step_weight * excess**2
+
+
 def label_chain(positions_mm: np.ndarray, scores: np.ndarray, settings: DecodeSettings = DecodeSettings(),
                 start: tuple[int, Sequence[int]] | None = None,
                 end: tuple[int, Sequence[int]] | None = None) -> list[tuple[int, int]]:
@@ -217,10 +230,12 @@ def label_chain(positions_mm: np.ndarray, scores: np.ndarray, settings: DecodeSe
     for i in range(m):
         best[i] = np.where(starts[i], unary[i], -np.inf)  # chain starting here
         for j in range(i):
-            distance = float(np.hypot(*(positions_mm[i] - positions_mm[j])))
+            step = positions_mm[i] - positions_mm[j]
+            distance = float(np.hypot(*step))
             if distance < 1e-6:
                 continue
-            pair = -settings.spacing_weight * (np.log(distance) - log_expected) ** 2 / settings.spacing_sigma**2 - skip
+            pair = (-settings.spacing_weight * (np.log(distance) - log_expected) ** 2 / settings.spacing_sigma**2
+                    - skip - _steepness_cost(step, settings))
             pair = np.where(allowed, pair, -np.inf)  # pair[s, a, b]: j has channel a, i has channel b
             total = best[j][:, :, None] + pair  # (s, a, b)
             source = np.argmax(total, axis=1)  # (s, b)

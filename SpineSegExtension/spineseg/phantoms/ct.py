@@ -25,26 +25,11 @@ from .ct_tissue import (
     table_height,
 )
 from .layout import SpineLayout, make_spine_layout
-from .real_shapes import RealShapeLibrary
+from .real_shapes import REAL_SHAPE_PROBABILITY, RealShapeLibrary, real_stand_ins
 
 __all__ = ["CTPhantom", "make_ct_phantom", "random_ct_phantom", "orientation_matrix", "DEFAULT_CT_LEVELS"]
 
 DEFAULT_CT_LEVELS: list[int] = list(range(15, 25)) + [SACRUM]
-
-# Levels that may take a real shape (T4-L5) and the share of training phantoms that do.
-REAL_SHAPE_RANGE = range(11, 25)
-REAL_SHAPE_PROBABILITY = 0.6
-# The VerSe sample's L1 (20) is wedge-shaped by a compression fracture: no stand-in for other levels.
-_FRACTURED_SAMPLE_LEVELS = {20}
-
-
-def real_stand_ins(levels: Sequence[int], library: RealShapeLibrary) -> dict[int, int]:
-    """For each level in ``REAL_SHAPE_RANGE``, the nearest level the library holds (fractured ones excluded)."""
-    held = [level for level in library.levels if level not in _FRACTURED_SAMPLE_LEVELS]
-    if not held:
-        return {}
-    return {level: min(held, key=lambda h: (abs(h - level), h)) for level in levels if level in REAL_SHAPE_RANGE}
-
 
 @dataclass(frozen=True)
 class CTPhantom:

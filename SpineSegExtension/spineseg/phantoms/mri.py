@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -40,6 +42,7 @@ from scipy import ndimage
 from ..anatomy import SACRUM, STANDARD_LEVELS
 from ..volume import Volume, affine_from_geometry
 from .layout import SpineLayout, make_spine_layout
+from .real_shapes import REAL_SHAPE_PROBABILITY, RealShapeLibrary, real_stand_ins
 
 __all__ = ["MRIPhantom", "MRITissue", "make_mri_phantom", "random_mri_phantom", "FIELDS_OF_VIEW", "CONTRASTS",
            "axes_from_code"]
@@ -88,6 +91,9 @@ class MRITissue(enum.IntEnum):
     SKULL = 16  # calvarium and skull base cortex
     CLIVUS = 17  # marrow of the skull base in front of the brainstem
 
+
+# Extra height (mm) of the discs drawn under real vertebrae, to fill their concave endplates.
+REAL_ENDPLATE_FILL_MM = 10.0
 
 # Relative signal of the head's tissues (drawn only when asked; fixed, so the phantom's random stream is unchanged).
 _HEAD_SIGNAL = {"T1": dict(brain=0.45, skull=0.06, clivus=0.65), "T2": dict(brain=0.55, skull=0.05, clivus=0.40)}
@@ -221,25 +227,12 @@ def _draw_body(canvas: _Canvas, layout: SpineLayout, tissue: dict[str, float], r
                  0.5 * (tissue["fat"] + tissue["muscle"]), MRITissue.FAT_PAD)
 
 
-def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_above: float, disc_below: float) -> None:
-    """Body (marrow with dark cortex), canal with CSF and cord, lamina and spinous process."""
+def _draw_analytic_bone(canvas: _Canvas, where: tuple[slice, ...], vertebra, tissue: dict[str, float],
+                        lat: np.ndarray, ant: np.ndarray, ax: np.ndarray, half_h: float, canal_y: float) -> None:
+    """The analytic vertebra: lamina and spinous process, then the body (marrow inside a thin cortex)."""
     size = vertebra.size
-    reach = size.body_depth / 2 + size.canal_depth + size.spinous_length + 12.0
-    found = canvas.block(vertebra.centre - reach, vertebra.centre + reach)
-    if found is None:
-        return
-    where, ras = found
-    local = (ras - vertebra.centre.astype(np.float32)) @ vertebra.frame.astype(np.float32)
-    lat, ant, ax = local[..., 0], local[..., 1], local[..., 2]
-    along = np.abs(ax)
-    half_h = size.body_height / 2
     body_depth = size.body_depth
-    if vertebra.level == SACRUM:
-        half_h = 24.0
-        ax = ax + 18.0  # the sacrum extends well below its top plate
     # Posterior elements first (bodies and canal cover them where they meet).
-    canal_y = -(body_depth / 2 + size.canal_depth / 2 + 0.5)
-    seg_half = half_h + 0.5 * (disc_above + disc_below) / 2 + 0.6
     ring = _ellipse_distance(lat, ant - canal_y, size.canal_width / 2 + 5.0, size.canal_depth / 2 + 5.0)
     lamina = _soft_inside(np.maximum(ring, np.abs(ax) - 0.75 * half_h)) * (ant < canal_y + 2.0)
     canvas.paint(where, lamina, tissue["posterior"], MRITissue.POSTERIOR_ELEMENTS)
@@ -259,6 +252,39 @@ def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_abo
     body = np.maximum(_ellipse_distance(lat, ant, size.body_width / 2, body_depth / 2), np.abs(ax) - half_h)
     canvas.paint(where, _soft_inside(body), tissue["cortex"], MRITissue.CORTEX)
     canvas.paint(where, _soft_inside(body + 1.2), tissue["marrow"], MRITissue.MARROW)
+
+
+def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_above: float, disc_below: float,
+                   real_sd: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None) -> None:
+    """Body (marrow with dark cortex), canal with CSF and cord, lamina and spinous process.
+
+    ``real_sd`` (local lateral, anterior, axial mm -> signed distance mm) paints a real vertebra instead of the
+    analytic body and posterior elements: bone behind the body's back gets the posterior elements' signal.
+    """
+    size = vertebra.size
+    reach = size.body_depth / 2 + size.canal_depth + size.spinous_length + 12.0
+    found = canvas.block(vertebra.centre - reach, vertebra.centre + reach)
+    if found is None:
+        return
+    where, ras = found
+    local = (ras - vertebra.centre.astype(np.float32)) @ vertebra.frame.astype(np.float32)
+    lat, ant, ax = local[..., 0], local[..., 1], local[..., 2]
+    along = np.abs(ax)
+    half_h = size.body_height / 2
+    body_depth = size.body_depth
+    if vertebra.level == SACRUM:
+        half_h = 24.0
+        ax = ax + 18.0  # the sacrum extends well below its top plate
+    canal_y = -(body_depth / 2 + size.canal_depth / 2 + 0.5)
+    seg_half = half_h + 0.5 * (disc_above + disc_below) / 2 + 0.6
+    if real_sd is not None:
+        signed = real_sd(lat, ant, ax)
+        behind = ant < -body_depth / 2
+        canvas.paint(where, _soft_inside(signed) * behind, tissue["posterior"], MRITissue.POSTERIOR_ELEMENTS)
+        canvas.paint(where, _soft_inside(signed) * ~behind, tissue["cortex"], MRITissue.CORTEX)
+        canvas.paint(where, _soft_inside(signed + 1.2) * ~behind, tissue["marrow"], MRITissue.MARROW)
+    else:
+        _draw_analytic_bone(canvas, where, vertebra, tissue, lat, ant, ax, half_h, canal_y)
     # Dark ligament line just behind the body, then CSF and cord in the canal.
     along = along - seg_half
     canal = np.maximum(_ellipse_distance(lat, ant - canal_y, size.canal_width / 2, size.canal_depth / 2), along)
@@ -269,10 +295,12 @@ def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_abo
         canvas.paint(where, _soft_inside(cord), tissue["cord"], MRITissue.CORD)
 
 
-def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool = False) -> None:
+def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool = False,
+               nucleus: bool = True) -> None:
     """Disc: bright (T2) nucleus inside a darker annulus, flat cylinder in the disc's frame.
 
-    A degenerate disc has a smaller, dehydrated nucleus with almost the annulus's signal."""
+    A degenerate disc has a smaller, dehydrated nucleus with almost the annulus's signal; ``nucleus=False``
+    draws the annulus alone."""
     reach = max(disc.width, disc.depth) / 2 + disc.height + 4.0
     found = canvas.block(disc.centre - reach, disc.centre + reach)
     if found is None:
@@ -285,6 +313,8 @@ def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool
     half_h = disc.height / 2 * (1.05 - 0.25 * np.clip(radius, 0, 1) ** 2)
     annulus = np.maximum((radius - 1.0) * disc.depth / 2, np.abs(ax) - half_h)
     canvas.paint(where, _soft_inside(annulus, 0.5), tissue["annulus"], MRITissue.ANNULUS)
+    if not nucleus:
+        return
     if degenerate:
         nucleus = np.maximum((radius - 0.45) * disc.depth / 2, np.abs(ax) - 0.45 * half_h)
         canvas.paint(where, _soft_inside(nucleus, 0.8), 1.15 * tissue["annulus"], MRITissue.DEGENERATE_NUCLEUS)
@@ -353,6 +383,7 @@ def make_mri_phantom(
     posterior_mm: float = 75.0,
     head: bool = False,
     degenerate_discs: frozenset[int] = frozenset(),
+    real_shapes: RealShapeLibrary | None = None,
 ) -> MRIPhantom:
     """Make a sagittal-style MRI of a spine segment.
 
@@ -377,6 +408,8 @@ def make_mri_phantom(
         head: draw the skull base, brain and brainstem above C1 (when C1 is drawn), with the
             field of view reaching into the head by ``margin_mm``.
         degenerate_discs: disc numbers drawn degenerate (dehydrated nucleus).
+        real_shapes: real vertebrae (VerSe) that stand in for T4-L5 (see
+            :func:`~.real_shapes.real_stand_ins`); None draws analytic ones only.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -416,12 +449,19 @@ def make_mri_phantom(
     _draw_body(canvas, layout, tissue, rng)
     if head and any(v.level == 1 for v in layout.vertebrae):
         _draw_head(canvas, layout, _HEAD_SIGNAL[contrast], tissue)
-    number_to_disc = {disc.number: disc for disc in layout.discs}
+    stand_ins = real_stand_ins([v.level for v in layout.vertebrae], real_shapes) if real_shapes else {}
+    if stand_ins:
+        # Real endplates are concave where the analytic disc is flat: taller annuli drawn first fill the hollows,
+        # the vertebrae then cover what is bone, and the discs are drawn over them at their own height.
+        for disc in layout.discs:
+            _draw_disc(canvas, replace(disc, height=disc.height + REAL_ENDPLATE_FILL_MM), tissue, nucleus=False)
     for index, vertebra in enumerate(layout.vertebrae):
         above = layout.discs[index - 1].height if index > 0 else 4.0
         below = layout.discs[index].height if index < len(layout.discs) else 4.0
-        _draw_vertebra(canvas, vertebra, tissue, above, below)
-    for disc in number_to_disc.values():
+        real_level = stand_ins.get(vertebra.level)
+        real_sd = None if real_level is None else partial(real_shapes.signed_distance, real_level, vertebra, rng=rng)
+        _draw_vertebra(canvas, vertebra, tissue, above, below, real_sd)
+    for disc in layout.discs:
         _draw_disc(canvas, disc, tissue, degenerate=disc.number in degenerate_discs)
 
     image = canvas.image * _texture(shape, rng)
@@ -445,7 +485,7 @@ def make_mri_phantom(
 
 def random_mri_phantom(
     rng: np.random.Generator, *, contrast: str | None = None, levels: list[int] | None = None, fast: bool = True,
-    variety: bool = False,
+    variety: bool = False, real_shapes: RealShapeLibrary | None = None,
 ) -> MRIPhantom:
     """A randomised phantom for training: field of view, contrast, spacing, pose, noise.
 
@@ -458,6 +498,8 @@ def random_mri_phantom(
             (70 %), front-back fields of view from 25 to 200 mm around the spine, head-foot margins of
             10-120 mm (sizes log-uniform), and a fifth to a third of the discs degenerate. Drawn after
             everything else, so the phantoms without variety are unchanged.
+        real_shapes: in ``REAL_SHAPE_PROBABILITY`` of the phantoms, real vertebrae stand in for T4-L5 (drawn
+            last too: without a library the phantoms are unchanged).
     """
     contrast = contrast or str(rng.choice(CONTRASTS))
     if levels is None:
@@ -488,6 +530,8 @@ def random_mri_phantom(
     )
     if variety:
         settings.update(_varied_anatomy(rng))
+    if real_shapes is not None and rng.random() < REAL_SHAPE_PROBABILITY:
+        settings["real_shapes"] = real_shapes
     return make_mri_phantom(levels, **settings)
 
 

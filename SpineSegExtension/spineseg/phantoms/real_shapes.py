@@ -1,4 +1,4 @@
-"""Real vertebra shapes for the CT phantom, taken from a VerSe label map.
+"""Real vertebra shapes for the CT and MRI phantoms, taken from a VerSe label map.
 
 :class:`RealShapeLibrary` turns each vertebra of a hand-corrected label map
 into a signed distance field (mm, negative inside) in the vertebra's own frame
@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -32,6 +33,7 @@ from .layout import PlacedVertebra
 __all__ = [
     "DEFAULT_SAMPLE_DIR", "DEFAULT_LABEL_MAP", "DEFAULT_CENTROIDS", "FAR_MM",
     "RealShape", "RealShapeLibrary", "default_library", "load_sample_folder",
+    "REAL_SHAPE_RANGE", "REAL_SHAPE_PROBABILITY", "real_stand_ins",
 ]
 
 # The VerSe sample beside the checkout: <checkout>/../shared/data/real/ct_verse_sample.
@@ -46,6 +48,20 @@ _MARGIN_MM = 12.0
 # Half-width (mm) of the mid-sagittal column whose profile finds the gap between body and canal.
 _COLUMN_MM = 6.0
 _F = np.float32
+
+# Levels that may take a real shape (T4-L5) and the share of training phantoms that do.
+REAL_SHAPE_RANGE = range(11, 25)
+REAL_SHAPE_PROBABILITY = 0.6
+# The VerSe sample's L1 (20) is wedge-shaped by a compression fracture: no stand-in for other levels.
+_FRACTURED_SAMPLE_LEVELS = {20}
+
+
+def real_stand_ins(levels: Sequence[int], library: RealShapeLibrary) -> dict[int, int]:
+    """For each level in ``REAL_SHAPE_RANGE``, the nearest level the library holds (fractured ones excluded)."""
+    held = [level for level in library.levels if level not in _FRACTURED_SAMPLE_LEVELS]
+    if not held:
+        return {}
+    return {level: min(held, key=lambda h: (abs(h - level), h)) for level in levels if level in REAL_SHAPE_RANGE}
 
 
 @dataclass(frozen=True)

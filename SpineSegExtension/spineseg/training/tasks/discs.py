@@ -65,6 +65,7 @@ from ...io import read_volume
 from ...labels import DISC_NUMBERS
 from ...phantoms.mri import random_mri_phantom
 from ...phantoms.mri_appearance import synthesize_mri
+from ...phantoms.real_shapes import RealShapeLibrary, load_sample_folder
 from ...phantoms.synth import OUTSIDE_CLASS
 from ...progress import ProgressCallback, no_progress
 from ...volume import Volume, VolumeKind
@@ -111,11 +112,12 @@ def _anchored_levels(rng: np.random.Generator, lengths: tuple[int, int] = (7, 14
 VARIED_LENGTHS = (4, 25)  # levels in a field of view with phantom variety: a cervical crop to a whole spine
 
 
-def phantom_sample(rng: np.random.Generator, size: int = 256, variety: bool = False) -> SlabSample:
+def phantom_sample(rng: np.random.Generator, size: int = 256, variety: bool = False,
+                   real_shapes: RealShapeLibrary | None = None) -> SlabSample:
     """Generate one random phantom and cut its slab exactly as inference does (see ``random_mri_phantom`` for
-    ``variety``, which also lets fields of view run from 4 levels to the whole spine)."""
+    ``variety``, which also lets fields of view run from 4 levels to the whole spine, and ``real_shapes``)."""
     levels = _anchored_levels(rng, VARIED_LENGTHS if variety else (7, 14))
-    phantom = random_mri_phantom(rng, levels=levels, variety=variety)
+    phantom = random_mri_phantom(rng, levels=levels, variety=variety, real_shapes=real_shapes)
     # Mid-plane detection errs on real scans and slabs differ: the plane off by up to +-10 mm, 1-9 mm thick.
     plane = find_midsagittal_x(phantom.image) + rng.uniform(-PLANE_JITTER_MM, PLANE_JITTER_MM)
     thickness = rng.uniform(*SLAB_THICKNESS_RANGE_MM)
@@ -157,12 +159,13 @@ def _synthetic_description(probability: float) -> str:
 
 
 def make_training_set(count: int, seed: int | Sequence[int], size: int = 256, progress: ProgressCallback = no_progress,
-                      show_bar: bool = True, variety: bool = False) -> list[SlabSample]:
+                      show_bar: bool = True, variety: bool = False,
+                      real_shapes: RealShapeLibrary | None = None) -> list[SlabSample]:
     """Generate ``count`` phantom slabs (about 1 s each on one CPU thread)."""
     rng = np.random.default_rng(seed)
     samples = []
     for index in tqdm(range(count), desc="phantoms", disable=not show_bar):
-        samples.append(phantom_sample(rng, size, variety))
+        samples.append(phantom_sample(rng, size, variety, real_shapes))
         progress((index + 1) / count, f"phantom {index + 1}/{count}")
     return samples
 
@@ -399,11 +402,13 @@ class DiscTask:
         size = config.model.input_size
         if split.layout is Layout.PHANTOMS:
             variety = config.sampler.phantom_variety
-            train = make_training_set(len(split.train), config.seed, size, variety=variety)
+            shapes = load_sample_folder(config.data.real_shapes) if config.data.real_shapes else None
+            train = make_training_set(len(split.train), config.seed, size, variety=variety, real_shapes=shapes)
             validation = make_training_set(len(split.validation), (config.seed, 1), size, variety=variety)
+            shape_note = f", real vertebra shapes from {config.data.real_shapes} in part of them" if shapes else ""
             description = (f"{len(train)} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom "
                            f"via spineseg.training.tasks.discs.phantom_sample, seed {config.seed}"
-                           f"{', with phantom variety' if variety else ''}), augmented on the fly"
+                           f"{', with phantom variety' if variety else ''}{shape_note}), augmented on the fly"
                            f"{_synthetic_description(config.sampler.synthetic_probability)}; "
                            f"validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
         else:
