@@ -12,6 +12,7 @@
        sum(score(site, number) - threshold)
        - spacing_weight * sum(log(distance / (scale * expected distance))^2 / spacing_sigma^2)
        - skip_penalty * (number of disc numbers skipped between chosen sites)
+       - step_weight * sum(max(0, step angle from head-foot - step_free_deg)^2 / step_sigma_deg^2)
 
    where the expected distance between discs n and m adds up typical adult
    disc-to-disc distances (``anatomy.level_size``) and ``scale``
