@@ -187,6 +187,18 @@ class _Canvas:
         self.classes[where][occupancy > 0.5] = kind
 
 
+def _local_block(canvas: _Canvas, part, reach: float
+                 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, np.ndarray] | None:
+    """The canvas block within ``reach`` mm of a vertebra's or disc's centre, and its voxels' lateral, anterior
+    and axial coordinates (mm) in the part's own frame; None when the block is outside the canvas."""
+    found = canvas.block(part.centre - reach, part.centre + reach)
+    if found is None:
+        return None
+    where, ras = found
+    local = (ras - part.centre.astype(np.float32)) @ part.frame.astype(np.float32)
+    return where, local[..., 0], local[..., 1], local[..., 2]
+
+
 def _draw_body(canvas: _Canvas, layout: SpineLayout, tissue: dict[str, float], rng: np.random.Generator) -> None:
     """Neck or trunk around the spine: fat layer, muscle, an anterior organ or airway region."""
     line = layout.centre_line
@@ -262,13 +274,10 @@ def _draw_vertebra(canvas: _Canvas, vertebra, tissue: dict[str, float], disc_abo
     analytic body and posterior elements: bone behind the body's back gets the posterior elements' signal.
     """
     size = vertebra.size
-    reach = size.body_depth / 2 + size.canal_depth + size.spinous_length + 12.0
-    found = canvas.block(vertebra.centre - reach, vertebra.centre + reach)
+    found = _local_block(canvas, vertebra, size.body_depth / 2 + size.canal_depth + size.spinous_length + 12.0)
     if found is None:
         return
-    where, ras = found
-    local = (ras - vertebra.centre.astype(np.float32)) @ vertebra.frame.astype(np.float32)
-    lat, ant, ax = local[..., 0], local[..., 1], local[..., 2]
+    where, lat, ant, ax = found
     along = np.abs(ax)
     half_h = size.body_height / 2
     body_depth = size.body_depth
@@ -301,13 +310,10 @@ def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool
 
     A degenerate disc has a smaller, dehydrated nucleus with almost the annulus's signal; ``nucleus=False``
     draws the annulus alone."""
-    reach = max(disc.width, disc.depth) / 2 + disc.height + 4.0
-    found = canvas.block(disc.centre - reach, disc.centre + reach)
+    found = _local_block(canvas, disc, max(disc.width, disc.depth) / 2 + disc.height + 4.0)
     if found is None:
         return
-    where, ras = found
-    local = (ras - disc.centre.astype(np.float32)) @ disc.frame.astype(np.float32)
-    lat, ant, ax = local[..., 0], local[..., 1], local[..., 2]
+    where, lat, ant, ax = found
     # Slight bulge: thicker in the middle, thinner at the rim.
     radius = np.sqrt((lat / (disc.width / 2)) ** 2 + (ant / (disc.depth / 2)) ** 2)
     half_h = disc.height / 2 * (1.05 - 0.25 * np.clip(radius, 0, 1) ** 2)
