@@ -13,7 +13,7 @@ from spineseg.phantoms.mri import make_mri_phantom
 
 def test_bundled_model_labels_a_lumbar_phantom():
     model = load_model(Task.DISCS, None, "cpu")
-    assert model.entry.task == "discs" and model.name == "discs-mri-phantom-v2"
+    assert model.entry.task == "discs" and model.name == "discs-mri-synth-v3"
     phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.2, 1.2), orientation="PIR", seed=123)
     result = label_discs(phantom.image, model, device="cpu")
     scores = score_discs(result.discs, phantom.disc_points)

@@ -23,7 +23,7 @@ PHANTOMS = {
     "vertebrae": lambda: make_ct_phantom([20, 21], spacing=(2.0, 2.0, 2.0)).image,
     "discs": lambda: make_mri_phantom([20, 21, 22], spacing=(4.0, 2.0, 2.0)).image,
 }
-BUNDLED = {"vertebrae": "vertebrae-ct-synth-v7", "discs": "discs-mri-phantom-v2"}
+BUNDLED = {"vertebrae": "vertebrae-ct-synth-v7", "discs": "discs-mri-synth-v3"}
 
 
 def load_in_scene(path: Path):

@@ -37,7 +37,7 @@ def test_one_loader_for_both_tasks_by_name_manifest_and_weights(copied_model):
     assert vertebrae.settings.spacing_mm == 3.0 and vertebrae.settings.patch_size == 40
     for reference in (None, DEFAULT_MODELS[Task.DISCS], copied_model, copied_model.with_suffix(".safetensors")):
         discs = load_model(Task.DISCS, reference, "cpu")
-        assert isinstance(discs, DiscModel) and discs.name == "discs-mri-phantom-v2"
+        assert isinstance(discs, DiscModel) and discs.name == "discs-mri-synth-v3"
         assert (discs.settings.input_size, discs.settings.output_stride) == (256, 4)
     assert load_model(Task.DISCS, discs) is discs
     with pytest.raises(ModelError, match="cannot run the vertebrae task"):

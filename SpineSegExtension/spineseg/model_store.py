@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 BUNDLED_MODELS_DIR = Path(str(resources.files("spineseg") / "models"))
-DEFAULT_MODELS = {Task.VERTEBRAE: "vertebrae-ct-synth-v7", Task.DISCS: "discs-mri-phantom-v2"}
+DEFAULT_MODELS = {Task.VERTEBRAE: "vertebrae-ct-synth-v7", Task.DISCS: "discs-mri-synth-v3"}
 
 
 class ModelEntry:
