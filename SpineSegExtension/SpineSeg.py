@@ -43,7 +43,7 @@ MODELS_CAVEAT = (
     "The bundled models are trained only on generated phantoms (the vertebra model with real vertebra shapes and "
     "random appearances): on a real CT they outline the vertebrae only in part (Dice 0.66 by level on our test "
     "scan) and name them right only where the sacrum or another anchor is in view; on real MRIs the disc model "
-    "finds discs but names many levels off (8 of 18 right on a whole-spine template, none without C2 or the "
+    "finds discs but names many levels off (11 of 18 right on a whole-spine template, none without C2 or the "
     "sacrum in view)."
 )
 

@@ -93,15 +93,16 @@ def test_opt_in_v4_names_the_cervical_crop_right():
     assert not result.naming.anchored  # nothing in a 55 mm crop fixes the count: the names are the network's
 
 
-def test_default_model_names_half_the_pam50_discs_counting_from_c2():
+def test_default_model_names_most_pam50_discs_counting_from_c2():
     """The default (discs-mri-synth-v3) on the PAM50 whole-spine template: counted from the C2 anchor, at least
-    8 of its 18 discs come out named right within 5 mm head to foot (the default before it, v2, found one disc
-    and named none; without the decoder's cost on sideways steps v3 named 4)."""
+    10 of its 18 discs come out named right within 5 mm head to foot (the default before it, v2, found one disc
+    and named none; v3 named 4 before the decoder's cost on sideways steps, 8 before the discs of a tall field
+    of view were placed again on finer windows)."""
     from spineseg.discs.pipeline import label_discs
 
     folder = require_real_data()
     scan = {scan.name: scan for scan in load_real_scans(folder)}["pam50_t2"]
     result = label_discs(scan.image, device="cpu")
     score = score_real_scan(scan, result.discs)
-    assert score.named_right >= 8, (result.numbers, score.errors_mm)
+    assert score.named_right >= 10, (result.numbers, score.errors_mm)
     assert result.naming.anchor == "C2"

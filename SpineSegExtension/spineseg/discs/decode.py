@@ -46,8 +46,8 @@ from ..labels import DISC_NUMBERS
 from ..results import DiscRecord
 from .targets import N_CHANNELS, output_to_input
 
-__all__ = ["Candidate", "find_candidates", "expected_spacing_mm", "label_chain", "decode_heatmaps", "decode_chain",
-           "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings", "UNANCHORED_WARNING"]
+__all__ = ["Candidate", "find_candidates", "subpixel_peak", "expected_spacing_mm", "label_chain", "decode_heatmaps",
+           "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings", "UNANCHORED_WARNING"]
 
 UNANCHORED_WARNING = ("neither C2 nor the sacrum is in view: the disc names are the network's guess of the levels and "
                       "may be off by one or more levels (confidence lowered); check them against a scan that shows C2 "
@@ -112,8 +112,8 @@ class Candidate:
     scores: np.ndarray  # (N_CHANNELS,)
 
 
-def _subpixel(heatmap: np.ndarray, r: int, c: int) -> tuple[float, float]:
-    """Parabola vertex through the peak and its two neighbours, per axis."""
+def subpixel_peak(heatmap: np.ndarray, r: int, c: int) -> tuple[float, float]:
+    """Sub-pixel (row, column) of a heatmap peak: the parabola vertex through it and its two neighbours, per axis."""
     def offset(minus: float, centre: float, plus: float) -> float:
         denominator = minus - 2 * centre + plus
         return 0.0 if denominator >= -1e-9 else float(np.clip(0.5 * (minus - plus) / denominator, -0.5, 0.5))
@@ -140,7 +140,7 @@ def find_candidates(heatmaps: np.ndarray, stride: int, pixel_mm: float,
         heatmap = heatmaps[channel]
         maxima = (heatmap == ndimage.maximum_filter(heatmap, size=3)) & (heatmap >= settings.min_peak)
         for r, c in zip(*np.nonzero(maxima)):
-            peaks.append((float(heatmap[r, c]), channel, _subpixel(heatmap, int(r), int(c))))
+            peaks.append((float(heatmap[r, c]), channel, subpixel_peak(heatmap, int(r), int(c))))
     peaks.sort(key=lambda item: -item[0])
     merge_px = settings.merge_mm / pixel_mm / stride
     sites: list[np.ndarray] = []

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from scipy import ndimage
 
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
+from ..errors import InputError
 from ..progress import ProgressCallback, no_progress
 from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
-from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain
+from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain, subpixel_peak
 from .slab import Slab, extract_slab, refine_lateral
+from .targets import output_to_input
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     from ..networks.disc_model import DiscModel
@@ -29,6 +32,13 @@ log = logging.getLogger(__name__)
 # at most this many times.
 RECENTRE_MIN_SHIFT_MM = 2.0
 RECENTRE_PASSES = 2
+# A tall field of view (a whole spine) fits the 256-pixel slab only with coarse pixels (PAM50: 2.2 mm, heatmap
+# pixels of 8.8 mm). Above FINE_READ_ABOVE_MM the discs' positions, not their names, are read again on windows
+# with FINE_PIXEL_MM pixels (the middle of the training slabs' 0.7-1.6 mm): each disc moves to the nearest peak
+# of the windows' strongest channel within FINE_REACH_MM (about half the shortest disc spacing below C2).
+FINE_READ_ABOVE_MM = 1.6
+FINE_PIXEL_MM = 1.0
+FINE_REACH_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,45 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
         if abs(plane - slab.plane_x) < RECENTRE_MIN_SHIFT_MM:
             break
         log.debug("discs centred at R = %.1f mm, %.1f mm from the slab: cutting it again", plane, plane - slab.plane_x)
+    if best.slab.pixel_mm > FINE_READ_ABOVE_MM and best.decoded.discs:
+        decoded = _placed_on_finer_windows(volume, best, heatmaps_of, size, thickness_mm, stride, settings)
+        centres = refine_lateral(volume, np.array([disc.position_ras for disc in decoded.discs]))
+        best = SlabReading(best.slab, decoded, centres)
     return best
+
+
+def _placed_on_finer_windows(volume: Volume, reading: SlabReading, heatmaps_of: Callable[[np.ndarray], np.ndarray],
+                             size: int, thickness_mm: float, stride: int, settings: DecodeSettings) -> Decoded:
+    """The decoded discs of a coarse slab, each moved to the nearest disc peak of finer windows (same names)."""
+    positions = np.array([disc.position_ras for disc in reading.decoded.discs])
+    span = size * FINE_PIXEL_MM
+    top, bottom = positions[:, 2].max(), positions[:, 2].min()
+    count = int(np.ceil((top - bottom) / (0.6 * span))) + 1
+    centres_s = np.linspace(top - 0.3 * span, bottom + 0.3 * span, count) if top - bottom > 0.4 * span \
+        else [(top + bottom) / 2]
+    front_back = float(np.median(positions[:, 1]))
+    peaks = []
+    for centre_s in centres_s:
+        try:
+            window = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=reading.slab.plane_x,
+                                  window=(front_back, centre_s, FINE_PIXEL_MM))
+        except InputError:
+            continue  # the window hardly cuts the scan (discs placed in the padding): nothing to place them on
+        strongest = heatmaps_of(window.image).max(axis=0)
+        maxima = (strongest == ndimage.maximum_filter(strongest, size=3)) & (strongest >= settings.min_peak)
+        at = np.array([subpixel_peak(strongest, int(r), int(c)) for r, c in np.argwhere(maxima)]).reshape(-1, 2)
+        peaks.extend(window.pixel_to_ras(output_to_input(at, stride)))
+    if not peaks:
+        return reading.decoded
+    peaks = np.array(peaks)
+    moved = []
+    for disc, position in zip(reading.decoded.discs, positions):
+        distance = np.hypot(peaks[:, 1] - position[1], peaks[:, 2] - position[2])
+        if distance.min() <= FINE_REACH_MM:
+            nearest = peaks[int(np.argmin(distance))]
+            position = np.array([position[0], nearest[1], nearest[2]])
+        moved.append(DiscRecord(disc.number, tuple(float(x) for x in position), disc.confidence))
+    return Decoded(moved, reading.decoded.anchors)
 
 
 def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = None,

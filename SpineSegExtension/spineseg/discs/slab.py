@@ -157,6 +157,7 @@ def extract_slab(
     thickness_mm: float = 6.0,
     plane_x: float | None = None,
     min_pixel_mm: float = 0.7,
+    window: tuple[float, float, float] | None = None,
 ) -> Slab:
     """Cut the mid-sagittal slab the network reads.
 
@@ -167,6 +168,8 @@ def extract_slab(
         plane_x: R coordinate of the mid-sagittal plane; found from the image when None.
         min_pixel_mm: smallest pixel size; images smaller than ``size * min_pixel_mm``
             are centred on a larger canvas (outside pixels are 0 after z-scoring).
+        window: (A, S, pixel) in mm: a slab centred there with that pixel size instead of one holding the
+            whole image (z-scored over the window).
     """
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
@@ -181,6 +184,8 @@ def extract_slab(
     # scale the network was trained on (phantom slabs have 0.7-1.6 mm pixels).
     pixel = max(float(max(extent[1], extent[2])) / (size - 1), min_pixel_mm)
     centre_y, centre_z = (lower[1] + upper[1]) / 2, (lower[2] + upper[2]) / 2
+    if window is not None:
+        centre_y, centre_z, pixel = (float(value) for value in window)
     half = (size - 1) / 2
     # (row, col, 1) -> RAS: rows go down (towards I), columns go back (towards P).
     slab_to_ras = np.array([
