@@ -46,7 +46,7 @@ from ..labels import DISC_NUMBERS
 from ..results import DiscRecord
 from .targets import N_CHANNELS, output_to_input
 
-__all__ = ["Candidate", "find_candidates", "subpixel_peak", "expected_spacing_mm", "label_chain", "decode_heatmaps",
+__all__ = ["Candidate", "find_candidates", "heatmap_peaks", "expected_spacing_mm", "label_chain", "decode_heatmaps",
            "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings", "UNANCHORED_WARNING"]
 
 UNANCHORED_WARNING = ("neither C2 nor the sacrum is in view: the disc names are the network's guess of the levels and "
@@ -112,8 +112,8 @@ class Candidate:
     scores: np.ndarray  # (N_CHANNELS,)
 
 
-def subpixel_peak(heatmap: np.ndarray, r: int, c: int) -> tuple[float, float]:
-    """Sub-pixel (row, column) of a heatmap peak: the parabola vertex through it and its two neighbours, per axis."""
+def _subpixel(heatmap: np.ndarray, r: int, c: int) -> tuple[float, float]:
+    """Parabola vertex through the peak and its two neighbours, per axis."""
     def offset(minus: float, centre: float, plus: float) -> float:
         denominator = minus - 2 * centre + plus
         return 0.0 if denominator >= -1e-9 else float(np.clip(0.5 * (minus - plus) / denominator, -0.5, 0.5))
@@ -122,6 +122,12 @@ def subpixel_peak(heatmap: np.ndarray, r: int, c: int) -> tuple[float, float]:
     dr = offset(heatmap[r - 1, c], heatmap[r, c], heatmap[r + 1, c]) if 0 < r < h - 1 else 0.0
     dc = offset(heatmap[r, c - 1], heatmap[r, c], heatmap[r, c + 1]) if 0 < c < w - 1 else 0.0
     return r + dr, c + dc
+
+
+def heatmap_peaks(heatmap: np.ndarray, min_peak: float) -> list[tuple[float, tuple[float, float]]]:
+    """Local maxima (3 x 3) of one heatmap at or above ``min_peak``: (value, sub-pixel (row, column)) each."""
+    maxima = (heatmap == ndimage.maximum_filter(heatmap, size=3)) & (heatmap >= min_peak)
+    return [(float(heatmap[r, c]), _subpixel(heatmap, int(r), int(c))) for r, c in zip(*np.nonzero(maxima))]
 
 
 def find_candidates(heatmaps: np.ndarray, stride: int, pixel_mm: float,
@@ -135,12 +141,8 @@ def find_candidates(heatmaps: np.ndarray, stride: int, pixel_mm: float,
     """
     if heatmaps.ndim != 3 or heatmaps.shape[0] != N_CHANNELS:
         raise ValueError(f"heatmaps must be ({N_CHANNELS}, h, w), got {heatmaps.shape}")
-    peaks = []
-    for channel in range(N_CHANNELS):
-        heatmap = heatmaps[channel]
-        maxima = (heatmap == ndimage.maximum_filter(heatmap, size=3)) & (heatmap >= settings.min_peak)
-        for r, c in zip(*np.nonzero(maxima)):
-            peaks.append((float(heatmap[r, c]), channel, subpixel_peak(heatmap, int(r), int(c))))
+    peaks = [(value, channel, position) for channel in range(N_CHANNELS)
+             for value, position in heatmap_peaks(heatmaps[channel], settings.min_peak)]
     peaks.sort(key=lambda item: -item[0])
     merge_px = settings.merge_mm / pixel_mm / stride
     sites: list[np.ndarray] = []

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from scipy import ndimage
 
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
@@ -16,7 +15,7 @@ from ..errors import InputError
 from ..progress import ProgressCallback, no_progress
 from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
-from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain, subpixel_peak
+from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain, heatmap_peaks
 from .slab import Slab, extract_slab, refine_lateral
 from .targets import output_to_input
 
@@ -99,9 +98,8 @@ def _placed_on_finer_windows(volume: Volume, reading: SlabReading, heatmaps_of: 
                                   window=(front_back, centre_s, FINE_PIXEL_MM))
         except InputError:
             continue  # the window hardly cuts the scan (discs placed in the padding): nothing to place them on
-        strongest = heatmaps_of(window.image).max(axis=0)
-        maxima = (strongest == ndimage.maximum_filter(strongest, size=3)) & (strongest >= settings.min_peak)
-        at = np.array([subpixel_peak(strongest, int(r), int(c)) for r, c in np.argwhere(maxima)]).reshape(-1, 2)
+        found = heatmap_peaks(heatmaps_of(window.image).max(axis=0), settings.min_peak)
+        at = np.array([position for _, position in found]).reshape(-1, 2)
         peaks.extend(window.pixel_to_ras(output_to_input(at, stride)))
     if not peaks:
         return reading.decoded
