@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import require_real_data
-from spineseg.discs.real_scans import REAL_SCAN_NAMES, RealScan, load_real_scans, score_real_scan
+from spineseg.discs.real_scans import (PERTURBATIONS, REAL_SCAN_NAMES, Perturbation, RealScan, load_real_scans,
+                                      perturbed_scan, score_real_scan)
 from spineseg.errors import InputError
 from spineseg.results import DiscRecord
 from spineseg.training.config import default_config, load_config
@@ -27,6 +28,31 @@ def test_named_right_needs_the_number_and_the_tolerance_head_to_foot():
     score = score_real_scan(_scan(3.0), found)
     assert (score.named_right, score.reference, score.predicted) == (0, 2, [4, 6])
     assert score.to_dict()["head_to_foot_error_mm"] == {"4": 4.0}
+
+
+def test_a_perturbed_scan_keeps_its_reference_discs_on_their_voxels():
+    """Tilting or resizing a scan moves its anatomy and its reference discs together; a gamma keeps the range."""
+    values = np.random.default_rng(0).uniform(0.0, 500.0, (10, 12, 40)).astype(np.float32)
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[:3, 3] = (-5.0, 3.0, -40.0)
+    image = Volume(values, affine)
+    disc_voxels = {4: np.array([5.0, 6.0, 30.0]), 5: np.array([5.0, 6.0, 10.0])}
+    scan = RealScan("toy", image, {n: image.ijk_to_ras(ijk)[0] for n, ijk in disc_voxels.items()}, 5.0)
+    assert {change.name for change in PERTURBATIONS} >= {"as it is", "leaning left 4 deg", "8 % smaller"}
+    for change in (Perturbation("tilts and size", tilt_r_deg=4.0, tilt_a_deg=-4.0, scale=0.92),
+                   Perturbation("leaning left", tilt_a_deg=10.0)):
+        moved = perturbed_scan(scan, change)
+        for number, ijk in disc_voxels.items():
+            np.testing.assert_allclose(moved.image.ras_to_ijk(moved.reference[number])[0], ijk, atol=1e-6)
+        assert not np.allclose(moved.reference[4], scan.reference[4])  # the disc moved in RAS with the scan
+    leaning = perturbed_scan(scan, Perturbation("leaning left", tilt_a_deg=10.0))
+    top_to_bottom = leaning.reference[4] - leaning.reference[5]  # 40 mm head to foot before
+    assert np.degrees(np.arctan2(abs(top_to_bottom[0]), top_to_bottom[2])) == pytest.approx(10.0)
+    contrast = perturbed_scan(scan, Perturbation("gamma", gamma=1.25)).image.array
+    low, high = np.percentile(values, [0.5, 99.5])
+    assert contrast.min() >= low - 1e-3 and contrast.max() <= high + 1e-3
+    assert np.mean(contrast) < np.mean(np.clip(values, low, high))  # gamma > 1 darkens the middle grey
+    np.testing.assert_array_equal(perturbed_scan(scan, PERTURBATIONS[0]).image.array, values)
 
 
 def test_config_has_the_real_folder_and_a_missing_one_is_a_clear_error(tmp_path, monkeypatch):
