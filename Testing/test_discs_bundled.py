@@ -10,6 +10,7 @@ from spineseg.choices import Task
 from spineseg.discs.pipeline import label_discs
 from spineseg.model_store import load_model
 from spineseg.phantoms.mri import make_mri_phantom
+from spineseg.results import DiscRecord
 
 
 def test_bundled_model_labels_a_lumbar_phantom():
@@ -38,6 +39,46 @@ def test_a_slab_cut_beside_the_spine_is_cut_again_through_the_discs(monkeypatch)
     scores = score_discs(reading.decoded.discs, phantom.disc_points)
     assert scores.label_accuracy == 1.0 and scores.false_negative_rate == 0.0, [d.name for d in reading.decoded.discs]
     assert abs(reading.centres_ras[:, 0]).max() <= 2.0  # each disc's own left-right centre
+
+
+def test_a_spine_leaning_to_one_side_is_read_on_a_slab_tilted_with_it(monkeypatch):
+    """A patient lying 8 degrees off: a sagittal slab grazes the spine's ends and misses half its discs; the slab
+    is cut again along the line of the discs' centres and finds them all, named right."""
+    from spineseg.discs import pipeline
+    from spineseg.discs.real_scans import Perturbation, RealScan, perturbed_scan
+
+    model = load_model(Task.DISCS, None, "cpu")
+    phantom = make_mri_phantom("thoracolumbar", contrast="T2", spacing=(2.0, 1.0, 1.0), seed=3)
+    leaning = perturbed_scan(RealScan("phantom", phantom.image, dict(phantom.disc_points), 5.0),
+                             Perturbation("leaning 8 degrees", tilt_a_deg=-8.0))
+
+    def read():
+        reading = pipeline.read_discs(leaning.image, model.heatmaps, model.settings.input_size,
+                                      model.settings.slab_thickness_mm, model.settings.output_stride)
+        found = [DiscRecord(d.number, tuple(c), d.confidence) for d, c in zip(reading.decoded.discs, reading.centres_ras)]
+        return reading, score_discs(found, leaning.reference)
+
+    reading, scores = read()
+    assert reading.slab.lateral_slope == pytest.approx(np.tan(np.radians(8.0)), abs=0.02)
+    assert scores.false_negative_rate == 0.0 and scores.label_accuracy == 1.0
+    monkeypatch.setattr(pipeline, "TILT_MIN_DISCS", 10**6)  # sagittal slabs only, as before
+    reading, scores = read()
+    assert reading.slab.lateral_slope == 0.0 and scores.false_negative_rate >= 0.4
+
+
+def test_the_plane_follows_the_discs_in_line_and_ignores_a_few_centred_wrongly():
+    from spineseg.discs.pipeline import spine_plane
+
+    s = np.array([100.0, 70.0, 40.0, 10.0, -20.0, -50.0])
+    leaning = np.column_stack([5.0 + 0.15 * s, np.zeros(6), s])
+    leaning[[0, 5], 0] = [-20.0, 30.0]  # two discs centred far off (a slab that grazed the spine there)
+    plane, slope = spine_plane(leaning, plane_s=0.0)
+    assert (plane, slope) == (pytest.approx(5.0), pytest.approx(0.15))
+    straight = np.column_stack([np.array([0.5, -0.5, 0.8, -0.2, 0.1, -0.6]), np.zeros(6), s])
+    assert spine_plane(straight, plane_s=0.0) == (pytest.approx(np.median(straight[:, 0])), 0.0)
+    untrusted = np.array([True, True, False, False, False, True])
+    assert spine_plane(leaning, 0.0, trusted=untrusted)[1] == 0.0  # the trusted discs do not line up: no tilt
+    assert spine_plane(leaning[:2], 0.0)[1] == 0.0
 
 
 def test_a_whole_spine_is_placed_on_finer_windows_and_keeps_its_names(monkeypatch):

@@ -16,21 +16,26 @@ from ..progress import ProgressCallback, no_progress
 from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
 from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain, heatmap_peaks
-from .slab import Slab, extract_slab, refine_lateral
+from .slab import MAX_LATERAL_SHIFT_MM, Slab, extract_slab, refine_lateral
 from .targets import output_to_input
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
     from ..networks.disc_model import DiscModel
 
-__all__ = ["label_discs", "read_discs", "SlabReading"]
+__all__ = ["label_discs", "read_discs", "SlabReading", "spine_plane"]
 
 log = logging.getLogger(__name__)
 
-# The mid-plane found from edges can lie on the pedicles of a scan whose spine is off its centre. The slab is
-# cut again through the discs' own left-right centre when that lies at least this far from the slab's plane,
-# at most this many times.
+# The mid-plane found from edges can lie on the pedicles of a scan whose spine is off its centre, and a spine
+# leaning to one side leaves any sagittal plane. The slab is cut again through the discs' own left-right
+# centres when, somewhere along them, these lie at least this far from the slab's plane, at most this many
+# times. With at least TILT_MIN_DISCS discs the new plane follows their line, tilted at most TILT_MAX_DEG from
+# sagittal; a disc whose centre lies more than TILT_OUTLIER_MM off that line does not pull it.
 RECENTRE_MIN_SHIFT_MM = 2.0
 RECENTRE_PASSES = 2
+TILT_MIN_DISCS = 3
+TILT_MAX_DEG = 20.0
+TILT_OUTLIER_MM = 5.0
 # A tall field of view (a whole spine) fits the 256-pixel slab only with coarse pixels (PAM50: 2.2 mm, heatmap
 # pixels of 8.8 mm). Above FINE_READ_ABOVE_MM the discs' positions, not their names, are read again on windows
 # with FINE_PIXEL_MM pixels (the middle of the training slabs' 0.7-1.6 mm): each disc moves to the nearest peak
@@ -54,13 +59,14 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
     """Cut the slab, run the network (``heatmaps_of``), decode, and re-cut through the discs found.
 
     The first slab lies on the plane of :func:`~spineseg.discs.slab.find_midsagittal_x`. The discs found on it
-    are centred left-right in 3D (:func:`~spineseg.discs.slab.refine_lateral`); when their median lies
-    ``RECENTRE_MIN_SHIFT_MM`` or more away, the slab is cut again there and read again; a re-cut slab on which
-    fewer discs are found is not kept. Inference and the trainer's validation both read scans through here.
+    are centred left-right in 3D (:func:`~spineseg.discs.slab.refine_lateral`); when these centres lie
+    ``RECENTRE_MIN_SHIFT_MM`` or more away from the slab's plane, the slab is cut again through them (see
+    :func:`spine_plane`) and read again; a re-cut slab on which fewer discs are found is not kept. Inference and
+    the trainer's validation both read scans through here.
     """
-    plane, best = None, None
+    plane, slope, best = None, 0.0, None
     for _ in range(RECENTRE_PASSES + 1):
-        slab = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=plane)
+        slab = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=plane, lateral_slope=slope)
         decoded = decode_chain(heatmaps_of(slab.image), slab.slab_to_ras, slab.pixel_mm, stride, settings,
                                inside=slab.inside)
         if best is not None and len(decoded.discs) < len(best.decoded.discs):
@@ -70,15 +76,61 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
         best = SlabReading(slab, decoded, centres)
         if not decoded.discs:
             break
-        plane = float(np.median(centres[:, 0]))
-        if abs(plane - slab.plane_x) < RECENTRE_MIN_SHIFT_MM:
+        along = centres[:, 2]
+        # A centre moved the refinement's whole way is at or beyond its search's edge: it may not tilt the plane.
+        trusted = np.abs(centres[:, 0] - slab.plane_r(along)) < MAX_LATERAL_SHIFT_MM - 0.5
+        plane, slope = spine_plane(centres, slab.plane_s, trusted)
+        moved = plane + slope * (along - slab.plane_s) - slab.plane_r(along)
+        if np.abs(moved).max() < RECENTRE_MIN_SHIFT_MM:
             break
-        log.debug("discs centred at R = %.1f mm, %.1f mm from the slab: cutting it again", plane, plane - slab.plane_x)
+        log.debug("discs centred up to %.1f mm from the slab (plane R = %.1f mm, %.1f mm per 100 mm head to foot): "
+                  "cutting it again", float(np.abs(moved).max()), plane, 100 * slope)
     if best.slab.pixel_mm > FINE_READ_ABOVE_MM and best.decoded.discs:
         decoded = _placed_on_finer_windows(volume, best, heatmaps_of, size, thickness_mm, stride, settings)
         centres = refine_lateral(volume, np.array([disc.position_ras for disc in decoded.discs]))
         best = SlabReading(best.slab, decoded, centres)
     return best
+
+
+def spine_plane(centres_ras: np.ndarray, plane_s: float, trusted: np.ndarray | None = None) -> tuple[float, float]:
+    """The plane through the discs' left-right centres: (R at head-foot position ``plane_s``, R per mm of S).
+
+    A sagittal plane through their median, unless at least ``TILT_MIN_DISCS`` trusted discs (all by default) lie
+    along a tilted line.
+    Where a sagittal slab only grazes a leaning spine, the discs there are centred far off, so the line is the
+    one through two discs that the most discs lie within ``TILT_OUTLIER_MM`` of (its tilt at most
+    ``TILT_MAX_DEG``), then fitted to those discs by least squares. It is taken when it leaves the sagittal plane
+    by ``RECENTRE_MIN_SHIFT_MM`` or more within their span (a straight spine's scatter of centres does not tilt
+    its slab).
+    """
+    centres = np.atleast_2d(np.asarray(centres_ras, dtype=float))
+    sagittal = float(np.median(centres[:, 0])), 0.0
+    if len(centres) < TILT_MIN_DISCS:
+        return sagittal
+    trusted = np.ones(len(centres), dtype=bool) if trusted is None else np.asarray(trusted, dtype=bool)
+    centres = centres[trusted]
+    if len(centres) < TILT_MIN_DISCS:
+        return sagittal
+    along, across = centres[:, 2] - plane_s, centres[:, 0]
+    limit = float(np.tan(np.radians(TILT_MAX_DEG)))
+    best_kept, best_spread = None, np.inf
+    for first, second in zip(*np.triu_indices(len(centres), k=1)):
+        if abs(along[second] - along[first]) < 1.0:
+            continue
+        slope = (across[second] - across[first]) / (along[second] - along[first])
+        if abs(slope) > limit:
+            continue
+        residual = np.abs(across - across[first] - slope * (along - along[first]))
+        kept = residual <= TILT_OUTLIER_MM
+        spread = float(residual[kept].sum())
+        if best_kept is None or kept.sum() > best_kept.sum() or (kept.sum() == best_kept.sum() and spread < best_spread):
+            best_kept, best_spread = kept, spread
+    if best_kept is None or best_kept.sum() < TILT_MIN_DISCS:
+        return sagittal
+    slope, intercept = (float(value) for value in np.polyfit(along[best_kept], across[best_kept], 1))
+    slope = float(np.clip(slope, -limit, limit))
+    leaves_by = np.abs(intercept + slope * along[best_kept] - sagittal[0]).max()
+    return (intercept, slope) if leaves_by >= RECENTRE_MIN_SHIFT_MM else sagittal
 
 
 def _placed_on_finer_windows(volume: Volume, reading: SlabReading, heatmaps_of: Callable[[np.ndarray], np.ndarray],
@@ -95,7 +147,8 @@ def _placed_on_finer_windows(volume: Volume, reading: SlabReading, heatmaps_of: 
     for centre_s in centres_s:
         try:
             window = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=reading.slab.plane_x,
-                                  window=(front_back, centre_s, FINE_PIXEL_MM))
+                                  window=(front_back, centre_s, FINE_PIXEL_MM),
+                                  lateral_slope=reading.slab.lateral_slope)
         except InputError:
             continue  # the window hardly cuts the scan (discs placed in the padding): nothing to place them on
         found = heatmap_peaks(heatmaps_of(window.image).max(axis=0), settings.min_peak)

@@ -52,6 +52,10 @@ MIN_INSIDE_PIXELS = 16
 LATERAL_SAMPLE_MM = 1.5
 MIN_MIRRORED_PLANES = 4
 SHIFT_COST_PER_MM = 0.002
+# How far left and right of a point the refinement samples; it moves a point at most half of that (a point
+# moved the whole way has its centre at or beyond the edge of the search, and is not to be trusted).
+LATERAL_REACH_MM = 20.0
+MAX_LATERAL_SHIFT_MM = LATERAL_REACH_MM / 2
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,11 @@ class Slab:
         image: (size, size) float32, zero mean and unit variance inside the scan.
         slab_to_ras: 3x3, (row, column, 1) -> (R, A, S) mm.
         inside: (size, size) bool, True where the slab lies inside the scan.
-        plane_x: R coordinate (mm) of the mid-sagittal plane.
+        plane_x: R coordinate (mm) of the mid-sagittal plane at head-foot position ``plane_s``.
         pixel_mm: pixel size in mm (square pixels).
+        lateral_slope: how far the plane moves to the right per mm towards the head (0: a true sagittal plane;
+            a spine leaning to one side is read on a plane tilted with it).
+        plane_s: S coordinate (mm) at which the plane's R is ``plane_x``.
     """
 
     image: np.ndarray
@@ -71,6 +78,12 @@ class Slab:
     inside: np.ndarray
     plane_x: float
     pixel_mm: float
+    lateral_slope: float = 0.0
+    plane_s: float = 0.0
+
+    def plane_r(self, s_mm: np.ndarray | float) -> np.ndarray:
+        """R (mm) of the slab's plane at head-foot position(s) ``s_mm``."""
+        return self.plane_x + self.lateral_slope * (np.asarray(s_mm, dtype=float) - self.plane_s)
 
     def pixel_to_ras(self, rows_cols: np.ndarray) -> np.ndarray:
         """(N, 2) fractional (row, column) -> (N, 3) RAS mm on the mid-sagittal plane."""
@@ -158,6 +171,7 @@ def extract_slab(
     plane_x: float | None = None,
     min_pixel_mm: float = 0.7,
     window: tuple[float, float, float] | None = None,
+    lateral_slope: float = 0.0,
 ) -> Slab:
     """Cut the mid-sagittal slab the network reads.
 
@@ -170,6 +184,8 @@ def extract_slab(
             are centred on a larger canvas (outside pixels are 0 after z-scoring).
         window: (A, S, pixel) in mm: a slab centred there with that pixel size instead of one holding the
             whole image (z-scored over the window).
+        lateral_slope: the plane's R changes by this much per mm of S (a spine leaning to one side); the plane
+            passes through ``plane_x`` at the scan's head-foot centre.
     """
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
@@ -187,11 +203,13 @@ def extract_slab(
     if window is not None:
         centre_y, centre_z, pixel = (float(value) for value in window)
     half = (size - 1) / 2
-    # (row, col, 1) -> RAS: rows go down (towards I), columns go back (towards P).
+    plane_s = float((lower[2] + upper[2]) / 2)  # the plane passes through x0 here, for every window
+    top_s = centre_z + half * pixel
+    # (row, col, 1) -> RAS: rows go down (towards I), columns go back (towards P); R follows a tilted plane.
     slab_to_ras = np.array([
-        [0.0, 0.0, x0],
+        [-lateral_slope * pixel, 0.0, x0 + lateral_slope * (top_s - plane_s)],
         [0.0, -pixel, centre_y + half * pixel],
-        [-pixel, 0.0, centre_z + half * pixel],
+        [-pixel, 0.0, top_s],
     ])
     array = volume.array.astype(np.float32, copy=False)
     total = np.zeros((size, size))
@@ -208,7 +226,8 @@ def extract_slab(
     mean_values = total[inside] / count[inside]
     mu, sd = float(mean_values.mean()), float(mean_values.std())
     image[inside] = ((mean_values - mu) / (sd if sd > 1e-8 else 1.0)).astype(np.float32)
-    return Slab(image=image, slab_to_ras=slab_to_ras, inside=inside, plane_x=x0, pixel_mm=pixel)
+    return Slab(image=image, slab_to_ras=slab_to_ras, inside=inside, plane_x=x0, pixel_mm=pixel,
+                lateral_slope=float(lateral_slope), plane_s=plane_s)
 
 
 def slab_planes(slab_to_ras: np.ndarray, size: int, thickness_mm: float) -> list[np.ndarray]:
@@ -219,7 +238,8 @@ def slab_planes(slab_to_ras: np.ndarray, size: int, thickness_mm: float) -> list
     return [plane + np.array([dx, 0.0, 0.0]) for dx in offsets - offsets.mean()]
 
 
-def refine_lateral(volume: Volume, points_ras: np.ndarray, reach_mm: float = 20.0, window_mm: float = 12.0) -> np.ndarray:
+def refine_lateral(volume: Volume, points_ras: np.ndarray, reach_mm: float = LATERAL_REACH_MM,
+                   window_mm: float = 12.0) -> np.ndarray:
     """Move each point left-right onto the centre of the structure around it.
 
     The slab gives a disc's front-back and head-foot position; its left-right
