@@ -9,6 +9,7 @@ import torch
 from conftest import require_real_data
 from spineseg.discs.real_scans import (PERTURBATIONS, REAL_SCAN_NAMES, Perturbation, RealScan, load_real_scans,
                                       perturbed_scan, score_real_scan)
+from spineseg.choices import Task
 from spineseg.errors import InputError
 from spineseg.results import DiscRecord
 from spineseg.training.config import default_config, load_config
@@ -132,3 +133,26 @@ def test_default_model_names_most_pam50_discs_counting_from_c2():
     score = score_real_scan(scan, result.discs)
     assert score.named_right >= 10, (result.numbers, score.errors_mm)
     assert result.naming.anchor == "C2"
+
+
+def test_trainer_can_judge_real_scans_on_nine_readings_each():
+    """With validation.real_perturbed a scan's real score is the mean share named right over its readings as it
+    is, tilted, resized and re-contrasted, as inference reads each of them."""
+    from spineseg.discs.pipeline import read_discs
+    from spineseg.model_store import load_model
+    from spineseg.phantoms.mri import make_mri_phantom
+
+    model = load_model(Task.DISCS, None, "cpu")
+    phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.0, 1.2, 1.2), seed=7)
+    stand_in = RealScan("stand_in", phantom.image, dict(phantom.disc_points), 5.0)  # a phantom in a real scan's place
+    samples = [phantom_sample(np.random.default_rng(5))]
+    shares = {}
+    for perturbed in (False, True):
+        config = load_config("discs", overrides=[f"validation.real_perturbed={str(perturbed).lower()}"])
+        task = DiscTask(config, samples, [], np.random.default_rng(0), "test", [stand_in])
+        assert len(task.real_readings["stand_in"]) == (len(PERTURBATIONS) if perturbed else 1)
+        shares[perturbed] = task.validate(model.network, torch.device("cpu"))["real_stand_in"]
+    expected = [score_real_scan(reading, read_discs(reading.image, model.heatmaps, 256, 6.0, 4).decoded.discs).fraction
+                for reading in (perturbed_scan(stand_in, change) for change in PERTURBATIONS)]
+    assert shares[False] == pytest.approx(expected[0]) and expected[0] >= 0.75
+    assert shares[True] == pytest.approx(np.mean(expected))

@@ -149,6 +149,9 @@ class ValidationConfig:
     patches: int = 32  # vertebrae: fixed validation patches
     scans: int = 0  # vertebrae: validation cases also segmented whole; when > 0, their mean Dice is the score
     real_folder: str = ""  # folder of the real validation scans (../shared/data/real); "" = none. Never trained on.
+    # Discs: read each real scan again under every spineseg.discs.real_scans.PERTURBATIONS change (tilted,
+    # resized, re-contrasted) and score the mean, so that the export is not chosen on one lucky reading.
+    real_perturbed: bool = False
 
 
 @dataclass
