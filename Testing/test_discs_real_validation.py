@@ -49,6 +49,9 @@ def test_a_perturbed_scan_keeps_its_reference_discs_on_their_voxels():
     leaning = perturbed_scan(scan, Perturbation("leaning left", tilt_a_deg=10.0))
     top_to_bottom = leaning.reference[4] - leaning.reference[5]  # 40 mm head to foot before
     assert np.degrees(np.arctan2(abs(top_to_bottom[0]), top_to_bottom[2])) == pytest.approx(10.0)
+    named = {change.name: perturbed_scan(scan, change).reference for change in PERTURBATIONS}
+    assert named["leaning back 4 deg"][4][1] < named["leaning back 4 deg"][5][1]  # the upper disc lies further back
+    assert named["leaning left 4 deg"][4][0] < named["leaning left 4 deg"][5][0]  # ... further left (R is +x)
     contrast = perturbed_scan(scan, Perturbation("gamma", gamma=1.25)).image.array
     low, high = np.percentile(values, [0.5, 99.5])
     assert contrast.min() >= low - 1e-3 and contrast.max() <= high + 1e-3

@@ -5,10 +5,29 @@ import pytest
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
-from spineseg.vertebrae.real_scans import DEFAULT_REAL_FOLDER, read_real_cts, score_real_ct
+from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
+                                          score_real_ct)
+from spineseg.volume import Volume
 
 needs_real_data = pytest.mark.skipif(not (DEFAULT_REAL_FOLDER / "ct_totalseg_example").is_dir(),
                                      reason=f"the real scans are not beside the checkout ({DEFAULT_REAL_FOLDER})")
+
+
+def test_a_perturbed_ct_keeps_its_labels_on_its_voxels_and_changes_soft_tissue_and_bone_only():
+    values = np.array([-1000.0, -100.0, 0.0, 40.0, 300.0, 1200.0], np.float32).reshape(1, 2, 3).repeat(4, axis=0)
+    affine = np.diag([0.8, 0.8, 2.0, 1.0])
+    labels = np.zeros(values.shape, np.uint8)
+    labels[1:3, 1, 2] = 20
+    scan = RealCT("toy", Volume(values, affine), labels, (20,))
+    changed = {change.name: perturbed_ct(scan, change) for change in CT_PERTURBATIONS}
+    assert len(changed) == 9 and all(c.reference is labels for c in changed.values())
+    np.testing.assert_array_equal(changed["as it is"].image.array, values)
+    brighter = changed["HU x 1.15"].image.array[0].ravel()
+    np.testing.assert_allclose(brighter, [-1000.0, -100.0, 0.0, 46.0, 345.0, 1380.0])  # air and fat stay
+    tilted = changed["leaning left 4 deg"].image
+    assert tilted.array is not values and not np.allclose(tilted.affine, affine)
+    np.testing.assert_allclose(np.linalg.norm(tilted.affine[:3, :3], axis=0), [0.8, 0.8, 2.0])  # same voxels
+    np.testing.assert_allclose(np.linalg.norm(changed["8 % larger"].image.affine[:3, :3], axis=0), [0.864, 0.864, 2.16])
 
 
 @needs_real_data

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from .volume import Volume, VolumeKind
 
-__all__ = ["closest_ras_axes", "working_grid", "resample_to", "inside_footprint", "Grid"]
+__all__ = ["closest_ras_axes", "working_grid", "resample_to", "inside_footprint", "Grid", "turned_about_centre"]
 
 # Working-grid corners are rounded to this (mm): far below any scanner's precision, far above the rounding
 # noise (about 1e-13 mm) of affines that store the same image in another axis order.
@@ -214,3 +214,26 @@ def inside_footprint(source_shape: tuple[int, ...], mapping: np.ndarray, shape: 
             slice_inside &= (coordinate >= low) & (coordinate <= high[axis])
         inside[:, :, k] = slice_inside
     return inside
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    """3 x 3 rotation about RAS axis ``axis`` (right-handed)."""
+    angle = np.radians(degrees)
+    first, second = [a for a in range(3) if a != axis]
+    matrix = np.eye(3)
+    matrix[first, first] = matrix[second, second] = np.cos(angle)
+    matrix[first, second], matrix[second, first] = -np.sin(angle), np.sin(angle)
+    return matrix
+
+
+def turned_about_centre(volume: Volume, tilt_r_deg: float = 0.0, tilt_a_deg: float = 0.0,
+                        scale: float = 1.0) -> np.ndarray:
+    """The 4 x 4 RAS-to-RAS map that tilts ``volume`` about its centre (about the R axis: leaning forward or
+    back; about the A axis: leaning to one side) and resizes it by ``scale``. ``map @ volume.affine`` is the
+    affine of the same voxels lying so; points in the anatomy move by the same map."""
+    linear = scale * _rotation(0, tilt_r_deg) @ _rotation(1, tilt_a_deg)
+    centre = volume.ijk_to_ras((np.array(volume.shape) - 1) / 2)[0]
+    moved = np.eye(4)
+    moved[:3, :3] = linear
+    moved[:3, 3] = centre - linear @ centre
+    return moved

@@ -10,6 +10,8 @@ scored only on the levels its reference holds whole:
 
 The score of a scan is its mean level-matched Dice over those levels (a
 vertebra named wrong scores 0), what a user of the whole pipeline gets.
+:func:`perturbed_ct` reads a scan again tilted, resized or with other
+Hounsfield values (``CT_PERTURBATIONS``), to tell a robust score from a lucky one.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from ..errors import InputError
 from ..geometry import Grid, resample_to
 from ..io import read_volume
 from ..metrics import score_vertebrae
+from ..perturbation import Perturbation, perturbed_volume
 from ..volume import Volume, VolumeKind
 
-__all__ = ["DEFAULT_REAL_FOLDER", "TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct"]
+__all__ = ["DEFAULT_REAL_FOLDER", "TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS",
+           "perturbed_ct"]
 
 DEFAULT_REAL_FOLDER = Path(__file__).resolve().parents[4] / "shared" / "data" / "real"
 # TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
@@ -87,3 +91,21 @@ def score_real_ct(prediction: np.ndarray, scan: RealCT) -> dict[str, float]:
     return {"dice": float(np.mean([s.dice for s in scored])),
             "named": float(np.mean([s.identified for s in scored])),
             "matched_dice": float(np.mean([s.matched_dice for s in scored]))}
+
+
+# Nine readings of a CT: as it is, leaning 4 degrees each way, 8 % smaller and larger, soft tissue and bone
+# 15 % darker and brighter.
+CT_PERTURBATIONS = (
+    Perturbation("as it is"),
+    Perturbation("leaning back 4 deg", tilt_r_deg=4.0), Perturbation("leaning forward 4 deg", tilt_r_deg=-4.0),
+    Perturbation("leaning left 4 deg", tilt_a_deg=4.0), Perturbation("leaning right 4 deg", tilt_a_deg=-4.0),
+    Perturbation("8 % smaller", scale=0.92), Perturbation("8 % larger", scale=1.08),
+    Perturbation("HU x 0.85", hounsfield_factor=0.85), Perturbation("HU x 1.15", hounsfield_factor=1.15),
+)
+
+
+def perturbed_ct(scan: RealCT, change: Perturbation) -> RealCT:
+    """``scan`` tilted and resized about its centre (its affine changes, its voxels and so its reference labels
+    do not) and its values above 0 HU scaled."""
+    image, _ = perturbed_volume(scan.image, change)
+    return RealCT(f"{scan.name}, {change.name}", image, scan.reference, scan.scored_levels)
