@@ -186,3 +186,28 @@ def test_a_sacrum_found_in_three_pieces_is_read_from_its_head_piece_past_the_low
     assert anatomy[-1].pelvis_run_mm == 0  # the foot-end piece touches no wing
     assert anatomy[-3].pelvis_run_mm >= 24.0  # the head piece, unmistakably joined to the wings
     assert findings.sacrum == len(found) - 1
+
+
+def test_an_l5_holding_the_top_of_s1_is_not_taken_for_the_sacrum():
+    """On the real CT tilted 4 degrees the walk's L5 held part of S1 and so touched the iliac wings over 15 mm (a
+    sacrum's run by the threshold), the S1 piece below over 21 mm: the upper piece with the shorter run is L5."""
+    hounsfield, found, present = pieces_from_labels([*range(21, 25), SACRUM], 1000)
+    l5, sacrum = found[-2], found[-1]
+    s1 = sacrum.probability > 0.5
+    rows = np.flatnonzero(s1.any(axis=(0, 1)))  # k grows towards the head
+    taken = np.zeros_like(s1)
+    taken[:, :, rows[-1] + 1 - round(0.35 * len(rows)):] = True
+    taken &= s1
+    voxels = np.vstack([np.argwhere(l5.probability > 0.5) + l5.corner, np.argwhere(taken) + sacrum.corner])
+    low = voxels.min(axis=0)
+    mask = np.zeros(tuple(voxels.max(axis=0) + 1 - low), dtype=bool)
+    mask[tuple((voxels - low).T)] = True
+    reaching_l5 = FoundVertebra(low, mask.astype(np.float16), len(voxels), 1.0, 0.0, voxels.mean(axis=0))
+    rest = np.argwhere(s1 & ~taken) + sacrum.corner
+    lower_sacrum = FoundVertebra(sacrum.corner, (s1 & ~taken).astype(np.float16), len(rest), 1.0, 0.0, rest.mean(axis=0))
+    findings, anatomy = find_anchors(hounsfield, found[:-2] + [reaching_l5, lower_sacrum], 3.0)
+    assert anatomy[-2].pelvis and not anatomy[-3].pelvis  # L5 alone would pass for the sacrum's head piece
+    assert anatomy[-2].pelvis_run_mm < anatomy[-1].pelvis_run_mm
+    assert findings.sacrum == len(found) - 1
+    naming = name_run(shifted(present, 2.0), anchors=findings.anchors())
+    assert names(naming.levels) == names(present)

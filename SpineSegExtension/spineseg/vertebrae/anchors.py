@@ -297,7 +297,8 @@ def find_anchors(
     """Look for the sacrum, the ribs and the dens around a head-to-foot run of pieces on the working grid.
 
     The sacrum is the head-most of the foot-end pieces (among the last ``SACRUM_PIECES``) joined to the iliac
-    wings, below a piece that is not. Ribs are not judged on the sacrum nor on the piece right above it, whose bone
+    wings, below a piece that is not, unless the piece below it is joined to them over a taller run (then the
+    head-most one is an L5 touching them). Ribs are not judged on the sacrum nor on the piece right above it, whose bone
     may run into the alae and the iliac crest.
 
     Args:
@@ -324,6 +325,12 @@ def find_anchors(
         # fragment of the sacrum that only touches the wings (a run too short for `pelvis`) is looked past.
         if anatomy[index].pelvis_run_mm == 0 and not clear_pelvis:
             break
+    # An L5 that holds a little of S1 (the walk's piece reached into it) or sits deep between the iliac crests
+    # can touch the wings over a run as tall as the sacrum's shortest; the S1 piece below it is joined to them
+    # over a taller run (the sacro-iliac joints). Of two such pieces, the upper one with the shorter run is L5.
+    if sacrum is not None and sacrum + 1 < len(found) and anatomy[sacrum + 1].pelvis \
+            and anatomy[sacrum].pelvis_run_mm < anatomy[sacrum + 1].pelvis_run_mm:
+        sacrum += 1
     pelvic = len(found) if sacrum is None else sacrum - 1
     ribs = [a.ribs if index < pelvic else None for index, a in enumerate(anatomy)]
     return AnchorFindings(ribs, sacrum, _find_dens(found, spacing_mm)), anatomy
