@@ -12,7 +12,7 @@ import numpy as np
 from .geometry import turned_about_centre
 from .volume import Volume
 
-__all__ = ["Perturbation", "perturbed_volume"]
+__all__ = ["Perturbation", "POSE_CHANGES", "perturbed_volume"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class Perturbation:
     scale: float = 1.0
     gamma: float = 1.0
     hounsfield_factor: float = 1.0
+
+
+# The same scan as it is, leaning 4 degrees each way, and 8 % smaller and larger (both modalities add their own
+# intensity changes to these).
+POSE_CHANGES = (
+    Perturbation("as it is"),
+    Perturbation("leaning back 4 deg", tilt_r_deg=4.0), Perturbation("leaning forward 4 deg", tilt_r_deg=-4.0),
+    Perturbation("leaning left 4 deg", tilt_a_deg=4.0), Perturbation("leaning right 4 deg", tilt_a_deg=-4.0),
+    Perturbation("8 % smaller", scale=0.92), Perturbation("8 % larger", scale=1.08),
+)
 
 
 def perturbed_volume(volume: Volume, change: Perturbation) -> tuple[Volume, np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import read_volume
-from ..perturbation import Perturbation, perturbed_volume
+from ..perturbation import POSE_CHANGES, Perturbation, perturbed_volume
 from ..results import DiscRecord
 from ..volume import Volume, VolumeKind
 
@@ -136,13 +136,7 @@ def score_real_scan(scan: RealScan, discs: list[DiscRecord]) -> RealScore:
 
 
 # Nine readings of an MRI: as it is, leaning 4 degrees each way, 8 % smaller and larger, two other contrasts.
-PERTURBATIONS = (
-    Perturbation("as it is"),
-    Perturbation("leaning back 4 deg", tilt_r_deg=4.0), Perturbation("leaning forward 4 deg", tilt_r_deg=-4.0),
-    Perturbation("leaning left 4 deg", tilt_a_deg=4.0), Perturbation("leaning right 4 deg", tilt_a_deg=-4.0),
-    Perturbation("8 % smaller", scale=0.92), Perturbation("8 % larger", scale=1.08),
-    Perturbation("gamma 0.8", gamma=0.8), Perturbation("gamma 1.25", gamma=1.25),
-)
+PERTURBATIONS = (*POSE_CHANGES, Perturbation("gamma 0.8", gamma=0.8), Perturbation("gamma 1.25", gamma=1.25))
 
 
 def perturbed_scan(scan: RealScan, change: Perturbation) -> RealScan:

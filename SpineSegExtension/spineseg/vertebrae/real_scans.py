@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..geometry import Grid, resample_to
 from ..io import read_volume
 from ..metrics import score_vertebrae
-from ..perturbation import Perturbation, perturbed_volume
+from ..perturbation import POSE_CHANGES, Perturbation, perturbed_volume
 from ..volume import Volume, VolumeKind
 
 __all__ = ["DEFAULT_REAL_FOLDER", "TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS",
@@ -95,13 +95,8 @@ def score_real_ct(prediction: np.ndarray, scan: RealCT) -> dict[str, float]:
 
 # Nine readings of a CT: as it is, leaning 4 degrees each way, 8 % smaller and larger, soft tissue and bone
 # 15 % darker and brighter.
-CT_PERTURBATIONS = (
-    Perturbation("as it is"),
-    Perturbation("leaning back 4 deg", tilt_r_deg=4.0), Perturbation("leaning forward 4 deg", tilt_r_deg=-4.0),
-    Perturbation("leaning left 4 deg", tilt_a_deg=4.0), Perturbation("leaning right 4 deg", tilt_a_deg=-4.0),
-    Perturbation("8 % smaller", scale=0.92), Perturbation("8 % larger", scale=1.08),
-    Perturbation("HU x 0.85", hounsfield_factor=0.85), Perturbation("HU x 1.15", hounsfield_factor=1.15),
-)
+CT_PERTURBATIONS = (*POSE_CHANGES, Perturbation("HU x 0.85", hounsfield_factor=0.85),
+                    Perturbation("HU x 1.15", hounsfield_factor=1.15))
 
 
 def perturbed_ct(scan: RealCT, change: Perturbation) -> RealCT:
