@@ -42,9 +42,10 @@ MODELS_FIGURES_URL = "https://github.com/SpineSeg/SlicerSpineSeg#bundled-models"
 MODELS_CAVEAT = (
     "The bundled models are trained only on generated phantoms (the vertebra model with real vertebra shapes and "
     "random appearances): on a real CT they outline the vertebrae only in part (Dice 0.66 by level on our test "
-    "scan) and name them right only where the sacrum or another anchor is in view; on real MRIs the disc model "
-    "finds discs but names many levels off (11 of 18 right on a whole-spine template, none without C2 or the "
-    "sacrum in view)."
+    "scan) and name them right only where the sacrum or another anchor is in view, and not always then (6 of 9 "
+    "slightly tilted, resized or re-contrasted readings of that scan); on real MRIs the disc model finds discs "
+    "but names many levels off (11 of 18 right on a whole-spine template as it lies, none when it is tilted 4 "
+    "degrees; none without C2 or the sacrum in view)."
 )
 
 
