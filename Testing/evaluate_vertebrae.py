@@ -26,7 +26,8 @@ import numpy as np
 from spineseg.metrics import score_vertebrae
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.vertebrae.real_scans import CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, perturbed_ct, read_real_cts, score_real_ct
+from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, perturbed_ct, read_real_cts,
+                                          score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
 from spineseg.vertebrae.pipeline import segment_vertebrae

@@ -55,7 +55,8 @@ def test_a_spine_leaning_to_one_side_is_read_on_a_slab_tilted_with_it(monkeypatc
     def read():
         reading = pipeline.read_discs(leaning.image, model.heatmaps, model.settings.input_size,
                                       model.settings.slab_thickness_mm, model.settings.output_stride)
-        found = [DiscRecord(d.number, tuple(c), d.confidence) for d, c in zip(reading.decoded.discs, reading.centres_ras)]
+        found = [DiscRecord(d.number, tuple(c), d.confidence)
+                 for d, c in zip(reading.decoded.discs, reading.centres_ras)]
         return reading, score_discs(found, leaning.reference)
 
     reading, scores = read()

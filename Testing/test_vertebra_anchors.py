@@ -204,7 +204,8 @@ def test_an_l5_holding_the_top_of_s1_is_not_taken_for_the_sacrum():
     mask[tuple((voxels - low).T)] = True
     reaching_l5 = FoundVertebra(low, mask.astype(np.float16), len(voxels), 1.0, 0.0, voxels.mean(axis=0))
     rest = np.argwhere(s1 & ~taken) + sacrum.corner
-    lower_sacrum = FoundVertebra(sacrum.corner, (s1 & ~taken).astype(np.float16), len(rest), 1.0, 0.0, rest.mean(axis=0))
+    lower_sacrum = FoundVertebra(sacrum.corner, (s1 & ~taken).astype(np.float16), len(rest), 1.0, 0.0,
+                                 rest.mean(axis=0))
     findings, anatomy = find_anchors(hounsfield, found[:-2] + [reaching_l5, lower_sacrum], 3.0)
     assert anatomy[-2].pelvis and not anatomy[-3].pelvis  # L5 alone would pass for the sacrum's head piece
     assert anatomy[-2].pelvis_run_mm < anatomy[-1].pelvis_run_mm

@@ -96,12 +96,11 @@ def spine_plane(centres_ras: np.ndarray, plane_s: float, trusted: np.ndarray | N
     """The plane through the discs' left-right centres: (R at head-foot position ``plane_s``, R per mm of S).
 
     A sagittal plane through their median, unless at least ``TILT_MIN_DISCS`` trusted discs (all by default) lie
-    along a tilted line.
-    Where a sagittal slab only grazes a leaning spine, the discs there are centred far off, so the line is the
-    one through two discs that the most discs lie within ``TILT_OUTLIER_MM`` of (its tilt at most
-    ``TILT_MAX_DEG``), then fitted to those discs by least squares. It is taken when it leaves the sagittal plane
-    by ``RECENTRE_MIN_SHIFT_MM`` or more within their span (a straight spine's scatter of centres does not tilt
-    its slab).
+    along a tilted line. Where a sagittal slab only grazes a leaning spine, the discs there are centred far off,
+    so the line is the one through two discs that the most discs lie within ``TILT_OUTLIER_MM`` of (its tilt at
+    most ``TILT_MAX_DEG``), then fitted to those discs by least squares. It is taken when it leaves the sagittal
+    plane by ``RECENTRE_MIN_SHIFT_MM`` or more within their span (a straight spine's scatter of centres does not
+    tilt its slab).
     """
     centres = np.atleast_2d(np.asarray(centres_ras, dtype=float))
     sagittal = float(np.median(centres[:, 0])), 0.0
@@ -123,7 +122,7 @@ def spine_plane(centres_ras: np.ndarray, plane_s: float, trusted: np.ndarray | N
         residual = np.abs(across - across[first] - slope * (along - along[first]))
         kept = residual <= TILT_OUTLIER_MM
         spread = float(residual[kept].sum())
-        if best_kept is None or kept.sum() > best_kept.sum() or (kept.sum() == best_kept.sum() and spread < best_spread):
+        if best_kept is None or (kept.sum(), -spread) > (best_kept.sum(), -best_spread):
             best_kept, best_spread = kept, spread
     if best_kept is None or best_kept.sum() < TILT_MIN_DISCS:
         return sagittal

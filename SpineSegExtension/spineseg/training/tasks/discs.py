@@ -387,7 +387,8 @@ class DiscTask:
         self.real_scans = list(real_scans)
         # Each real scan as it is, and when asked also tilted, resized and re-contrasted (a few MB each).
         changes = PERTURBATIONS if config.validation.real_perturbed else PERTURBATIONS[:1]
-        self.real_readings = {scan.name: [perturbed_scan(scan, change) for change in changes] for scan in self.real_scans}
+        self.real_readings = {scan.name: [perturbed_scan(scan, change) for change in changes]
+                              for scan in self.real_scans}
         real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans)
                         if self.real_scans else ())
         self.validation_metrics = ("score", "phantom_score", *real_columns, *self.phantom_metrics)
