@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from .volume import Volume, VolumeKind
 
@@ -216,22 +217,14 @@ def inside_footprint(source_shape: tuple[int, ...], mapping: np.ndarray, shape: 
     return inside
 
 
-def _rotation(axis: int, degrees: float) -> np.ndarray:
-    """3 x 3 rotation about RAS axis ``axis`` (right-handed)."""
-    angle = np.radians(degrees)
-    first, second = [a for a in range(3) if a != axis]
-    matrix = np.eye(3)
-    matrix[first, first] = matrix[second, second] = np.cos(angle)
-    matrix[first, second], matrix[second, first] = -np.sin(angle), np.sin(angle)
-    return matrix
-
-
 def turned_about_centre(volume: Volume, tilt_r_deg: float = 0.0, tilt_a_deg: float = 0.0,
                         scale: float = 1.0) -> np.ndarray:
-    """The 4 x 4 RAS-to-RAS map that tilts ``volume`` about its centre (about the R axis: leaning forward or
-    back; about the A axis: leaning to one side) and resizes it by ``scale``. ``map @ volume.affine`` is the
-    affine of the same voxels lying so; points in the anatomy move by the same map."""
-    linear = scale * _rotation(0, tilt_r_deg) @ _rotation(1, tilt_a_deg)
+    """The 4 x 4 RAS-to-RAS map that tilts ``volume`` about its centre and resizes it by ``scale``: about the R
+    axis by ``tilt_r_deg`` (positive: the head goes back), then about the A axis by ``tilt_a_deg`` (positive: the
+    head goes to the patient's left). ``map @ volume.affine`` is the affine of the same voxels lying so; points
+    in the anatomy move by the same map."""
+    # Extrinsic: the tilt to one side first, then the lean back (right-handed rotations; R points right).
+    linear = scale * Rotation.from_euler("yx", [-tilt_a_deg, tilt_r_deg], degrees=True).as_matrix()
     centre = volume.ijk_to_ras((np.array(volume.shape) - 1) / 2)[0]
     moved = np.eye(4)
     moved[:3, :3] = linear

@@ -17,8 +17,8 @@ __all__ = ["Perturbation", "POSE_CHANGES", "perturbed_volume"]
 
 @dataclass(frozen=True)
 class Perturbation:
-    """A tilt about the R axis (leaning forward or back, degrees), a tilt about the A axis (leaning to one side,
-    degrees), a size factor about the scan's centre, a gamma on MRI intensities (between their 0.5th and 99.5th
+    """A tilt about the R axis (degrees, positive: leaning back), a tilt about the A axis (degrees, positive:
+    leaning to the patient's left; see :func:`~spineseg.geometry.turned_about_centre`), a size factor about the scan's centre, a gamma on MRI intensities (between their 0.5th and 99.5th
     percentiles) and a factor on CT values above 0 HU (soft tissue and bone brighter or darker, as between
     tube voltages and reconstruction kernels)."""
 

@@ -385,10 +385,9 @@ class DiscTask:
         if not train_samples:
             raise InputError("the disc task needs at least one training image")
         self.real_scans = list(real_scans)
-        # Each real scan as it is, and when asked also tilted, resized and re-contrasted (a few MB each).
-        changes = PERTURBATIONS if config.validation.real_perturbed else PERTURBATIONS[:1]
-        self.real_readings = {scan.name: [perturbed_scan(scan, change) for change in changes]
-                              for scan in self.real_scans}
+        # Each real scan as it is, or when asked its nine readings (tilted, resized, re-contrasted; a few MB each).
+        self.real_readings = {scan.name: [perturbed_scan(scan, change) for change in PERTURBATIONS]
+                              if config.validation.real_perturbed else [scan] for scan in self.real_scans}
         real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans)
                         if self.real_scans else ())
         self.validation_metrics = ("score", "phantom_score", *real_columns, *self.phantom_metrics)
