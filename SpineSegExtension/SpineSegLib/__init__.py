@@ -5,10 +5,12 @@ reaches for ``slicer.mrmlScene``, so the glue runs in real Slicer and, for
 tests and batch jobs, on the PyPI wheel ``slicer-core``. Nothing here imports
 ``qt`` or ``ctk``. Importing this package imports nothing: ``process`` and
 ``dependencies`` work without ``slicer`` at all; ``volumes``, ``segmentations``,
-``markups``, ``scene`` and ``terminology`` import ``slicer`` MRML classes; ``batch`` is the
+``markups``, ``scene``, ``terminology`` and ``logic`` (the module's logic without the GUI) import ``slicer`` MRML
+classes; ``batch`` is the
 windowless batch program (run as a file, see its docstring).
 """
 
 from __future__ import annotations
 
-__all__ = ["volumes", "segmentations", "markups", "scene", "process", "dependencies", "storage", "terminology", "batch"]
+__all__ = ["volumes", "segmentations", "markups", "scene", "process", "dependencies", "storage", "terminology", "batch",
+           "logic"]
