@@ -36,16 +36,13 @@ from spineseg.choices import DeviceChoice, Task  # noqa: E402
 
 APPLY_TEXT = {Task.VERTEBRAE: "Segment vertebrae", Task.DISCS: "Label discs"}
 
-# What the bundled models can and cannot do, until a model works on real scans (README: Bundled models).
+# Where the bundled models' measured figures are (README: Bundled models); the caveats come from the model cards.
 MODELS_FIGURES_URL = "https://github.com/SpineSeg/SlicerSpineSeg#bundled-models"
-MODELS_CAVEAT = (
-    "The bundled models are trained only on generated phantoms (the vertebra model with real vertebra shapes and "
-    "random appearances): on a real CT they outline the vertebrae only in part (Dice 0.66 by level on our test "
-    "scan) and name them right only where the sacrum or another anchor is in view, and not always then (6 of 9 "
-    "slightly tilted, resized or re-contrasted readings of that scan); on real MRIs the disc model finds discs "
-    "but names many levels off (11 of 18 right on a whole-spine template as it lies, none when it is tilted 4 "
-    "degrees; none without C2 or the sacrum in view)."
-)
+
+
+def defaultModelCaveats() -> str:
+    """The caveat of each task's default model, read from its card, for the help text."""
+    return " ".join(f"{task.label()}: {logic.TaskLogic.modelCaveat('', task)}" for task in Task)
 
 
 class SpineSeg(ScriptedLoadableModule):
@@ -68,7 +65,7 @@ discs as a locked point list with one labelled point per disc (C2/C3 ... L5/S1).
 </ol>
 On first use SpineSeg asks to install PyTorch (through the PyTorch extension) and a few small Python packages.
 The same work runs without a window: see <code>SpineSegLib/batch.py</code>.
-<p><b>Check every result.</b> {MODELS_CAVEAT} See the measured figures in the
+<p><b>Check every result.</b> {defaultModelCaveats()} See the measured figures in the
 <a href="{MODELS_FIGURES_URL}">README</a>.</p>
 """
         self.parent.acknowledgementText = """
@@ -106,6 +103,7 @@ class SpineSegParameterNode:
     smoothingFactor: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     minimumConfidence: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
     keepTemporaryFiles: bool = False
+    forceModality: bool = False
     outputSegmentation: vtkMRMLSegmentationNode
     outputMarkups: vtkMRMLMarkupsFiducialNode
 
@@ -136,6 +134,13 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.applyButton.clicked.connect(self.onApplyButton)
+        self.ui.modelComboBox.activated.connect(self.onModelChosen)
+        self.ui.modelBrowseButton.clicked.connect(self.onBrowseModel)
+        self.ui.dicomFolderButton.clicked.connect(self.onChooseDicomFolder)
+        self.ui.dicomLoadButton.clicked.connect(self.onLoadDicomSeries)
+        self.ui.dicomLoadButton.enabled = False
+        self._modelListTask = None
+        self._dicomFolder = ""
         self.ui.progressBar.setVisible(False)
         self.initializeParameterNode()
 
@@ -186,6 +191,12 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None:
             return
         task = node.task
+        if self._modelListTask is not task:  # the list shows the task's bundled models, the default first
+            self._modelListTask = task
+            self.ui.modelComboBox.clear()
+            for choice in self.logic.modelChoices(task):
+                self.ui.modelComboBox.addItem(choice.text, choice.name)
+        self.ui.modelCaveatLabel.text = self.logic.modelCaveat(node.model, task)
         self.ui.outputSegmentationSelector.enabled = task is Task.VERTEBRAE
         self.ui.outputMarkupsSelector.enabled = task is Task.DISCS
         self.ui.minimumConfidenceSlider.enabled = task is Task.DISCS
@@ -209,8 +220,10 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not dependencies.install_missing(slicer.util.confirmOkCancelDisplay):
                 self.ui.statusLabel.text = "Cancelled: the required Python packages are not installed."
                 return
-            self._job = self.logic.startTask(node.inputVolume, node.task, node.device, node.model)
+            self._job = self.logic.startTask(node.inputVolume, node.task, node.device, node.model, node.forceModality)
             logging.info("SpineSeg: running %s", " ".join(self._job.process.command))
+            self.ui.logTextEdit.clear()
+            self.ui.resultsLabel.text = ""
             self.ui.progressBar.value = 0
             self.ui.progressBar.setVisible(True)
             self.ui.statusLabel.text = "Starting..."
@@ -226,8 +239,11 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for event in job.process.poll():
             if event.kind is process.EventKind.PROGRESS:
                 self.ui.progressBar.value = int(round(100 * (event.fraction or 0.0)))
+                if event.message != self.ui.statusLabel.text:
+                    self.ui.logTextEdit.appendPlainText(event.message)
                 self.ui.statusLabel.text = event.message
             elif event.kind in (process.EventKind.LOG, process.EventKind.ERROR_LOG):
+                self.ui.logTextEdit.appendPlainText(event.message)  # warnings arrive here, one per line
                 logging.info("SpineSeg: %s", event.message)
         if not job.process.finished:
             return
@@ -265,17 +281,44 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if job.task is Task.VERTEBRAE:
                 node.outputSegmentation = output
                 slicer.util.setSliceViewerLayers(background=job.input_node)
-                found = f"{output.GetSegmentation().GetNumberOfSegments()} vertebrae"
-                naming = handoff.naming_of(job)
-                found += f", {naming.summary()}" if naming is not None else ""
             else:
                 node.outputMarkups = output
-                found = f"{output.GetNumberOfControlPoints()} discs, {handoff.disc_naming_of(job)}"
-            caveat = "" if node.model else " Phantom-trained demo model: check every result (see Help)."
-            warnings = handoff.warnings_of(job)
-            warning = f" Warning: {' '.join(warnings)}" if warnings else ""
-            self.ui.statusLabel.text = f"Done in {job.seconds:.0f} s: {found}.{warning}{caveat}"
-            self.ui.statusLabel.toolTip = "" if node.model else MODELS_CAVEAT
+            summary = self.logic.runSummary(job)
+            self.ui.statusLabel.text = self.logic.statusText(summary, job.seconds)
+            self.ui.resultsLabel.text = f"{summary.headline()} ({job.seconds:.0f} s)"
+            for line in summary.lines():
+                self.ui.logTextEdit.appendPlainText(line)
+
+    def onModelChosen(self, index: int) -> None:
+        """A bundled model picked from the list becomes the model that runs."""
+        self._parameterNode.model = self.ui.modelComboBox.itemData(index)
+
+    def onBrowseModel(self) -> None:
+        """Pick a model file of one's own (from spineseg train)."""
+        path = qt.QFileDialog.getOpenFileName(self.parent, "SpineSeg model", "",
+                                              "SpineSeg models (*.json *.safetensors)")
+        if path:
+            self._parameterNode.model = path
+
+    def onChooseDicomFolder(self) -> None:
+        """List the series of a DICOM folder, so that one of several can be loaded as the input."""
+        from spineseg.io import list_dicom_series
+
+        folder = qt.QFileDialog.getExistingDirectory(self.parent, "DICOM folder")
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay("SpineSeg could not read the DICOM folder.", waitCursor=True):
+            self._dicomFolder = folder
+            self.ui.dicomSeriesComboBox.clear()
+            for series in list_dicom_series(folder):
+                self.ui.dicomSeriesComboBox.addItem(str(series), series.uid)
+        self.ui.dicomLoadButton.enabled = self.ui.dicomSeriesComboBox.count > 0
+
+    def onLoadDicomSeries(self) -> None:
+        """Load the chosen series and make it the input volume."""
+        uid = self.ui.dicomSeriesComboBox.currentData
+        with slicer.util.tryWithErrorDisplay("SpineSeg could not load the series.", waitCursor=True):
+            self._parameterNode.inputVolume = self.logic.loadDicomSeries(self._dicomFolder, uid)
 
 
 class SpineSegLogic(ScriptedLoadableModuleLogic, logic.TaskLogic):

@@ -11,6 +11,7 @@ bundled models, as in the module's self-test.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpineSegExtension"
 
 from spineseg.choices import Task  # noqa: E402
 from spineseg.labels import disc_name, vertebra_segment_name, vertebra_terminology  # noqa: E402
+from spineseg.model_store import DEFAULT_MODELS, find_model, list_models, read_card  # noqa: E402
+
+from conftest import require_real_data  # noqa: E402
 
 
 @pytest.fixture
@@ -35,7 +39,7 @@ def context():
 
 def run_as_the_panel(context, volume, task: Task, **import_options):
     """Start, wait, import: what the panel's Apply button and timer do. Returns (output node, input node,
-    the job's JSON record, the label map the job wrote or None)."""
+    the job's JSON record, the label map the job wrote or None, the status line the panel shows)."""
     from SpineSegLib.logic import TaskLogic
     from SpineSegLib.volumes import node_from_volume
     from spineseg.io import read_volume
@@ -47,12 +51,13 @@ def run_as_the_panel(context, volume, task: Task, **import_options):
     try:
         logic.waitForJob(job, timeout=600)
         output = logic.importResults(job, **import_options)
+        status = logic.statusText(logic.runSummary(job), job.seconds)
         record = json.loads((job.output_folder / f"{task.value}.json").read_text())
         labels = read_volume(job.output_folder / "vertebrae.nii.gz", VolumeKind.LABEL) if task is Task.VERTEBRAE else None
     finally:
         job.remove_files()
     assert not job.folder.exists()
-    return output, input_node, record, labels
+    return output, input_node, record, labels, status
 
 
 def test_vertebrae_run_in_the_background_become_named_coded_segments_on_the_input_grid(context):
@@ -62,7 +67,11 @@ def test_vertebrae_run_in_the_background_become_named_coded_segments_on_the_inpu
     from spineseg.phantoms.ct import make_ct_phantom
 
     phantom = make_ct_phantom(levels=[17, 18, 19, 20, 21, 22], spacing=(1.5, 1.5, 1.5), seed=1000)
-    output, input_node, record, labels = run_as_the_panel(context, phantom.image, Task.VERTEBRAE, show3D=False)
+    output, input_node, record, labels, status = run_as_the_panel(context, phantom.image, Task.VERTEBRAE,
+                                                                  show3D=False)
+    caveat = read_card(find_model("vertebrae-ct-synth-v7", "vertebrae")).caveat
+    assert re.fullmatch(r"Done in \d+ s: 6 vertebrae \(T10-L3\), named by the last rib \(on T12\)\. "
+                        r"Check every result: " + re.escape(caveat), status), status
 
     segmentation = output.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
@@ -88,7 +97,9 @@ def test_discs_run_in_the_background_become_the_points_the_job_wrote(context):
     from spineseg.phantoms.mri import make_mri_phantom
 
     phantom = make_mri_phantom(contrast="T2", seed=1000)
-    output, _, record, _ = run_as_the_panel(context, phantom.image, Task.DISCS)
+    output, _, record, _, status = run_as_the_panel(context, phantom.image, Task.DISCS)
+    assert "8 discs (T10/T11-L5/S1), names counted from sacrum." in status
+    assert status.endswith(read_card(find_model(None, "discs")).caveat)
 
     labels = [output.GetNthControlPointLabel(i) for i in range(output.GetNumberOfControlPoints())]
     assert labels == [disc_name(number) for number in sorted(phantom.disc_points)]
@@ -98,3 +109,32 @@ def test_discs_run_in_the_background_become_the_points_the_job_wrote(context):
     truth = np.array([phantom.disc_points[number] for number in sorted(phantom.disc_points)])
     assert np.max(np.abs(arrayFromMarkupsControlPoints(output)[:, 2] - truth[:, 2])) < 8.0  # head to foot, mm
     assert output.GetLocked()
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_the_model_list_shows_every_bundled_model_with_its_card_summary_and_the_caveat_whatever_is_chosen(task):
+    from SpineSegLib.logic import TaskLogic
+
+    choices = TaskLogic.modelChoices(task)
+    assert [choice.name for choice in choices][0] == DEFAULT_MODELS[task]
+    assert sorted(choice.name for choice in choices) == sorted(entry.name for entry in list_models(task))
+    for choice in choices:
+        card = read_card(find_model(choice.name, task))
+        assert choice.summary == card.summary and choice.summary in choice.text
+        assert TaskLogic.modelCaveat(choice.name, task) == f"Check every result: {card.caveat}"
+    # the default, left empty or typed out, keeps its caveat (it used to vanish once the field named a model)
+    assert TaskLogic.modelCaveat("", task) == TaskLogic.modelCaveat(DEFAULT_MODELS[task], task) != ""
+
+
+def test_a_series_of_a_dicom_folder_loads_as_the_input_volume(context):
+    from SpineSegLib.logic import TaskLogic
+    from SpineSegLib.volumes import volume_from_node
+    from spineseg.io import list_dicom_series, read_volume
+
+    folder = require_real_data("ct_totalseg_example", "dicom")
+    series = list_dicom_series(folder)
+    node = TaskLogic(context).loadDicomSeries(folder, series[0].uid)
+    expected = read_volume(folder, series=series[0].uid)
+    loaded = volume_from_node(node)
+    assert np.array_equal(loaded.array, expected.array)
+    np.testing.assert_allclose(loaded.affine, expected.affine, atol=1e-4)

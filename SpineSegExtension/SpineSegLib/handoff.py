@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from spineseg.choices import DeviceChoice, Task
-from spineseg.results import DiscsResult, NamingRecord, VertebraeResult
+from spineseg.results import DiscsResult, VertebraeResult
 
 from . import process, storage
 
-__all__ = ["SlicerJob", "start_job", "input_name_of", "load_results", "warnings_of", "naming_of"]
+__all__ = ["SlicerJob", "start_job", "input_name_of", "load_results"]
 
 
 @dataclass
@@ -101,20 +101,3 @@ def load_results(job: SlicerJob) -> VertebraeResult | DiscsResult:
     if job.task is Task.VERTEBRAE:
         return storage.load_vertebrae_outputs(job.output_folder)
     return storage.load_discs_outputs(job.output_folder)
-
-
-def disc_naming_of(job: SlicerJob) -> str:
-    """The status-line phrase on how a finished disc job named the levels ("" for other tasks)."""
-    if job.task is not Task.DISCS:
-        return ""
-    return storage.read_disc_naming(job.output_folder).summary
-
-
-def warnings_of(job: SlicerJob) -> list[str]:
-    """The warnings about the input that a finished job wrote (strong anisotropy, a forced modality)."""
-    return storage.read_warnings(job.output_folder, job.task.value)
-
-
-def naming_of(job: SlicerJob) -> NamingRecord | None:
-    """How a finished vertebra job named the run (which anchor, or unanchored); None for other tasks."""
-    return storage.read_naming(job.output_folder) if job.task is Task.VERTEBRAE else None

@@ -7,18 +7,35 @@ argument, so tests drive exactly what the panel drives on slicer-core.
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spineseg.choices import DeviceChoice, Task
+from spineseg.model_store import DEFAULT_MODELS, list_models, read_card
+from spineseg.summary import RunSummary, model_caveat
 
-from . import handoff, markups, process, scene, segmentations
+from . import handoff, markups, process, scene, segmentations, volumes
 
-__all__ = ["CORE_PARENT", "TaskLogic"]
+__all__ = ["CORE_PARENT", "TaskLogic", "ModelChoice"]
 
 # The folder holding the ``spineseg`` package (SpineSegLib's parent), put first on the child's path.
 CORE_PARENT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A bundled model as the panel's model list shows it."""
+
+    name: str
+    summary: str
+    default: bool
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}{' (default)' if self.default else ''}: {self.summary}"
 
 
 class TaskLogic:
@@ -83,3 +100,46 @@ class TaskLogic:
             time.sleep(0.05)
         if job.process.state is not process.ProcessState.SUCCEEDED:
             raise RuntimeError(f"SpineSeg {job.task} failed: {job.process.error_message}")
+
+    @staticmethod
+    def modelChoices(task: Task | str) -> list[ModelChoice]:
+        """The bundled models of a task, the default first, each with its card's one-line summary."""
+        task = Task(task)
+        choices = []
+        for entry in list_models(task):
+            card = read_card(entry)
+            choices.append(ModelChoice(entry.name, card.summary if card else "", entry.name == DEFAULT_MODELS[task]))
+        return sorted(choices, key=lambda choice: not choice.default)
+
+    @staticmethod
+    def modelCaveat(model: str, task: Task | str) -> str:
+        """What the chosen model's card says about trusting it ("" for a model without a card); an empty
+        ``model`` is the task's bundled default."""
+        caveat = model_caveat(model or None, task)
+        return f"Check every result: {caveat}" if caveat else ""
+
+    @staticmethod
+    def runSummary(job: handoff.SlicerJob) -> RunSummary:
+        """What a finished job found, read from the files it wrote."""
+        return RunSummary.from_folder(job.task, job.output_folder)
+
+    @staticmethod
+    def statusText(summary: RunSummary, seconds: float) -> str:
+        """The status line after a run: time, what was found, how it was named, warnings, the model's caveat."""
+        warnings = f" Warning: {' '.join(summary.warnings)}" if summary.warnings else ""
+        caveat = f" Check every result: {summary.caveat}" if summary.caveat else ""
+        return f"Done in {seconds:.0f} s: {summary.headline()}.{warnings}{caveat}"
+
+    def loadDicomSeries(self, folder: str | os.PathLike, seriesUid: str) -> Any:
+        """Read one series of a DICOM folder into a new volume node named after the series (for a folder that
+        holds several, which ``spineseg`` refuses to choose between).
+
+        Raises:
+            spineseg.errors.InputError: the series is not in the folder or cannot be read.
+        """
+        from spineseg.io import list_dicom_series, read_volume
+
+        series = {item.uid: item for item in list_dicom_series(folder)}
+        volume = read_volume(folder, series=seriesUid)
+        name = (series[seriesUid].description if seriesUid in series else "") or Path(folder).name
+        return volumes.node_from_volume(self.sceneContext().scene, volume, name)

@@ -13,15 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from . import __version__
 from .choices import DeviceChoice, Task
 from .errors import (EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, CancelledError, InputError,
                      ModelError, SpineSegError)
 from .exits import NOTHING_WRITTEN
 from .io import read_volume
-from .progress import ProgressCallback, done_line, progress_line
+from .progress import ProgressCallback, TextProgress, done_line, progress_line
 from .training.command import add_arguments as add_training_arguments
 from .volume import VolumeKind
 
@@ -32,31 +30,45 @@ logger = logging.getLogger("spineseg")
 
 
 class _ProgressReporter:
-    """A progress callback printing a tqdm bar (text) or the JSON-lines protocol (for Slicer)."""
+    """A progress callback printing for a person (:class:`TextProgress` on stderr) or the JSON-lines protocol
+    (for Slicer)."""
 
     def __init__(self, fmt: str) -> None:
         self.fmt = fmt
-        self.bar: tqdm | None = None  # created at the first report, so early errors print alone
+        self.text = TextProgress(sys.stderr) if fmt == "text" else None
 
     def __call__(self, fraction: float, message: str) -> None:
-        if self.fmt == "text":
-            if self.bar is None:
-                self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, leave=False)
-            self.bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
-            self.bar.set_description(message[:40])
-            self.bar.refresh()
+        if self.text is not None:
+            self.text(fraction, message)
         else:
             print(progress_line(fraction, message), flush=True)
 
+    def line(self, text: str) -> None:
+        """A line of its own on stderr (a warning, the summary), never glued to the progress display."""
+        if self.text is not None:
+            self.text.line(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        if self.text is not None:
+            self.text.close()
 
     def finish(self, outputs: dict[str, str]) -> None:
         self.close()
         if self.fmt == "json":
             print(done_line(outputs), flush=True)
+
+
+class _LineHandler(logging.Handler):
+    """Log records (warnings of the input checks and the pipelines) as lines of their own through the reporter."""
+
+    def __init__(self, reporter: _ProgressReporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reporter.line(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
 def _run_task(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
@@ -159,9 +171,18 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``spineseg`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     reporter = _ProgressReporter(args.progress_format)
+    handler = _LineHandler(reporter)  # spineseg's log lines, warnings among them, on lines of their own
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return _run(args, reporter)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace, reporter: _ProgressReporter) -> int:
+    """Run the chosen subcommand; map its errors to one line on stderr and an exit code."""
     try:
         # From here on a stop unwinds (so that the command cleans up) instead of the console script's
         # immediate exit during start-up (spineseg.entry).
@@ -192,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     reporter.finish(outputs)
     if args.progress_format == "text":
+        if args.command in {task.value for task in Task}:
+            from .summary import RunSummary
+
+            for line in RunSummary.from_folder(args.command, args.output).lines():
+                reporter.line(line)
         for path in outputs.values():
             print(path)
     return EXIT_OK

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +33,11 @@ if TYPE_CHECKING:  # torch loads with the first model, not with this module
 __all__ = [
     "BUNDLED_MODELS_DIR",
     "DEFAULT_MODELS",
+    "ModelCard",
     "ModelEntry",
     "find_model",
+    "list_models",
+    "read_card",
     "load_model",
     "load_state_dict",
     "save_model",
@@ -200,3 +205,64 @@ def save_model(state_dict: "dict[str, torch.Tensor]", manifest: dict, directory:
     temporary.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(temporary, manifest_path)
     return ModelEntry(manifest, weights_path, manifest_path)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model's card (``NAME.md`` beside its manifest) tells a user before they trust a result.
+
+    Attributes:
+        summary: one line on what the model is (the card title's parenthesis, or its first phrase).
+        caveat: the card's bold **Status** paragraph (or its first known limit): how far to trust it.
+        path: the card file.
+    """
+
+    summary: str
+    caveat: str
+    path: Path
+
+
+def _plain(text: str) -> str:
+    """Markdown emphasis and line breaks removed, spaces collapsed."""
+    return " ".join(text.replace("**", "").replace("`", "").split())
+
+
+def read_card(entry: ModelEntry) -> ModelCard | None:
+    """The card beside a model's manifest, or None when the model has none (a user's own model)."""
+    path = entry.manifest_path.with_suffix(".md")
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    title = paragraphs[0].lstrip("#").strip() if paragraphs else entry.name
+    in_title = re.search(r"\((.*)\)\s*$", title)
+    body = [p for p in paragraphs[1:] if not p.startswith("#")]
+    summary = _plain(in_title.group(1)) if in_title else _plain(body[0]).split(":")[0] if body else entry.name
+    status = re.search(r"\*\*Status:\s*(.*?)\*\*", text, re.S)
+    if status:
+        caveat = _plain(status.group(1))
+    else:  # no status paragraph: the first of the card's known limits
+        limits = re.search(r"^#+ (?:Known limits|Where it fails).*?\n\s*\n(.*?)(?:\n\s*\n|\Z)", text, re.S | re.M)
+        first = re.split(r"\n\s*[*-] ", "\n" + limits.group(1))[1] if limits else ""
+        caveat = _plain(first) if first else f"no status given: read {path.name}"
+    return ModelCard(summary, caveat, path)
+
+
+def list_models(task: Task | str | None = None, folders: "list[str | os.PathLike]" = ()) -> list[ModelEntry]:
+    """The models SpineSeg can load: the bundled ones, then those in ``folders`` (searched recursively, e.g. a
+    training run's folder), each with a manifest naming a task and its weights' sha256; sorted by task and name."""
+    found: list[ModelEntry] = []
+    for folder, pattern in [(BUNDLED_MODELS_DIR, "*.json"), *((Path(f), "**/*.json") for f in folders)]:
+        for path in sorted(Path(folder).glob(pattern)):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if not isinstance(manifest, dict) or manifest.get("task") not in {t.value for t in Task}:
+                continue
+            if "sha256" not in manifest or (task is not None and manifest["task"] != Task(task).value):
+                continue
+            entry = find_model(path, manifest["task"])
+            if entry.weights_path.is_file():
+                found.append(entry)
+    return sorted(found, key=lambda e: (e.task, e.manifest_path.parent != BUNDLED_MODELS_DIR, e.name))

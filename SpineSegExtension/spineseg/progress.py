@@ -13,15 +13,17 @@ writer and the parser of that protocol live here.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TextIO
 
 from .errors import CancelledError
 
 __all__ = [
     "ProgressCallback", "no_progress", "CancelToken", "scaled", "with_cancel",
-    "ProtocolRecord", "progress_line", "done_line", "parse_protocol_line",
+    "ProtocolRecord", "progress_line", "done_line", "parse_protocol_line", "TextProgress",
 ]
 
 
@@ -113,3 +115,62 @@ def parse_protocol_line(line: str) -> ProtocolRecord | None:
             return None
         return ProtocolRecord(False, fraction, str(data.get("message", "")))
     return None
+
+
+class TextProgress:
+    """Progress for a person: one status line redrawn in place in a terminal, plain timestamped lines elsewhere.
+
+    In a terminal the line shows a bar, the percentage, the seconds since the start and the step's own words
+    ("searching (6 vertebrae so far)"); it is cleared at the end. Written to a file or a pipe, each new step
+    is one line ``HH:MM:SS  42 %  message`` (a repeated message is not written again) and there are no
+    carriage returns. :meth:`line` prints a message of its own (a warning, the closing summary) on its own
+    line in both cases.
+
+    Args:
+        stream: where to write (stderr for the command line).
+        terminal: whether ``stream`` is a terminal; default: ``stream.isatty()``.
+    """
+
+    BAR_WIDTH = 20
+
+    def __init__(self, stream: TextIO, terminal: bool | None = None) -> None:
+        self.stream = stream
+        self.terminal = stream.isatty() if terminal is None else terminal
+        self.started = time.monotonic()
+        self._status = ""
+        self._last_message: str | None = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        if self.terminal:
+            filled = int(round(self.BAR_WIDTH * fraction))
+            seconds = time.monotonic() - self.started
+            status = f"[{'#' * filled}{'.' * (self.BAR_WIDTH - filled)}] {100 * fraction:3.0f} % {seconds:4.0f} s  {message}"
+            self._draw(status[: shutil.get_terminal_size().columns - 1])  # a wrapped line cannot be redrawn
+        elif message != self._last_message:
+            self._write(f"{time.strftime('%H:%M:%S')} {100 * fraction:3.0f} %  {message}\n")
+        self._last_message = message
+
+    def line(self, text: str) -> None:
+        """Print ``text`` on a line of its own (timestamped outside a terminal); the status line comes back."""
+        if self.terminal:
+            status = self._status
+            self._draw("")
+            self._write(text + "\n")
+            self._draw(status)
+        else:
+            self._write(f"{time.strftime('%H:%M:%S')} {text}\n")
+
+    def close(self) -> None:
+        """Clear the status line (terminal)."""
+        if self.terminal:
+            self._draw("")
+
+    def _draw(self, status: str) -> None:
+        width = max(len(self._status), len(status))
+        self._write("\r" + status.ljust(width) + ("\r" if not status else ""))
+        self._status = status
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
