@@ -222,7 +222,7 @@ def test_module_entry_point_trains_without_the_cli(tmp_path, capsys):
                  *[f"--set={item}" for item in ["threads=1", "iterations=2", "log_interval=1", "checkpoint_interval=1",
                                                 "validation.interval=1", *TINY["vertebrae"]]]]
     assert command.main(arguments) == 0
-    assert str(run / "model" / "vertebrae-model.safetensors") in capsys.readouterr().out
+    assert str(run / "model" / "run.safetensors") in capsys.readouterr().out  # the export is named after the run
     missing = tmp_path / "missing"
     process = subprocess.run([sys.executable, "-m", "spineseg.training", "vertebrae", "--out", str(missing), "--resume"],
                              capture_output=True, text=True, timeout=120)

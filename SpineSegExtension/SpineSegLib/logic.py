@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spineseg.choices import DeviceChoice, Task
-from spineseg.model_store import DEFAULT_MODELS, list_models, read_card
+from spineseg.model_store import DEFAULT_MODELS, list_models, model_summary
 from spineseg.summary import RunSummary, model_caveat
 
 from . import handoff, markups, process, scene, segmentations, volumes
@@ -107,8 +107,7 @@ class TaskLogic:
         task = Task(task)
         choices = []
         for entry in list_models(task):
-            card = read_card(entry)
-            choices.append(ModelChoice(entry.name, card.summary if card else "", entry.name == DEFAULT_MODELS[task]))
+            choices.append(ModelChoice(entry.name, model_summary(entry), entry.name == DEFAULT_MODELS[task]))
         return sorted(choices, key=lambda choice: not choice.default)
 
     @staticmethod

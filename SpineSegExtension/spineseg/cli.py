@@ -100,6 +100,24 @@ def _run_demo(args: argparse.Namespace, progress: ProgressCallback) -> dict[str,
     return {name: str(path) for name, path in outputs.items()}
 
 
+def _run_models(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
+    """Print every model SpineSeg can load (bundled, then those under the given folders) with its summary."""
+    from .model_store import BUNDLED_MODELS_DIR, DEFAULT_MODELS, list_models, model_summary, read_card
+
+    for folder in args.folders:
+        if not folder.is_dir():
+            raise InputError(f"{folder} is not a folder; give folders that hold models (e.g. a training run's --out)")
+    for entry in list_models(None, args.folders):
+        bundled = entry.manifest_path.parent == BUNDLED_MODELS_DIR
+        default = " (default)" if bundled and DEFAULT_MODELS.get(Task(entry.task)) == entry.name else ""
+        reference = entry.name if bundled else str(entry.manifest_path)
+        print(f"{entry.task:9} {reference}{default}: {model_summary(entry)}")
+        card = read_card(entry)
+        if card is not None:
+            print(f"{'':9}   caveat: {card.caveat}")
+    return {}
+
+
 def _run_train(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
     from .training.command import run_training
 
@@ -155,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=DeviceChoice.AUTO.value, choices=devices)
     demo.add_argument("--overwrite", action="store_true")
     demo.set_defaults(runner=_run_demo, progress_format="text")
+
+    models = commands.add_parser("models", help="list the models SpineSeg can load, each with its card's summary",
+                                 description="List the bundled models and those in FOLDERs (e.g. a training run), "
+                                             "with what each card says; pass a name or the listed path to --model.")
+    models.add_argument("folders", type=Path, nargs="*", metavar="FOLDER", help="folders to search for models")
+    models.set_defaults(runner=_run_models, progress_format="text")
 
     train = commands.add_parser("train", help="train the vertebra or disc network on a data set (README: Training)",
                                 description="Train the vertebra or disc network; resumable, validated, exported "

@@ -37,6 +37,7 @@ __all__ = [
     "ModelEntry",
     "find_model",
     "list_models",
+    "model_summary",
     "read_card",
     "load_model",
     "load_state_dict",
@@ -266,3 +267,17 @@ def list_models(task: Task | str | None = None, folders: "list[str | os.PathLike
             if entry.weights_path.is_file():
                 found.append(entry)
     return sorted(found, key=lambda e: (e.task, e.manifest_path.parent != BUNDLED_MODELS_DIR, e.name))
+
+
+def model_summary(entry: ModelEntry) -> str:
+    """One line on a model: its card's summary, or for a model of one's own (no card) what its manifest says it
+    was trained on and from."""
+    card = read_card(entry)
+    if card is not None:
+        return card.summary
+    training = entry.manifest.get("training") or {}
+    start = (training.get("initial_weights") or {}).get("model")
+    steps = training.get("iterations")
+    parts = [f"{steps} iterations" if steps else "", f"from {start}" if start else "",
+             f"on {training['data']}" if training.get("data") else ""]
+    return "trained with spineseg train: " + ", ".join(part for part in parts if part) if any(parts) else "no card"

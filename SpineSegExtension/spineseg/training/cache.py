@@ -61,24 +61,31 @@ def case_key(files: Iterable[Path], settings: dict) -> str:
 
 
 def cached_vertebra_case(
-    image_path: Path, labels_path: Path, spacing_mm: float, folder: Path | None = None
+    image_path: Path, labels_path: Path, spacing_mm: float, folder: Path | None = None, label_mapping: str = ""
 ) -> "TrainingCase | None":
     """:func:`~spineseg.training.tasks.vertebrae.case_from_files`, prepared once and then read from the cache.
+
+    ``label_mapping`` (``data.label_mapping``) renumbers the labels first; the numbers it maps are part of the key.
 
     Returns the :class:`~spineseg.vertebrae.sampler.TrainingCase`, or None for a case that is skipped (L6 or
     T13); the skip is cached too. Errors (unreadable files, bad labels) are raised and not cached.
     """
     from ..vertebrae.sampler import TrainingCase
+    from .label_mapping import resolve_mapping
     from .tasks.vertebrae import case_from_files
 
+    mapping = resolve_mapping(label_mapping) if label_mapping else None
+    settings: dict = {"spacing_mm": float(spacing_mm)}
+    if mapping is not None:
+        settings["label_mapping"] = sorted(mapping.items())
     folder = cache_folder("vertebrae") if folder is None else Path(folder)
-    path = folder / f"{case_key([image_path, labels_path], {'spacing_mm': float(spacing_mm)})}.npz"
+    path = folder / f"{case_key([image_path, labels_path], settings)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             if not bool(stored["usable"]):
                 return None
             return TrainingCase(stored["image"], stored["labels"], float(stored["spacing_mm"]))
-    case = case_from_files(image_path, labels_path, spacing_mm)
+    case = case_from_files(image_path, labels_path, spacing_mm, mapping)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary, open(temporary, "wb") as stream:
         if case is None:
@@ -106,5 +113,6 @@ def prepare_cases(config: "TrainingConfig") -> Path:
     if split.layout is Layout.PHANTOMS:
         raise InputError("phantoms are generated for each run, not prepared; give --data a folder of CTs")
     for subject in tqdm(split.train + split.validation, desc="preparing CTs", unit="case"):
-        cached_vertebra_case(subject.image, subject.labels, config.model.spacing_mm)
+        cached_vertebra_case(subject.image, subject.labels, config.model.spacing_mm,
+                             label_mapping=config.data.label_mapping)
     return cache_folder(Task.VERTEBRAE.value)

@@ -43,6 +43,7 @@ __all__ = [
     "TrainingConfig",
     "default_config",
     "load_config",
+    "recipe_of",
     "config_from_dict",
     "config_to_dict",
     "save_config",
@@ -83,6 +84,9 @@ class DataConfig:
     # A VerSe vertebra label map whose real shapes stand in for the analytic ones in part of the training
     # phantoms (layout "phantoms"; validation phantoms stay analytic); "" = analytic shapes only.
     real_shapes: str = ""
+    # The numbering of the data folder's label maps when it is not VerSe's: a preset ("totalsegmentator"),
+    # FROM:TO pairs or a from,to CSV file (see spineseg.training.label_mapping); "" = VerSe numbers already.
+    label_mapping: str = ""
 
 
 @dataclass
@@ -229,9 +233,36 @@ def default_config(task: str | Task) -> TrainingConfig:
     return config_from_dict(values)
 
 
-def load_config(task: str | Task, path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainingConfig:
-    """Task defaults, then the file at ``path`` (JSON or TOML), then ``key=value`` overrides."""
+def recipe_of(model: str, task: str | Task) -> dict:
+    """The settings ``model`` was trained with (its manifest's ``training.config``), to fine-tune it: how it was
+    trained (network size, loss, sampler and augmentations, optimiser, schedule, validation cadence), starting
+    from its weights, without what it was trained on (data, name, the developers' real validation folder).
+
+    Raises:
+        ModelError: no such model. InputError: its manifest records no recipe.
+    """
+    from ..model_store import find_model
+
+    entry = find_model(model, task)
+    recipe = (entry.manifest.get("training") or {}).get("config")
+    if not isinstance(recipe, dict):
+        raise InputError(f"model {entry.name} records no training recipe in its manifest; fine-tune it with "
+                         f"--set model.initial_weights={model} and the settings you choose")
+    recipe = json.loads(json.dumps(recipe))
+    for key in ("task", "name", "data", "epochs"):
+        recipe.pop(key, None)
+    recipe.get("validation", {}).pop("real_folder", None)
+    recipe.setdefault("model", {})["initial_weights"] = str(model)
+    return recipe
+
+
+def load_config(task: str | Task, path: str | Path | None = None, overrides: Iterable[str] = (),
+                recipe: dict | None = None) -> TrainingConfig:
+    """Task defaults, then a model's ``recipe`` (see :func:`recipe_of`), then the file at ``path`` (JSON or
+    TOML), then ``key=value`` overrides."""
     values = config_to_dict(default_config(task))
+    if recipe is not None:
+        _merge(values, recipe, "the model's training recipe")
     if path is not None:
         from_file = _read_file(Path(path))
         if from_file.get("task", values["task"]) != values["task"]:
@@ -390,6 +421,13 @@ def _validate(config: TrainingConfig) -> None:
                 f"sampler.patch_size must be a multiple of {divisor} (2 ** (model.levels - 1)), got {config.sampler.patch_size}")
         require(config.data.layout in (Layout.AUTO, Layout.VERSE, Layout.PAIRS, Layout.PHANTOMS),
                 f"data.layout for vertebrae must be auto, verse, pairs or phantoms, got {config.data.layout.value}")
+        if config.data.label_mapping:
+            from .label_mapping import resolve_mapping
+
+            try:
+                resolve_mapping(config.data.label_mapping)
+            except InputError as error:
+                problems.append(f"data.label_mapping: {error}")
     else:
         divisor = 4 * 2**config.model.depth
         require(config.model.features >= 2 and config.model.features % 2 == 0, "model.features must be even and >= 2")
@@ -399,6 +437,8 @@ def _validate(config: TrainingConfig) -> None:
         require(config.model.sigma > 0, f"model.sigma must be positive, got {config.model.sigma}")
         require(config.data.layout in (Layout.AUTO, Layout.BIDS, Layout.PAIRS, Layout.PHANTOMS),
                 f"data.layout for discs must be auto, bids, pairs or phantoms, got {config.data.layout.value}")
+        require(not config.data.label_mapping, "data.label_mapping renumbers vertebra label maps; disc labels are "
+                                               "points in Spinal Cord Toolbox numbering")
     if problems:
         raise InputError("config: " + "; ".join(problems))
 

@@ -51,6 +51,7 @@ from ...volume import VolumeKind
 from ..cache import cached_vertebra_case
 from ..config import Layout, TrainingConfig
 from ..datasets import DataSplit
+from ..label_mapping import apply_mapping, describe_mapping
 from ...vertebrae.real_scans import read_real_cts, score_real_ct
 
 __all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
@@ -77,14 +78,19 @@ def phantom_cases(count: int, spacing_mm: float, seed: int | Sequence[int],
 
 
 
-def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float) -> TrainingCase | None:
+def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float,
+                    label_mapping: dict[int, int] | None = None) -> TrainingCase | None:
     """A CT and its VerSe label map on the model's grid; None (with a warning) if it holds L6 or T13.
+
+    ``label_mapping`` renumbers a label map of another numbering first (see :mod:`..label_mapping`).
 
     Raises:
         InputError: unreadable files, different grids, label values that are not VerSe numbers, or no vertebra.
     """
     image = read_volume(image_path)
     labels = read_volume(labels_path, VolumeKind.LABEL)
+    if label_mapping is not None:
+        labels = labels.with_array(apply_mapping(labels.array, label_mapping), VolumeKind.LABEL)
     if not labels.same_grid(image, tolerance=1e-3):
         raise InputError(f"{labels_path} is not on the grid of {image_path} (shape or geometry differ); "
                          "resample the label map onto its CT")
@@ -177,13 +183,16 @@ class VertebraTask:
         else:
             loaded = {}
             for subject in tqdm(split.train + split.validation, desc="reading CTs", leave=False):
-                loaded[subject.case] = cached_vertebra_case(subject.image, subject.labels, spacing)
+                loaded[subject.case] = cached_vertebra_case(subject.image, subject.labels, spacing,
+                                                            label_mapping=config.data.label_mapping)
             train = [loaded[s.case] for s in split.train if loaded[s.case] is not None]
             validation = [loaded[s.case] for s in split.validation if loaded[s.case] is not None]
             if not train:
                 raise InputError(f"no usable training case in {config.data.path} (all hold L6 or T13)")
+            mapped = (f", labels renumbered to VerSe ({describe_mapping(config.data.label_mapping)})"
+                      if config.data.label_mapping else "")
             description = (f"{len(train)} CTs with VerSe label maps from {config.data.path} ({split.layout.value} "
-                           f"layout); validation: {len(validation)} CTs (split by subject, see split.json)")
+                           f"layout{mapped}); validation: {len(validation)} CTs (split by subject, see split.json)")
         return cls(config, train, validation, rng, description)
 
     def build_network(self) -> IterativeFCN:
