@@ -53,7 +53,7 @@ class SpineSeg(ScriptedLoadableModule):
         self.parent.title = "SpineSeg"
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
-        self.parent.contributors = ["SpineSeg developers"]
+        self.parent.contributors = ["SpineSeg project"]  # the same as EXTENSION_CONTRIBUTORS; no individual authors are recorded
         self.parent.helpText = f"""
 Finds, outlines and names the vertebrae in a CT, and finds and names the intervertebral discs in an MRI.
 <ol>

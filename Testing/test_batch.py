@@ -106,7 +106,7 @@ def test_folder_mode_writes_reads_back_skips_and_reports_failures(cases, tmp_pat
     loaded = context.scene.GetNodeByID(context.markups_logic.LoadMarkups(str(out / "alpha" / "discs.mrk.json"), "x"))
     assert loaded.GetLocked()
     assert [loaded.GetNthControlPointLabel(i) for i in range(3)] == ["T12/L1", "L1/L2", "L2/L3"]
-    assert json.loads((out / "alpha" / "discs.json").read_text())["discs"][0]["label"] == "T12/L1"
+    assert json.loads((out / "alpha" / "discs.json").read_text())["discs"][0]["name"] == "T12/L1"
 
 
 def test_a_failing_task_does_not_stop_the_batch_and_leaves_no_partial_files(cases, tmp_path):

@@ -47,11 +47,11 @@ def test_outputs_open_in_simpleitk_and_slicerio_on_the_input_grid(tmp_path, smal
     table = json.loads((out / "vertebrae.json").read_text())
     segmentation = slicerio.read_segmentation(str(out / "vertebrae.seg.nrrd"))
     names = [segment["name"] for segment in segmentation["segments"]]
-    assert names == [f"{record['name']} vertebra" if record["name"] != "S" else "Sacrum" for record in table["vertebrae"]]
+    assert names == [f"{record['name']} vertebra" if record["name"] != "sacrum" else "Sacrum" for record in table["vertebrae"]]
     for record, segment in zip(table["vertebrae"], segmentation["segments"]):
-        assert segment["labelValue"] == record["level"]
+        assert segment["labelValue"] == record["number"]
         assert segment["terminology"]["category"][1] == "123037004"
-        assert record["voxel_count"] == int((labels == record["level"]).sum()) > 0
+        assert record["voxel_count"] == int((labels == record["number"]).sum()) > 0
         assert record["volume_ml"] == pytest.approx(record["voxel_count"] * 2.0 * 2.0 * 2.5 / 1000, rel=1e-3)
     assert np.array_equal(segmentation["voxels"].transpose(2, 1, 0), labels)
     # The bundled model finds the phantom's vertebrae where they are, not somewhere else.

@@ -87,7 +87,7 @@ def test_vertebrae_run_in_the_background_become_named_coded_segments_on_the_inpu
     np.testing.assert_allclose(exported.affine, ijk_to_ras_of_node(input_node), atol=1e-6)
     np.testing.assert_allclose(exported.affine, phantom.image.affine, atol=1e-6)
     assert np.array_equal(exported.array, labels.array)  # voxel for voxel what the job wrote
-    assert [item["level"] for item in record["vertebrae"]] == list(range(17, 23))
+    assert [item["number"] for item in record["vertebrae"]] == list(range(17, 23))
     inside = (exported.array > 0) & (phantom.labels.array > 0)
     assert np.mean(exported.array[inside] == phantom.labels.array[inside]) > 0.95
 
@@ -103,7 +103,7 @@ def test_discs_run_in_the_background_become_the_points_the_job_wrote(context):
 
     labels = [output.GetNthControlPointLabel(i) for i in range(output.GetNumberOfControlPoints())]
     assert labels == [disc_name(number) for number in sorted(phantom.disc_points)]
-    assert labels == [item["label"] for item in record["discs"]]
+    assert labels == [item["name"] for item in record["discs"]]
     np.testing.assert_allclose(arrayFromMarkupsControlPoints(output), [d["position_ras"] for d in record["discs"]],
                                atol=1e-3)
     truth = np.array([phantom.disc_points[number] for number in sorted(phantom.disc_points)])

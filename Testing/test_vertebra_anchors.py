@@ -32,7 +32,7 @@ def test_the_sacrum_corrects_a_run_regressed_two_levels_too_high():
     alone = name_run(shifted(truth, 2.0))
     assert names(alone.levels) == ["T10", "T11", "T12", "L1", "L2", "L3", "L4"] and not alone.anchored
     naming = name_run(shifted(truth, 2.0), anchors={Anchor.SACRUM: 6})
-    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "S"]
+    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "sacrum"]
     assert naming.anchor is Anchor.SACRUM and naming.renamed == 7
 
 
@@ -47,7 +47,7 @@ def test_six_vertebrae_without_ribs_above_the_sacrum_are_named_with_an_l6():
     # T12, then six vertebrae without ribs, then the sacrum: an L6, not a T11 on the last rib.
     regressed = shifted([19, 20, 21, 22, 23, 24, 24, SACRUM], 1.0)
     naming = name_run(regressed, anchors={Anchor.SACRUM: 7, Anchor.LAST_RIB: 0})
-    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "L6", "S"]
+    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "L6", "sacrum"]
     assert naming.variant == L6 and naming.followed == [Anchor.SACRUM, Anchor.LAST_RIB]
     # Without the last rib the sacrum alone names five lumbar vertebrae and no variant.
     assert names(name_run(regressed, anchors={Anchor.SACRUM: 7}).levels)[0] == "T11"
@@ -64,9 +64,9 @@ def test_thirteen_rib_bearing_vertebrae_are_named_with_a_t13():
 def test_the_sacrum_overrules_a_last_rib_that_disagrees_and_says_so():
     truth = [19, 20, 21, 22, 23, 24, SACRUM]
     naming = name_run(shifted(truth, 0.0), anchors={Anchor.SACRUM: 6, Anchor.LAST_RIB: 2})
-    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "S"]
+    assert names(naming.levels) == ["T12", "L1", "L2", "L3", "L4", "L5", "sacrum"]
     record = naming_record(naming)
-    assert record.overruled == ["last rib"] and record.anchors_found == {"sacrum": "S", "last rib": "L2"}
+    assert record.overruled == ["last rib"] and record.anchors_found == {"sacrum": "sacrum", "last rib": "L2"}
     assert _naming_warnings(record, True) == [
         "The last rib (on L2) disagrees with the sacrum; the names follow the sacrum."]
 
@@ -76,7 +76,7 @@ def test_a_rib_anchor_far_from_the_network_s_estimate_is_not_believed_and_says_s
     # vertebrae, a "C7/T1" fifteen levels from the network's estimate.
     truth = [20, 21, 22, 23, 24, SACRUM]
     naming = name_run(shifted(truth, 0.0), anchors={Anchor.FIRST_RIB: 4})
-    assert names(naming.levels) == ["L1", "L2", "L3", "L4", "L5", "S"] and not naming.anchored
+    assert names(naming.levels) == ["L1", "L2", "L3", "L4", "L5", "sacrum"] and not naming.anchored
     record = naming_record(naming)
     assert record.overruled == ["C7/T1"] and record.anchors_found == {"C7/T1": "L5"}
     assert _naming_warnings(record, True) == [UNANCHORED_WARNING, (
@@ -120,7 +120,7 @@ def pieces_from_labels(levels: list[int], seed: int) -> tuple[np.ndarray, list[F
 
 
 @pytest.mark.parametrize("levels, seed, expected", [
-    ([*range(17, 25), SACRUM], 1000, {"sacrum": "S", "last rib": "T12"}),
+    ([*range(17, 25), SACRUM], 1000, {"sacrum": "sacrum", "last rib": "T12"}),
     (list(range(3, 12)), 1003, {"C7/T1": "T1"}),
     (list(range(1, 9)), 2001, {"C2": "C2"}),  # T1 alone below C7: one rib reading is too few for C7/T1
     (list(range(10, 20)), 2004, {}),

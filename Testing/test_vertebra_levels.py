@@ -40,7 +40,7 @@ def test_sequence_stays_inside_the_spine():
 
 
 def test_names_and_codes():
-    assert vertebra_name(20) == "L1" and vertebra_name(26) == "S"
+    assert vertebra_name(20) == "L1" and vertebra_name(26) == "sacrum"
     assert vertebra_segment_name(22) == "L3 vertebra" and vertebra_segment_name(26) == "Sacrum"
     assert vertebra_terminology(1).value == "14806007"
     assert vertebra_terminology(28).value == "51282000"  # T13: vertebra, level unspecified

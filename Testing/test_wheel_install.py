@@ -80,4 +80,4 @@ def test_wheel_install_runs_both_tasks_with_the_bundled_models(installed, tmp_pa
     write_volume(make_mri_phantom([20, 21, 22], spacing=(4.0, 2.0, 2.0)).image, mri)
     run([installed / "spineseg", "discs", mri, "-o", tmp_path / "discs", "--device", "cpu"], timeout=300)
     discs = json.loads((tmp_path / "discs" / "discs.json").read_text())["discs"]
-    assert discs and {d["label"] for d in discs} <= {disc_name(n) for n in DISC_NUMBERS}
+    assert discs and {d["name"] for d in discs} <= {disc_name(n) for n in DISC_NUMBERS}

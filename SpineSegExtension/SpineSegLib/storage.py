@@ -69,9 +69,10 @@ def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:
     folder = Path(folder)
     label_map = read_volume(folder / "vertebrae.nii.gz", VolumeKind.LABEL)
     label_map = label_map.with_array(label_map.array.astype(np.uint8), VolumeKind.LABEL)
-    records = [
-        VertebraRecord(int(item["level"]), int(item["voxel_count"]), float(item["volume_ml"]),
-                       float(item["completeness"]), tuple(float(x) for x in item["centroid_ras"]))
+    records = [  # older files say "level" and "centroid_ras" (docs/output-files.md)
+        VertebraRecord(int(item["number"] if "number" in item else item["level"]), int(item["voxel_count"]),
+                       float(item["volume_ml"]), float(item["completeness"]),
+                       tuple(float(x) for x in item["position_ras" if "position_ras" in item else "centroid_ras"]))
         for item in _record_list(json.loads((folder / "vertebrae.json").read_text()), "vertebrae")
     ]
     return VertebraeResult(label_map, records, read_warnings(folder, "vertebrae"), read_naming(folder))
@@ -91,7 +92,7 @@ def load_discs_outputs(folder: str | os.PathLike) -> DiscsResult:
     data = json.loads((Path(folder) / "discs.json").read_text())
     discs = []
     for item in _record_list(data, "discs"):
-        number = int(item["number"]) if "number" in item else disc_number(str(item["label"]))
+        number = int(item["number"]) if "number" in item else disc_number(str(item.get("name", item.get("label"))))
         position = tuple(float(x) for x in item["position_ras"])
         discs.append(DiscRecord(number, position, float(item.get("confidence", 1.0))))
     return DiscsResult(discs, warnings=read_warnings(folder, "discs"), naming=read_disc_naming(folder))

@@ -34,7 +34,7 @@ VERTEBRA_NAMES: dict[int, str] = {
     **{n: f"T{n - 7}" for n in range(8, 20)},
     **{n: f"L{n - 19}" for n in range(20, 25)},
     L6: "L6",
-    SACRUM: "S",
+    SACRUM: "sacrum",
     T13: "T13",
 }
 
@@ -104,7 +104,7 @@ def _check_level(level: int) -> int:
 
 
 def vertebra_name(level: int) -> str:
-    """Short name of a VerSe number: 'C1', 'T12', 'L5', 'S'."""
+    """Short name of a VerSe number: 'C1', 'T12', 'L5', 'sacrum' (the same word in every output)."""
     return VERTEBRA_NAMES[_check_level(level)]
 
 

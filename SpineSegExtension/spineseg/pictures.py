@@ -34,8 +34,16 @@ def _new_figure(width: float, height: float, dpi: int = 100, **options) -> "Figu
     return figure
 
 
+def _orientation_letters(axis, left: str, right: str, top: str, bottom: str, colour: str) -> None:
+    """Patient directions at the edges of a view (R/L, A/P, S/I), as a radiology viewer shows them."""
+    for text, x, y in ((left, 0.02, 0.5), (right, 0.98, 0.5), (top, 0.5, 0.98), (bottom, 0.5, 0.02)):
+        axis.text(x, y, text, transform=axis.transAxes, color=colour, fontsize=10, fontweight="bold",
+                  ha={0.02: "left", 0.98: "right"}.get(x, "center"), va={0.98: "top", 0.02: "bottom"}.get(y, "center"))
+
+
 def _anatomical_views(image: Volume, labels: Volume) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Mid-sagittal and coronal slices (head up) of image and labels, through the spine."""
+    """Mid-sagittal and coronal slices (head up) of image and labels, through the spine. The grid's axes point
+    to R, A and S: the sagittal view has posterior on the left, the coronal view the patient's left."""
     grid = working_grid(image, max(1.0, float(image.spacing.min())))
     shown = resample_to(image, grid, fill_value=-1000.0).array
     shown_labels = resample_to(labels, grid).array
@@ -51,7 +59,8 @@ def write_vertebrae_picture(image: Volume, result: VertebraeResult, path: str | 
     images, label_slices, spacing = _anatomical_views(image, result.label_map)
     figure = _new_figure(10, 7, facecolor="black")
     axes = figure.subplots(1, 2)
-    for axis, view, labels, name in zip(axes, images, label_slices, ["sagittal", "coronal"]):
+    letters = [("P", "A"), ("L", "R")]  # left and right edges of the sagittal and coronal views
+    for axis, view, labels, name, (left, right) in zip(axes, images, label_slices, ["sagittal", "coronal"], letters):
         axis.imshow(view, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], aspect=spacing[2] / spacing[1])
         overlay = np.zeros(labels.shape + (4,))
         for record in result.vertebrae:
@@ -64,6 +73,7 @@ def write_vertebrae_picture(image: Volume, result: VertebraeResult, path: str | 
                       ha="center", va="center", fontweight="bold")
         axis.imshow(overlay, aspect=spacing[2] / spacing[1])
         axis.set_title(name, color="white")
+        _orientation_letters(axis, left, right, "S", "I", "yellow")
         axis.axis("off")
     if title:
         figure.suptitle(title, color="white")
@@ -86,6 +96,11 @@ def write_discs_picture(result: DiscsResult, path: str | os.PathLike, title: str
             axes.plot(col, row, "o", color="#ff4040", markersize=4)
             axes.annotate(f"{disc.name} ({disc.confidence:.2f})", (col, row), xytext=(8, 0),
                           textcoords="offset points", color="#ffff60", fontsize=7, va="center")
+    if result.slab_to_ras is not None:  # column -> A (row 1, column 1), row -> S (row 2, column 0)
+        matrix = np.asarray(result.slab_to_ras)
+        left, right = ("A", "P") if matrix[1, 1] < 0 else ("P", "A")
+        top, bottom = ("S", "I") if matrix[2, 0] < 0 else ("I", "S")
+        _orientation_letters(axes, left, right, top, bottom, "#60ff60")
     axes.set_title(title or f"{len(result.discs)} discs (mid-sagittal slab)", fontsize=9)
     axes.set_axis_off()
     figure.tight_layout()

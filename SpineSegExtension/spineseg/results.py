@@ -5,7 +5,7 @@ Positions are RAS millimetres; label maps live in the input image's own grid.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,7 +38,10 @@ class VertebraRecord:
         return vertebra_name(self.level)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **asdict(self), "centroid_ras": [round(float(x), 3) for x in self.centroid_ras]}
+        """The entry of ``vertebrae.json``: the keys a disc's entry has (name, number, position_ras), then the
+        vertebra's own (docs/output-files.md)."""
+        return {"name": self.name, "number": self.level, "position_ras": [round(float(x), 3) for x in self.centroid_ras],
+                "completeness": self.completeness, "voxel_count": self.voxel_count, "volume_ml": self.volume_ml}
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,9 @@ class DiscRecord:
         return disc_name(self.number)
 
     def to_dict(self) -> dict:
+        """The entry of ``discs.json``: name, number, position_ras as for a vertebra, then the confidence."""
         return {
-            "label": self.name,
+            "name": self.name,
             "number": self.number,
             "position_ras": [round(float(x), 3) for x in self.position_ras],
             "confidence": round(float(self.confidence), 4),

@@ -68,7 +68,7 @@ class RunSummary:
         folder = Path(folder)
         document = json.loads((folder / f"{task.value}.json").read_text())
         items = document.get(task.value, [])
-        names = [str(item.get("name") or item.get("label")) for item in items]  # discs.json before 0.2: "label"
+        names = [str(item.get("name") or item.get("label")) for item in items]  # older discs.json: "label"
         naming_data = document.get("naming") or {}
         if task is Task.VERTEBRAE:
             naming = NamingRecord.from_dict(naming_data)
