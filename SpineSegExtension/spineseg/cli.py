@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("folders", type=Path, nargs="*", metavar="FOLDER", help="folders to search for models")
     models.set_defaults(runner=_run_models, progress_format="text")
 
-    train = commands.add_parser("train", help="train the vertebra or disc network on a data set (README: Training)",
+    train = commands.add_parser("train", help="train or fine-tune the vertebra or disc network on a data set (docs/fine-tuning.md)",
                                 description="Train the vertebra or disc network; resumable, validated, exported "
                                             "as a model SpineSeg loads.")
     add_training_arguments(train)
