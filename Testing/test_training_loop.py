@@ -328,7 +328,7 @@ def test_a_run_folder_without_a_checkpoint_can_be_started_again(tmp_path, monkey
 
 
 def test_a_run_folder_in_use_is_refused(tmp_path):
-    from spineseg.io import lock_file
+    from spineseg.publish import lock_file
 
     (tmp_path / "run").mkdir()
     held = lock_file(tmp_path / "run" / trainer.RUN_LOCK)

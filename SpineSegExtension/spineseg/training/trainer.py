@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..errors import InputError, SpineSegError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
-from ..io import lock_file
+from ..publish import lock_file
 from .checkpoint import (Checkpoint, has_checkpoint, load_weights, read_latest_checkpoint, require_checkpoint,
                          save_weights, write_checkpoint)
 from .config import OptimiserName, ScheduleKind, TrainingConfig, config_to_dict, save_config
