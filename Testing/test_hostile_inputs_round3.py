@@ -331,3 +331,26 @@ def test_a_stale_staging_folder_is_removed_by_a_run_elsewhere(tmp_path):
     with output_directory(tmp_path / "elsewhere", ["x.json"]) as staging:
         (staging / "x.json").write_text("{}")
     assert list(left.iterdir()) == []
+
+
+# --- training -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_refused_training_leaves_its_out_folder_as_it_found_it(tmp_path, capsys, existing):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    ct = write_ct(data / "images" / "case1.nii.gz")
+    labels = np.zeros(read_volume(ct).shape, np.uint8)
+    labels[4:8, 4:8, 3:6] = 99  # not a VerSe number
+    write_volume(read_volume(ct).with_array(labels, VolumeKind.LABEL), data / "labels" / "case1.nii.gz")
+    run = tmp_path / "run"
+    if existing:
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+    arguments = ["train", "vertebrae", "--data", str(data), "--out", str(run), "--set", "threads=1",
+                 "--set", "data.validation_fraction=0"]
+    assert main(arguments) == EXIT_INPUT
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar of reading the cases
+    assert error.startswith("spineseg: error: ") and "found values [99]" in error
+    assert (sorted(p.name for p in run.iterdir()) == ["notes.txt"]) if existing else not run.exists()
