@@ -39,6 +39,11 @@ def one_error_line(capsys) -> str:
     return lines[0]
 
 
+def one_error_line_of(capsys, arguments: list[str]) -> str:
+    assert main(arguments) == EXIT_INPUT
+    return one_error_line(capsys)
+
+
 def write_ct(path: Path, seed: int = 0) -> Path:
     array = np.random.default_rng(seed).integers(-1000, 1500, (12, 12, 10)).astype(np.int16)
     write_volume(Volume(array, affine_from_geometry((1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))), path)
@@ -354,3 +359,46 @@ def test_a_refused_training_leaves_its_out_folder_as_it_found_it(tmp_path, capsy
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar of reading the cases
     assert error.startswith("spineseg: error: ") and "found values [99]" in error
     assert (sorted(p.name for p in run.iterdir()) == ["notes.txt"]) if existing else not run.exists()
+
+
+# --- empty spine region ---------------------------------------------------------------------------------------
+
+def test_a_ct_shrunk_by_a_wrong_voxel_size_is_refused_before_the_walk(tmp_path, capsys):
+    """The real CT's 122 x 101 x 112 voxels labelled 0.3 x 0.3 x 10 mm: 37 x 30 mm across, where the walk
+    found no vertebra and crashed; refused with its extent and what to check."""
+    array = np.random.default_rng(0).integers(-1000, 1500, (122, 101, 112)).astype(np.int16)
+    write_volume(Volume(array, affine_from_geometry((0.3, 0.3, 10.0))), tmp_path / "thin.nii.gz")
+    line = one_error_line_of(capsys, ["vertebrae", str(tmp_path / "thin.nii.gz"), "-o", str(tmp_path / "out")])
+    assert "too narrow to hold a vertebra" in line and "[36.6, 30.3, 1120.0] mm" in line and "PixelSpacing" in line
+
+
+# --- CT values no scanner produces ----------------------------------------------------------------------------
+
+def with_hot_pixels(volume: Volume, share: float = 5e-4, seed: int = 0) -> Volume:
+    """``share`` of the voxels set to +1e6 (half) and -1e6 (half): a broken detector's hot and dead pixels."""
+    array = volume.array.astype(np.float32)
+    chosen = np.random.default_rng(seed).choice(array.size, int(share * array.size), replace=False)
+    array.flat[chosen[: len(chosen) // 2]] = 1e6
+    array.flat[chosen[len(chosen) // 2:]] = -1e6
+    return volume.with_array(array)
+
+
+def test_a_few_impossible_ct_values_change_no_name_and_no_volume(tmp_path):
+    from spineseg.phantoms.ct import make_ct_phantom
+    from spineseg.jobs import run_job
+    from test_orientation_invariance import BoneComponentModel
+
+    ct = make_ct_phantom([18, 19, 20, 21], spacing=(1.5, 1.5, 1.5), seed=4, margin_mm=10.0).image
+    write_volume(ct, tmp_path / "plain.nii.gz")
+    write_volume(with_hot_pixels(ct), tmp_path / "hot.nii.gz")
+    found = {}
+    for name in ("plain", "hot"):
+        run_job("vertebrae", tmp_path / f"{name}.nii.gz", tmp_path / name, model=BoneComponentModel(),
+                picture=False)
+        found[name] = json.loads((tmp_path / name / "vertebrae.json").read_text())
+    volumes = {name: {r["name"]: r["volume_ml"] for r in document["vertebrae"]} for name, document in found.items()}
+    assert list(volumes["hot"]) == list(volumes["plain"]) and len(volumes["plain"]) >= 3
+    for label, volume_ml in volumes["plain"].items():
+        assert volumes["hot"][label] == pytest.approx(volume_ml, rel=0.03), label
+    assert "hold values no CT scanner produces" in found["hot"]["warnings"][0]
+    assert not any("scanner" in warning for warning in found["plain"]["warnings"])

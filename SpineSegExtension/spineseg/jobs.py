@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .checks import repair_impossible_hounsfield
 from .choices import DeviceChoice, Task
 from .errors import InputError
 from .io import read_input, write_volume
@@ -109,7 +110,10 @@ def run_job(
 
     task = Task(task)
     # No progress report before the task has checked its input, so that a bad input's error prints alone.
-    image, read_warnings = read_input(input_path, modality=DICOM_MODALITY[task], series=series)
+    image, input_warnings = read_input(input_path, modality=DICOM_MODALITY[task], series=series)
+    if task is Task.VERTEBRAE:
+        image, repaired = repair_impossible_hounsfield(image)
+        input_warnings += repaired
     if reference is not None and not reference.same_grid(image):
         raise InputError("the reference label map is not on the input's grid (shape or geometry differ)")
     loaded = load_model(task, model, device)
@@ -119,8 +123,8 @@ def run_job(
         result = (predict or _predictors()[task])(image, model=loaded, device=device,
                                                     progress=scaled(progress, 0.03, 0.9),
                                                     force_modality=force_modality)
-        if read_warnings:  # what reading corrected (a gantry tilt) belongs with the input's other warnings
-            result = dataclasses.replace(result, warnings=[*read_warnings, *result.warnings])
+        if input_warnings:  # what was corrected (a gantry tilt, hot pixels) belongs with the input's other warnings
+            result = dataclasses.replace(result, warnings=[*input_warnings, *result.warnings])
         progress(0.9, f"writing {', '.join(names)}")
         source = str(input_path) if input_name is None else input_name
         _write_outputs(task, image, result, staging, names, source, loaded.provenance())
