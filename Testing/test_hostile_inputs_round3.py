@@ -199,20 +199,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatc
     arguments = ["vertebrae", str(ct), "-o", str(tmp_path / "out"), "--device", "cpu", "--progress-format", "json"]
     assert main(arguments) == EXIT_INPUT  # progress on stdout: stderr holds the error alone
     line = one_error_line(capsys)
-    assert "the disk is full" in line and "vertebrae.png" in line and "nothing was written" in line
+    assert "the disk is full" in line and "vertebrae.png" in line and "no output was written" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]  # no output folder, no staging
-
-
-def test_itk_failing_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
-    def cannot_write(*args, **kwargs):
-        raise RuntimeError("itk::ERROR: could not write file")
-
-    monkeypatch.setattr("spineseg.io.sitk.WriteImage", cannot_write)
-    monkeypatch.setattr("spineseg.io.shutil.disk_usage", lambda path: SimpleNamespace(free=0))
-    with pytest.raises(InputError, match="the disk is full"):
-        with output_directory(tmp_path / "out", ["a.nii.gz"]) as staging:
-            write_ct(staging / "a.nii.gz")
-    assert not (tmp_path / "out").exists()
 
 
 # --- publishing ---------------------------------------------------------------------------------------------
@@ -402,3 +390,28 @@ def test_a_few_impossible_ct_values_change_no_name_and_no_volume(tmp_path):
         assert volumes["hot"][label] == pytest.approx(volume_ml, rel=0.03), label
     assert "hold values no CT scanner produces" in found["hot"]["warnings"][0]
     assert not any("scanner" in warning for warning in found["plain"]["warnings"])
+
+
+def test_a_full_disk_while_writing_one_file_keeps_the_old_one(tmp_path):
+    from spineseg.publish import atomic_path
+
+    target = tmp_path / "checkpoint.json"
+    target.write_text("old")
+    with pytest.raises(InputError, match="the disk is full"):
+        with atomic_path(target) as temporary:
+            temporary.write_text("ne")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.json"] and target.read_text() == "old"
+
+
+def test_a_full_disk_while_writing_the_label_map_names_the_output(tmp_path, monkeypatch):
+    def cannot_write(*args, **kwargs):
+        raise RuntimeError("itk::ERROR: could not write file")
+
+    monkeypatch.setattr("spineseg.io.sitk.WriteImage", cannot_write)
+    monkeypatch.setattr("spineseg.io.shutil.disk_usage", lambda path: SimpleNamespace(free=0))
+    with pytest.raises(InputError) as refused:
+        with output_directory(tmp_path / "out", ["a.nii.gz"]) as staging:
+            write_ct(staging / "a.nii.gz")
+    assert str(refused.value).startswith(f"the disk is full: no space left to write {tmp_path / 'out' / 'a.nii.gz'}")
+    assert str(refused.value).endswith("no output was written")

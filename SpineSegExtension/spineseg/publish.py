@@ -32,14 +32,13 @@ except ImportError:  # Windows
     fcntl = None
 
 from .cachedir import user_cache_folder
-from .errors import CancelledError, InputError
+from .errors import CancelledError, DiskFullError, InputError
 
 __all__ = [
     "atomic_path",
     "output_directory",
     "readable_by_others",
     "lock_file",
-    "disk_full_error",
     "settle_stale_staging",
     "STAGING_PREFIX",
 ]
@@ -56,6 +55,7 @@ STAGING_COMMIT = ".commit.json"
 STALE_STAGING_SECONDS = 24 * 3600
 # A staging folder without its lock file is being created (a moment) or was left by a run killed at once.
 UNLOCKED_STAGING_SECONDS = 60
+NOTHING_PUBLISHED = "; no output was written"
 # Errors that mean the disk (or the user's quota) is full.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -79,6 +79,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the full suffix (``.nii.gz``, ``.seg.nrrd``) so
     writers that choose the format from it still do. The file gets the
     permissions the umask gives (``mkstemp`` alone would leave it private).
+
+    Raises:
+        DiskFullError: the disk is full; the old ``path``, if any, is kept.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,18 +92,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temporary
         readable_by_others(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        full = _disk_full(error, path, f"; {path.name} was left as it was")
+        if full is None:
+            raise
+        raise full from None
     finally:
         if temporary.exists():
             temporary.unlink()
 
 
-def disk_full_error(error: OSError, folder: Path) -> InputError | None:
-    """The one-line error for a full disk (or quota) while writing into ``folder``; None for other errors."""
-    if error.errno not in _NO_SPACE:
-        return None
-    return InputError(f"the disk is full: no space left to write {error.filename or folder} "
-                      f"({error.strerror or error}); free some space or choose an output folder on another disk; "
-                      "nothing was written")
+def _disk_full(error: OSError, target: Path, outcome: str) -> DiskFullError | None:
+    """``error`` as a :class:`DiskFullError` writing ``target``, ending with ``outcome`` (what was left); None if
+    it is another error."""
+    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+        return DiskFullError(target, error.strerror or str(error), outcome)
+    return None
 
 
 def lock_file(path: str | os.PathLike) -> IO[bytes] | None:
@@ -193,15 +200,17 @@ def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: b
                 committed = True
                 published = _finish_publish(staging)
             except OSError as error:
-                raise disk_full_error(error, path) or InputError(
+                raise _disk_full(error, path, NOTHING_PUBLISHED) or InputError(
                     f"cannot move the outputs into {path} ({error}); it holds no complete set (no {names[-1]})"
                     + ("; the next SpineSeg run finishes the publish" if committed else "")) from None
     except (KeyboardInterrupt, CancelledError) as error:
         if published:
             raise CancelledError(f"interrupted after writing a complete set to {path}", written=published) from error
         raise
+    except DiskFullError as error:  # from atomic_path, which named the staged file
+        raise DiskFullError(path / Path(error.target).name, error.reason, NOTHING_PUBLISHED) from None
     except OSError as error:
-        full = disk_full_error(error, path)
+        full = _disk_full(error, path / Path(error.filename).name if error.filename else path, NOTHING_PUBLISHED)
         if full is None:
             raise
         raise full from None
