@@ -102,8 +102,8 @@ def repair_impossible_hounsfield(volume: Volume) -> tuple[Volume, list[str]]:
     A few voxels at +-1e6 are a rounding of nothing: resampling spreads them
     into bright or dark blobs, and 0.05 % of them moved the real CT's names one
     level and halved its volumes. Replaced by the median of their 3 x 3 x 3
-    neighbourhood (other such voxels left out), they change names and volumes by
-    under 3 % (measured on that CT). Only a few are repaired: an image where
+    neighbourhood (other such voxels left out), the names stay and volumes move by
+    at most 2.5 % (measured on that CT, docs/bad_input.md). Only a few are repaired: an image where
     more than ``INTENSITY_PERCENTILES``' tails lie there is refused by
     :func:`check_input` as not in Hounsfield units.
 
