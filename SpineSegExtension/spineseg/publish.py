@@ -178,11 +178,10 @@ def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: b
     """
     path = Path(path)
     all_names = [*names, *stale]
-    settle_stale_staging()
+    settle_stale_staging([path] if path.is_dir() else [])  # a publish cut short here first, then the check
     _check_output_names(path, all_names, overwrite)
     try:
         created = _make_folder(path)
-        settle_stale_staging([path])
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path))
     except OSError as error:
         raise InputError(f"cannot write to the output folder {path} ({error.strerror or error}: "
