@@ -70,7 +70,7 @@ def _bad_inputs(folder):
     nan = np.zeros((20, 20, 20), np.float32)
     nan[3, 4, 5] = np.nan
     write_volume(Volume(nan, np.eye(4)), folder / "nan.nrrd")
-    write_volume(Volume(np.full((20, 20, 20), 50000, np.int32), np.eye(4)), folder / "huge.nrrd")
+    write_volume(Volume(np.full((20, 20, 20), 50000, np.int32), affine_from_geometry((3, 3, 3))), folder / "huge.nrrd")
     good = folder / "good.nrrd"
     write_volume(Volume(np.zeros((20, 20, 20), np.int16) - 1000, affine_from_geometry((1, 1, 1))), good)
     text = good.read_bytes()

@@ -11,7 +11,8 @@ import SimpleITK as sitk
 from conftest import awkward_affine
 from spineseg.errors import InputError
 from spineseg.geometry import Grid, closest_ras_axes, resample_to, working_grid
-from spineseg.io import output_directory, read_volume, volume_from_sitk, volume_to_sitk, write_volume
+from spineseg.io import read_volume, volume_from_sitk, volume_to_sitk, write_volume
+from spineseg.publish import output_directory
 from spineseg.volume import Volume, VolumeKind, affine_from_geometry, orientation_code
 
 

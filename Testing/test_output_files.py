@@ -15,10 +15,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spineseg.io  # noqa: E402
+import spineseg.publish  # noqa: E402
 from spineseg.cli import EXIT_INPUT, EXIT_INTERRUPTED, main  # noqa: E402
 from spineseg.errors import CancelledError, InputError  # noqa: E402
-from spineseg.io import STAGING_PREFIX, output_directory, read_volume, write_volume  # noqa: E402
+from spineseg.io import read_volume, write_volume  # noqa: E402
 from spineseg.jobs import run_job  # noqa: E402
+from spineseg.publish import STAGING_PREFIX, output_directory  # noqa: E402
 from spineseg.volume import Volume, affine_from_geometry  # noqa: E402
 from test_batch import fake_vertebrae  # noqa: E402
 from test_dicom_series import write_series  # noqa: E402
@@ -65,11 +67,13 @@ def test_a_signal_during_publishing_waits_and_then_reports_the_complete_set(tmp_
 
     def replace_then_signal(source, target):
         original(source, target)
+        if Path(target).parent != out:
+            return  # the staging folder's commit
         moved.append(Path(target).name)
         if len(moved) == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between two moves
 
-    monkeypatch.setattr(spineseg.io.os, "replace", replace_then_signal)
+    monkeypatch.setattr(spineseg.publish.os, "replace", replace_then_signal)
     with pytest.raises(CancelledError) as stop:
         with output_directory(out, NAMES, overwrite=True) as staging:
             stage(staging, NAMES, "new")
@@ -96,11 +100,15 @@ def test_publishing_takes_the_old_marker_away_first(tmp_path, monkeypatch):
     out.mkdir()
     stage(out, NAMES, "old")
 
+    original = os.replace
+
     def killed(source, target):
+        if Path(target).parent != out:
+            return original(source, target)  # the staging folder's commit
         raise KeyboardInterrupt  # stands for kill -9 at the first move: no cleanup code runs after it in reality
 
-    monkeypatch.setattr(spineseg.io.os, "replace", killed)
-    monkeypatch.setattr(spineseg.io.shutil, "rmtree", lambda *args, **kwargs: None)  # nothing cleans up
+    monkeypatch.setattr(spineseg.publish.os, "replace", killed)
+    monkeypatch.setattr(spineseg.publish.shutil, "rmtree", lambda *args, **kwargs: None)  # nothing cleans up
     with pytest.raises(KeyboardInterrupt):
         with output_directory(out, NAMES, overwrite=True) as staging:
             stage(staging, NAMES, "new")
@@ -135,7 +143,7 @@ def test_unwritable_outputs_exit_2_with_one_line_before_predicting(tmp_path, ct,
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied", str(out))
 
-        monkeypatch.setattr(spineseg.io.tempfile, "mkdtemp", refuse)
+        monkeypatch.setattr(spineseg.publish.tempfile, "mkdtemp", refuse)
     monkeypatch.setattr("spineseg.jobs._predictors", lambda: pytest.fail("predicted before checking the output"))
     assert main(["vertebrae", str(ct), "-o", str(out), "--overwrite", "--device", "cpu"]) == EXIT_INPUT
     lines = capsys.readouterr().err.strip().splitlines()

@@ -320,6 +320,12 @@ def test_a_run_folder_without_a_checkpoint_can_be_started_again(tmp_path, monkey
     monkeypatch.setattr(trainer, "build_task", labels_refused)
     with pytest.raises(InputError, match="3.4"):
         trainer.train(config, run, show_progress=False)
+    assert not run.exists()  # a refused start leaves no folder that looks like a run
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="3.4"):
+        trainer.train(config, run, show_progress=False)
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]  # the user's folder as it was
     with pytest.raises(InputError, match="start the run without --resume"):
         trainer.train(config, run, resume=True, show_progress=False)
     monkeypatch.setattr(trainer, "build_task", build_task)
@@ -328,7 +334,7 @@ def test_a_run_folder_without_a_checkpoint_can_be_started_again(tmp_path, monkey
 
 
 def test_a_run_folder_in_use_is_refused(tmp_path):
-    from spineseg.io import lock_file
+    from spineseg.publish import lock_file
 
     (tmp_path / "run").mkdir()
     held = lock_file(tmp_path / "run" / trainer.RUN_LOCK)

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import slicer
 
-from spineseg.io import atomic_path, read_volume
+from spineseg.io import read_volume
 from spineseg.labels import disc_number
+from spineseg.publish import atomic_path
 from spineseg.results import DiscNaming, DiscRecord, DiscsResult, NamingRecord, VertebraeResult, VertebraRecord
 from spineseg.volume import VolumeKind
 

@@ -5,11 +5,13 @@ Both task functions (:func:`spineseg.vertebrae.pipeline.segment_vertebrae`,
 so the CLI, the batch script and Slicer refuse the same images with the same
 one-line reason, and write the same warnings into their JSON.
 
-Refused: an image too small to hold a vertebra (or a disc chain); for
+Refused: an image too small to hold a vertebra (or a disc chain), or for vertebrae too narrow across two
+axes (a wrong voxel size); for
 vertebrae, intensities that cannot be Hounsfield units, including an MRI or a
 CT without its rescale (no fat or air below -50 HU); for discs, a CT (fat and
 air in Hounsfield units). ``force_modality`` turns the modality refusals into
-warnings. Warned about: strongly anisotropic voxels.
+warnings. Warned about: strongly anisotropic voxels. Repaired (with a
+warning): a few CT voxels no scanner produces (:func:`repair_impossible_hounsfield`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .choices import Task
 from .errors import InputError
 from .volume import Volume
 
-__all__ = ["check_input", "fat_or_air_share", "MIN_VERTEBRA_EXTENT_MM", "MIN_SPINE_EXTENT_MM"]
+__all__ = ["check_input", "repair_impossible_hounsfield", "fat_or_air_share", "MIN_VERTEBRA_EXTENT_MM", "MIN_CROSS_SECTION_MM", "MIN_SPINE_EXTENT_MM"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ MIN_FAT_OR_AIR_SHARE = 0.01
 # needs this much along every axis; a thinner image shows at most a slice through one, which the network
 # would still name.
 MIN_VERTEBRA_EXTENT_MM = 20.0
+# A CT of the spine spans at least this much across two axes: the smallest vertebra with its processes (C3)
+# is about 45 mm wide, lumbar ones 70-80 mm. A narrower image is a wrong voxel size (a PixelSpacing or pixdim
+# that shrinks the scan), on which the walk finds no vertebra at all.
+MIN_CROSS_SECTION_MM = 40.0
 # Two discs are at least ~15 mm apart; an image shorter than this cannot show a labelled spine.
 MIN_SPINE_EXTENT_MM = 30.0
 # CT voxels longer than this many times their shortest side, or thicker than MAX_SLICE_MM, blur end plates
@@ -77,6 +83,10 @@ def check_input(volume: Volume, task: Task | str, force_modality: bool = False) 
     if task is Task.VERTEBRAE and extent.min() < MIN_VERTEBRA_EXTENT_MM:
         raise InputError(f"the image is too small to hold a vertebra: {np.round(extent, 1).tolist()} mm; "
                          f"it must span at least {MIN_VERTEBRA_EXTENT_MM:.0f} mm along every axis")
+    if task is Task.VERTEBRAE and np.sort(extent)[-2] < MIN_CROSS_SECTION_MM:
+        raise InputError(f"the image is too narrow to hold a vertebra: {np.round(extent, 1).tolist()} mm; a CT of "
+                         f"the spine spans at least {MIN_CROSS_SECTION_MM:.0f} mm across two axes (the smallest "
+                         "vertebra is about 45 mm wide): check its voxel size (PixelSpacing, pixdim)")
     if task is Task.DISCS and np.sort(extent)[-2] < MIN_SPINE_EXTENT_MM:
         raise InputError(f"the image is too small to hold a spine: {np.round(extent, 1).tolist()} mm; "
                          f"it must span at least {MIN_SPINE_EXTENT_MM:.0f} mm along two axes")
@@ -84,6 +94,42 @@ def check_input(volume: Volume, task: Task | str, force_modality: bool = False) 
     for warning in warnings:
         logger.warning("%s", warning)
     return warnings
+
+
+def repair_impossible_hounsfield(volume: Volume) -> tuple[Volume, list[str]]:
+    """Replace CT voxels no scanner produces (hot or dead pixels) by the median of their valid neighbours.
+
+    A few voxels at +-1e6 are a rounding of nothing: resampling spreads them
+    into bright or dark blobs, and 0.05 % of them moved the real CT's names one
+    level and halved its volumes. Replaced by the median of their 3 x 3 x 3
+    neighbourhood (other such voxels left out), the names stay and volumes move by
+    at most 2.5 % (measured on that CT, docs/bad_input.md). Only a few are repaired: an image where
+    more than ``INTENSITY_PERCENTILES``' tails lie there is refused by
+    :func:`check_input` as not in Hounsfield units.
+
+    Returns:
+        The volume (a repaired copy, or the same object when nothing was wrong) and a warning naming the count.
+    """
+    array = volume.array
+    impossible = (array < MIN_PLAUSIBLE_HU) | (array > MAX_PLAUSIBLE_HU)
+    count = int(np.count_nonzero(impossible))
+    if count == 0 or count > array.size * INTENSITY_PERCENTILES[0] / 100:
+        return volume, []
+    where = np.argwhere(impossible)
+    offsets = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    around = np.clip(where[:, None, :] + offsets[None], 0, np.array(array.shape) - 1)
+    index = (around[..., 0], around[..., 1], around[..., 2])
+    values = np.where(impossible[index], np.nan, array[index].astype(np.float64))
+    alone = np.all(np.isnan(values), axis=1)  # every neighbour impossible too: the image's median instead
+    values[alone, 0] = float(np.median(array[~impossible]))
+    medians = np.nanmedian(values, axis=1)
+    repaired = array.copy()
+    repaired[impossible] = np.round(medians) if array.dtype.kind in "iu" else medians
+    warning = (f"{count} voxel(s) ({100 * count / array.size:.3f} %) hold values no CT scanner produces (below "
+               f"{MIN_PLAUSIBLE_HU:.0f} or above {MAX_PLAUSIBLE_HU:.0f} HU: hot or dead pixels); each was replaced "
+               "by the median of its neighbours")
+    logger.warning("%s", warning)
+    return volume.with_array(repaired), [warning]
 
 
 def _intensity_sample(volume: Volume) -> np.ndarray:

@@ -15,7 +15,8 @@ import numpy as np
 
 from .choices import DeviceChoice
 from .errors import InputError
-from .io import output_directory, write_volume
+from .io import write_volume
+from .publish import output_directory
 from .jobs import run_discs, run_vertebrae
 from .labels import disc_name, vertebra_name
 from .progress import ProgressCallback, no_progress

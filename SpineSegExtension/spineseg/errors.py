@@ -7,7 +7,7 @@ from typing import Sequence
 
 from .exits import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK  # re-exported
 
-__all__ = ["SpineSegError", "InputError", "ModelError", "CancelledError",
+__all__ = ["SpineSegError", "InputError", "DiskFullError", "ModelError", "CancelledError",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_INPUT", "EXIT_MODEL", "EXIT_INTERRUPTED"]
 
 
@@ -17,6 +17,16 @@ class SpineSegError(Exception):
 
 class InputError(SpineSegError, ValueError):
     """The input image, label file or option cannot be used."""
+
+
+class DiskFullError(InputError):
+    """The disk (or the user's quota) is full: like an unwritable output folder, the place to write needs
+    changing, so it ends the same way (exit code 2, one line)."""
+
+    def __init__(self, target: str | Path, reason: str, outcome: str = "") -> None:
+        super().__init__(f"the disk is full: no space left to write {target} ({reason}); free some space or "
+                         f"write to another disk{outcome}")
+        self.target, self.reason = target, reason
 
 
 class ModelError(SpineSegError):

@@ -1,51 +1,43 @@
 """Reading and writing images, and the LPS/KJI <-> RAS/IJK conversion at the edge.
 
 Everything SimpleITK reads is accepted: NIfTI, NRRD, MHA, a DICOM folder.
-Outputs are written atomically, so an interrupted run never leaves a
-half-written file behind.
+Images are written atomically (:func:`spineseg.publish.atomic_path`), so an
+interrupted run never leaves a half-written file behind; sets of outputs are
+published by :mod:`spineseg.publish`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import logging
 import os
 import shutil
-import signal
+import stat
 import struct
 import tempfile
-import threading
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, NamedTuple, Sequence
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import CancelledError, InputError
+from .errors import InputError
+from .publish import atomic_path
 from .volume import LPS_FROM_RAS, Volume, VolumeKind
 
 __all__ = [
     "read_volume",
+    "read_input",
     "list_dicom_series",
     "choose_dicom_series",
     "DicomSeries",
     "write_volume",
     "volume_from_sitk",
     "volume_to_sitk",
-    "output_directory",
-    "atomic_path",
-    "readable_by_others",
-    "lock_file",
-    "STAGING_PREFIX",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,10 +129,12 @@ class DicomSeries:
     modality: str
     description: str
     files: tuple[str, ...]
+    subfolder: str = ""  # where it lies below the folder given ("" for that folder itself)
 
     def __str__(self) -> str:
+        where = f", in {self.subfolder}" if self.subfolder else ""
         return f"{self.uid} ({self.modality or 'no modality'}, {self.description or 'no description'!r}, " \
-               f"{len(self.files)} slices)"
+               f"{len(self.files)} slices{where})"
 
 
 def _dicom_tag(reader: sitk.ImageFileReader, key: str) -> str:
@@ -154,17 +148,49 @@ def _header_reader(file_name: str) -> sitk.ImageFileReader:
     return reader
 
 
+# A PACS export (DICOMDIR beside DICOM/PA*/ST*/SE*/IM*) nests its series a few folders deep; searching below
+# the folder given stops after this many folders, so that pointing at a disk's root fails soon, not never.
+MAX_DICOM_FOLDERS = 500
+
+
 def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
-    """Every series in a DICOM folder with its modality (0008,0060) and description (0008,103E)."""
+    """Every series in a DICOM folder with its modality (0008,0060) and description (0008,103E).
+
+    Where the folder itself holds none, its sub-folders are searched (a PACS
+    export's ``DICOM/PA*/ST*/SE*`` layout, file names without extension), and
+    each series records the sub-folder it lies in.
+
+    Raises:
+        InputError: the folder has more than ``MAX_DICOM_FOLDERS`` sub-folders and none held a series.
+    """
     folder = Path(folder)
+    series = _series_in(folder, folder)
+    if series:
+        return series
+    searched = 0
+    for here, subfolders, files in os.walk(folder):  # symlinked folders are not followed
+        subfolders.sort()
+        if Path(here) == folder or not files:
+            continue
+        searched += 1
+        if searched > MAX_DICOM_FOLDERS:
+            raise InputError(f"{folder} holds no DICOM series in its first {MAX_DICOM_FOLDERS} sub-folders; "
+                             "give the folder of the series itself")
+        series.extend(_series_in(Path(here), folder))
+    return series
+
+
+def _series_in(here: Path, root: Path) -> list[DicomSeries]:
+    """The series GDCM finds in the folder ``here`` (not below it); ``root`` is the folder the user gave."""
     series = []
-    with _scannable(folder) as scanned:
+    subfolder = "" if here == root else here.relative_to(root).as_posix()
+    with _scannable(here) as scanned:
         for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(scanned)) or []:
             found = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(scanned), uid)
-            files = tuple(str(folder / Path(name).name) for name in found)
+            files = tuple(str(here / Path(name).name) for name in found)
             first = _header_reader(files[0])
             series.append(DicomSeries(uid, _dicom_tag(first, "0008|0060").upper(), _dicom_tag(first, "0008|103e"),
-                                      files))
+                                      files, subfolder))
     return series
 
 
@@ -209,18 +235,33 @@ def choose_dicom_series(folder: Path, found: list[DicomSeries], modality: str | 
                      f"taken silently: {listing}; pick one with --series UID")
 
 
-def _check_slice_steps(series: DicomSeries) -> None:
-    """Refuse a series whose slices are not evenly spaced (a missing slice would stretch the volume)."""
-    positions = []
+class _SliceGeometry(NamedTuple):
+    """Where a series' slices lie: each file's position (0020,0032) in file order, and the slice normal."""
+
+    positions: np.ndarray  # (slices, 3), LPS mm
+    normal: np.ndarray
+
+
+def _slice_geometry(series: DicomSeries) -> _SliceGeometry | None:
+    """The slices' positions and normal from their headers; None where a slice lacks them."""
+    positions, normal = [], None
     for file_name in series.files:
         reader = _header_reader(file_name)
         try:
-            position = np.array([float(v) for v in _dicom_tag(reader, "0020|0032").split("\\")])
+            positions.append([float(v) for v in _dicom_tag(reader, "0020|0032").split("\\")])
             cosines = np.array([float(v) for v in _dicom_tag(reader, "0020|0037").split("\\")])
-            positions.append(float(position @ np.cross(cosines[:3], cosines[3:])))
         except ValueError:
-            return  # no positions to judge by: ITK reads the slices in file order
-    steps = np.diff(np.sort(positions))
+            return None  # no positions to judge by: ITK reads the slices in file order
+        if normal is None:
+            normal = np.cross(cosines[:3], cosines[3:])
+    if len(positions) < 2 or normal is None or np.array(positions).shape[1:] != (3,):
+        return None
+    return _SliceGeometry(np.array(positions), normal / np.linalg.norm(normal))
+
+
+def _check_slice_steps(series: DicomSeries, geometry: _SliceGeometry) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing slice would stretch the volume)."""
+    steps = np.diff(np.sort(geometry.positions @ geometry.normal))
     if len(steps) < 2:
         return
     typical = float(np.median(steps))
@@ -230,15 +271,74 @@ def _check_slice_steps(series: DicomSeries) -> None:
                          "complete the series or resample it to even spacing first")
 
 
-def _read_dicom_folder(folder: Path, modality: str | None, series_uid: str | None) -> sitk.Image:
+# A series whose slices shift sideways (gantry tilt) by less than this share of a pixel over its whole length
+# is read as it is; beyond, ITK's reading (slices stacked along their normal) would misplace anatomy.
+MAX_UNCORRECTED_SHIFT_PIXELS = 0.25
+
+
+def _untilted(image: sitk.Image, geometry: _SliceGeometry, kind: VolumeKind) -> tuple[sitk.Image, float]:
+    """A series read by ITK, resampled onto an orthogonal grid if its slices are sheared (gantry tilt).
+
+    ITK stacks the slices along their normal; with a tilted gantry each slice
+    lies shifted along the table instead. The true grid has the slice step
+    (from the first to the last file's position) as its third axis; the image is
+    resampled from it onto the grid of the slices' own axes, covering it
+    (linear, nearest for labels; new corners get the series' lowest value).
+
+    Returns:
+        The image and the tilt in degrees (0 where none was corrected).
+    """
+    positions = geometry.positions
+    step = (positions[-1] - positions[0]) / (len(positions) - 1)
+    along = float(step @ geometry.normal)
+    sideways = step - along * geometry.normal
+    in_plane = image.GetSpacing()[:2]
+    if along == 0 or np.linalg.norm(sideways) * (len(positions) - 1) <= MAX_UNCORRECTED_SHIFT_PIXELS * min(in_plane):
+        return image, 0.0
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    sheared = sitk.Image(image)
+    sheared.SetOrigin(tuple(float(x) for x in positions[0]))
+    sheared.SetSpacing((*in_plane, float(np.linalg.norm(step))))
+    sheared.SetDirection(tuple(np.column_stack([direction[:, 0], direction[:, 1],
+                                                step / np.linalg.norm(step)]).ravel()))
+    axes = np.column_stack([direction[:, 0], direction[:, 1], np.sign(along) * geometry.normal])
+    size = np.array(image.GetSize())
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in size], indexing="ij")).reshape(3, -1).T
+    points = np.array([sheared.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners.astype(float)])
+    spacing = np.array([*in_plane, abs(along)])
+    low, high = (points @ axes).min(axis=0), (points @ axes).max(axis=0)
+    reference = sitk.Image([int(n) for n in np.round((high - low) / spacing) + 1], image.GetPixelID())
+    reference.SetSpacing(tuple(float(s) for s in spacing))
+    reference.SetDirection(tuple(axes.ravel()))
+    reference.SetOrigin(tuple(float(x) for x in axes @ low))
+    interpolator = sitk.sitkNearestNeighbor if kind is VolumeKind.LABEL else sitk.sitkLinear
+    lowest = float(sitk.GetArrayViewFromImage(image).min())
+    tilt = float(np.degrees(np.arctan2(np.linalg.norm(sideways), abs(along))))
+    return sitk.Resample(sheared, reference, sitk.Transform(), interpolator, lowest), tilt
+
+
+def _read_dicom_folder(folder: Path, modality: str | None, series_uid: str | None,
+                       kind: VolumeKind) -> tuple[sitk.Image, list[str]]:
     found = list_dicom_series(folder)
     if not found:
-        raise InputError(f"{folder} is a folder but holds no DICOM series")
+        raise InputError(f"{folder} is a folder but holds no DICOM series (nor do its sub-folders)")
     chosen = choose_dicom_series(folder, found, modality, series_uid)
-    _check_slice_steps(chosen)
+    if chosen.subfolder:
+        log.info("reading series %s from %s", chosen.uid, folder / chosen.subfolder)
+    geometry = _slice_geometry(chosen)
+    if geometry is not None:
+        _check_slice_steps(chosen, geometry)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(chosen.files))
-    return reader.Execute()
+    image = reader.Execute()
+    if geometry is None:
+        return image, []
+    image, tilt = _untilted(image, geometry, kind)
+    if not tilt:
+        return image, []
+    return image, [f"series {chosen.uid} was scanned with a gantry tilt of {tilt:.1f} degrees (its slices are "
+                   "sheared): it was resampled onto an orthogonal grid, so the outputs lie on that grid, not on "
+                   "the slices"]
 
 
 _NIFTI_BYTES_PER_TYPE = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8, 1280: 8}
@@ -310,34 +410,87 @@ def _nifti_layout(path: Path, header: bytes) -> _NiftiLayout | None:
     spatial = pixdim[1 : min(ndim, 3) + 1]
     if any(not value > 0 for value in spatial):
         raise InputError(f"{path} has voxel spacing {tuple(round(v, 4) for v in spatial)} mm; spacing must be positive")
+    _check_qform_sform(path, header, order, dims[1:4], pixdim)
     voxels = int(np.prod([max(int(d), 1) for d in dims[1 : ndim + 1]]))
     float_type = _NIFTI_FLOAT_TYPES.get(datatype)
     dtype = np.dtype(order + float_type) if float_type else None
     return _NiftiLayout(data_offset, voxels * _NIFTI_BYTES_PER_TYPE.get(datatype, 1), dtype)
 
 
+# A NIfTI file's two placements (qform, sform) may differ by rounding; beyond this (mm, at any corner of the
+# image) they place the anatomy in different places.
+MAX_QFORM_SFORM_MM = 1.0
+
+
+def _check_qform_sform(path: Path, header: bytes, order: str, shape: Sequence[int], pixdim: Sequence[float]) -> None:
+    """Refuse a NIfTI-1 file whose qform and sform (both set) place the image differently.
+
+    ITK takes the sform and says nothing; nibabel, FSL and Slicer do not all
+    agree. Which placement the writer meant cannot be told from the file, and
+    the wrong one moves or mirrors the whole result.
+    """
+    qform_code, sform_code = struct.unpack(order + "2h", header[252:256])
+    if qform_code <= 0 or sform_code <= 0:
+        return
+    b, c, d, *offset = struct.unpack(order + "6f", header[256:280])
+    a = np.sqrt(max(1.0 - (b * b + c * c + d * d), 0.0))
+    rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                         [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                         [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+    qfac = -1.0 if pixdim[0] < 0 else 1.0
+    qform = np.eye(4)
+    qform[:3, :3] = rotation @ np.diag([pixdim[1], pixdim[2], qfac * pixdim[3]])
+    qform[:3, 3] = offset
+    sform = np.eye(4)
+    sform[:3] = np.array(struct.unpack(order + "12f", header[280:328])).reshape(3, 4)
+    corners = np.array(np.meshgrid(*[[0, max(int(n), 1) - 1] for n in shape], [1], indexing="ij")).reshape(4, -1)
+    apart = float(np.linalg.norm((qform - sform) @ corners, axis=0).max())
+    if apart <= MAX_QFORM_SFORM_MM:
+        return
+    mirrored = np.sign(np.linalg.det(qform[:3, :3])) != np.sign(np.linalg.det(sform[:3, :3]))
+    raise InputError(f"{path} holds two placements that disagree: its qform and sform lie up to {apart:.0f} mm "
+                     f"apart{' and one is mirrored' if mirrored else ''}. Readers differ in which they take (ITK "
+                     "the sform), and which the writer meant cannot be told; keep the right one and set the other's "
+                     "code to 0 (qform_code or sform_code), or export the image again")
+
+
 def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY, *,
                 modality: str | None = None, series: str | None = None) -> Volume:
-    """Read a 3D image file or DICOM folder and check that it can be used.
+    """Read a 3D image file or DICOM folder and check that it can be used; see :func:`read_input`."""
+    return read_input(path, kind, modality=modality, series=series)[0]
+
+
+def read_input(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY, *,
+               modality: str | None = None, series: str | None = None) -> tuple[Volume, list[str]]:
+    """Read a 3D image file or DICOM folder, check that it can be used, and say what was corrected on the way.
 
     Args:
-        path: an image file or a DICOM folder.
+        path: an image file or a DICOM folder (its series may lie in sub-folders, as in a PACS export).
         kind: intensities or labels.
         modality: for a DICOM folder, the modality (0008,0060) of the scan to take, e.g. "CT" or "MR".
         series: for a DICOM folder, the series to take (as :func:`list_dicom_series` names it).
 
+    Returns:
+        The volume, and warnings (also logged) about corrections made while reading: a DICOM series
+        scanned with a gantry tilt is resampled onto an orthogonal grid.
+
     Raises:
-        InputError: the path is missing, not an image, not 3D, empty, has
-            non-positive spacing or non-finite voxels; a DICOM folder whose
-            series to take is ambiguous, or whose slices are unevenly spaced.
+        InputError: the path is missing, a device, pipe or socket, not an image, not 3D, empty, has
+            non-positive spacing or non-finite voxels; a NIfTI file whose qform and sform disagree; a DICOM
+            folder whose series to take is ambiguous, or whose slices are unevenly spaced.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
+    warnings: list[str] = []
     try:
         if path.is_dir():
-            image = _read_dicom_folder(path, modality, series)
+            image, warnings = _read_dicom_folder(path, modality, series, kind)
         else:
+            special = _special_file(path)
+            if special:
+                raise InputError(f"{path} is {special}, not an image file; give a NIfTI, NRRD or MHA file or a "
+                                 "DICOM folder")
             if path.stat().st_size == 0:
                 raise InputError(f"{path} is an empty file")
             _check_file_integrity(path)
@@ -358,217 +511,40 @@ def read_volume(path: str | os.PathLike, kind: VolumeKind = VolumeKind.INTENSITY
     if volume.array.dtype.kind == "f" and not np.all(np.isfinite(volume.array)):
         count = int(np.count_nonzero(~np.isfinite(volume.array)))
         raise InputError(f"{path} has {count} NaN or infinite voxel(s); fix or mask them first")
-    return volume
+    for warning in warnings:
+        log.warning("%s", warning)
+    return volume, warnings
+
+
+def _special_file(path: Path) -> str:
+    """What a path that is neither a file nor a folder is ("a named pipe (FIFO)", ...); "" for a regular file.
+
+    Such a path reports size 0 (``/dev/zero``) or blocks when read (a FIFO), so it is named before it is opened.
+    """
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISCHR, "a character device (like /dev/zero)"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return ""
+
+
+# ITK reports a failed write as a RuntimeError without its cause; with less than this free beside the file,
+# the cause was a full disk.
+FULL_DISK_BYTES = 1 << 20
 
 
 def write_volume(volume: Volume, path: str | os.PathLike) -> None:
-    """Write a volume atomically (the file appears complete or not at all)."""
-    with atomic_path(path) as temporary:
-        sitk.WriteImage(volume_to_sitk(volume), str(temporary), useCompression=True)
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def readable_by_others(path: Path) -> None:
-    """Give a file (or folder) made by ``tempfile`` (0600/0700) the permissions the umask gives new files."""
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place on success.
-
-    The temporary name keeps the full suffix (``.nii.gz``, ``.seg.nrrd``) so
-    writers that choose the format from it still do. The file gets the
-    permissions the umask gives (``mkstemp`` alone would leave it private).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=".partial-", suffix="-" + path.name, dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        readable_by_others(temporary)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-STAGING_PREFIX = ".spineseg-partial-"
-# Held (flock) by the job staging in the folder, so the next run can tell a live staging folder from a stale one.
-STAGING_LOCK = ".lock"
-# Where flock is missing (Windows), a staging folder untouched this long is taken as left by a killed run.
-STALE_STAGING_SECONDS = 24 * 3600
-# A staging folder without its lock file is being created (a moment) or was left by a run killed at once.
-UNLOCKED_STAGING_SECONDS = 60
-
-
-@contextlib.contextmanager
-def output_directory(path: str | os.PathLike, names: Sequence[str], overwrite: bool = False, *,
-                     stale: Sequence[str] = ()) -> Iterator[Path]:
-    """Stage outputs in a hidden folder and publish them into ``path`` as one set, only when all succeeded.
-
-    A set is complete when its last name (the job's JSON, the marker) is present.
-    Publishing removes the old marker first, then every old file of ``names``
-    and ``stale`` the new set does not replace (so an old picture never sits
-    beside new results), moves the new files in and the marker last. SIGINT and
-    SIGTERM wait for those renames (milliseconds, main thread); one that arrived
-    meanwhile raises :class:`CancelledError` listing the complete set, so the
-    caller can say truthfully what was left. Even ``kill -9`` mid-publish leaves no
-    complete-looking mix, only a set without its marker. Staging folders left by
-    a killed run are removed by the next run in ``path``.
-
-    Args:
-        path: the user's output folder (created if missing).
-        names: file names the job will write, the marker last; existing ones are an error
-            unless ``overwrite`` is set, so user data is never replaced by accident.
-        overwrite: allow replacing existing files of those names (and removing those of ``stale``).
-        stale: other files of an older set of the same kind, removed when the new set is published.
-
-    On any exception nothing is left: neither the staged files nor a folder
-    that did not exist before.
+    """Write a volume atomically (the file appears complete or not at all).
 
     Raises:
-        InputError: ``path`` cannot be written (read-only, under a file, a symlink loop), an output name is
-            taken by a folder, or outputs exist and ``overwrite`` is not set.
+        OSError: ENOSPC when the disk is full (ITK's own error does not say so).
     """
     path = Path(path)
-    _check_output_names(path, [*names, *stale], overwrite)
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(path)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path))
-    except OSError as error:
-        raise InputError(f"cannot write to the output folder {path} ({error.strerror or error}: "
-                         f"{error.filename or path}); choose a folder you can write to") from None
-    lock = lock_file(staging / STAGING_LOCK)  # a new folder: nobody else holds it
-    published: list[Path] = []
-    try:
-        yield staging
-        with _signals_deferred():
-            try:
-                published = _publish(staging, path, list(names), stale)
-            except OSError as error:
-                raise InputError(f"cannot move the outputs into {path} ({error}); it holds no complete set "
-                                 f"(no {names[-1]})") from None
-    except (KeyboardInterrupt, CancelledError) as error:
-        if not published:
-            _remove_created(path, created)
-            raise
-        raise CancelledError(f"interrupted after writing a complete set to {path}", written=published) from error
-    except BaseException:
-        _remove_created(path, created)
-        raise
-    finally:
-        if lock is not None:
-            lock.close()
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _check_output_names(path: Path, names: Sequence[str], overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise InputError(f"output path {path} exists and is not a folder")
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"output path {path} is a symbolic link that leads nowhere (dangling or a loop); "
-                         "remove it or choose another folder")
-    folders = [name for name in names if (path / name).is_dir()]
-    if folders:
-        raise InputError(f"{path / folders[0]} is a folder where an output file goes; move it away or choose "
-                         "another output folder")
-    clashes = [name for name in names if os.path.lexists(path / name)]
-    if clashes and not overwrite:
-        raise InputError(
-            f"{path} already holds {', '.join(clashes)}; choose another folder or pass --overwrite"
-        )
-
-
-def _remove_created(path: Path, created: bool) -> None:
-    if created:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def lock_file(path: str | os.PathLike) -> IO[bytes] | None:
-    """Open ``path`` (created) and lock it for this process; None if another process holds it.
-
-    Closing the handle, or the process ending in any way (``kill -9`` too),
-    releases the lock. Where flock is missing (Windows) nothing is locked.
-    """
-    handle = open(path, "ab")
-    if fcntl is not None:
+    with atomic_path(path) as temporary:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-    return handle
-
-
-def _is_stale(staging: Path) -> bool:
-    """Whether a staging folder was left by a run that no longer runs (its lock is free)."""
-    if fcntl is None:
-        return time.time() - staging.stat().st_mtime > STALE_STAGING_SECONDS
-    try:
-        with open(staging / STAGING_LOCK, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except FileNotFoundError:  # killed before it locked, or being created right now: go by age
-        return time.time() - staging.stat().st_mtime > UNLOCKED_STAGING_SECONDS
-    return True
-
-
-def _remove_stale_staging(path: Path) -> None:
-    for staging in path.glob(STAGING_PREFIX + "*"):
-        if staging.is_dir() and not staging.is_symlink() and _is_stale(staging):
-            log.info("removing %s, left by a run that was killed", staging)
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block is done, then act on one that arrived as its handler would have.
-
-    Handlers are swapped rather than the signals masked: the kernel would hand a
-    masked signal to another thread (torch's), whose handler runs at once.
-    Only the main thread sets handlers; in others Python runs no handler anyway.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[int] = []
-    previous = {number: signal.signal(number, lambda received, frame: arrived.append(received))
-                for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number in arrived[:1]:
-            handler = previous[number]
-            if callable(handler):
-                handler(number, None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
-
-
-def _publish(staging: Path, path: Path, names: list[str], stale: Sequence[str]) -> list[Path]:
-    """Move the staged files into ``path``, the marker (last of ``names``) last; returns the files published.
-
-    The old marker goes first and every old file the new set does not replace
-    goes next, so no moment shows old and new files beside a marker.
-    """
-    new = [name for name in names if (staging / name).exists()]
-    for name in [names[-1], *(name for name in [*names, *stale] if name not in new)]:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path / name)
-    for name in new:
-        os.replace(staging / name, path / name)
-    return [path / name for name in new]
+            sitk.WriteImage(volume_to_sitk(volume), str(temporary), useCompression=True)
+        except RuntimeError:
+            if shutil.disk_usage(path.parent).free < FULL_DISK_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise

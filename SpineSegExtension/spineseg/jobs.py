@@ -2,21 +2,24 @@
 
 A job reads the input, checks it, loads the model, predicts, and writes the
 chosen outputs into a folder. Outputs are staged and moved into place together
-(:func:`spineseg.io.output_directory`), so a failed or interrupted job leaves
+(:func:`spineseg.publish.output_directory`), so a failed or interrupted job leaves
 nothing behind, and the three front ends write the same files with the same
 JSON schema because they share this code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .checks import repair_impossible_hounsfield
 from .choices import DeviceChoice, Task
 from .errors import InputError
-from .io import output_directory, read_volume, write_volume
+from .io import read_input, write_volume
+from .publish import output_directory
 from .labels import vertebra_name
 from .progress import ProgressCallback, no_progress, scaled
 from .results import DiscsResult, VertebraeResult
@@ -24,7 +27,7 @@ from .volume import Volume
 
 __all__ = ["OUTPUT_NAMES", "PICTURE_NAMES", "JobResult", "output_names", "run_job", "run_vertebrae", "run_discs"]
 
-# The JSON comes last: it is published last and marks a complete set (see spineseg.io.output_directory).
+# The JSON comes last: it is published last and marks a complete set (see spineseg.publish.output_directory).
 OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
     Task.VERTEBRAE: ("vertebrae.nii.gz", "vertebrae.seg.nrrd", "vertebrae.png", "vertebrae.json"),
     Task.DISCS: ("discs.mrk.json", "discs.png", "discs.json"),
@@ -83,7 +86,7 @@ def run_job(
 
     Args:
         task: vertebrae (CT) or discs (MRI).
-        input_path: anything :func:`spineseg.io.read_volume` reads.
+        input_path: anything :func:`spineseg.io.read_input` reads (its warnings go into the JSON).
         output_dir: created if missing; existing outputs need ``overwrite``.
         model: None (bundled), a bundled name, a manifest or weights path, or a loaded model.
         device: where a model loaded here runs.
@@ -107,7 +110,10 @@ def run_job(
 
     task = Task(task)
     # No progress report before the task has checked its input, so that a bad input's error prints alone.
-    image = read_volume(input_path, modality=DICOM_MODALITY[task], series=series)
+    image, input_warnings = read_input(input_path, modality=DICOM_MODALITY[task], series=series)
+    if task is Task.VERTEBRAE:
+        image, repaired = repair_impossible_hounsfield(image)
+        input_warnings += repaired
     if reference is not None and not reference.same_grid(image):
         raise InputError("the reference label map is not on the input's grid (shape or geometry differ)")
     loaded = load_model(task, model, device)
@@ -117,6 +123,8 @@ def run_job(
         result = (predict or _predictors()[task])(image, model=loaded, device=device,
                                                     progress=scaled(progress, 0.03, 0.9),
                                                     force_modality=force_modality)
+        if input_warnings:  # what was corrected (a gantry tilt, hot pixels) belongs with the input's other warnings
+            result = dataclasses.replace(result, warnings=[*input_warnings, *result.warnings])
         progress(0.9, f"writing {', '.join(names)}")
         source = str(input_path) if input_name is None else input_name
         _write_outputs(task, image, result, staging, names, source, loaded.provenance())

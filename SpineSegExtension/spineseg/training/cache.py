@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..io import atomic_path
+from ..cachedir import user_cache_folder
+from ..publish import atomic_path
 
 if TYPE_CHECKING:
     from ..vertebrae.sampler import TrainingCase
@@ -39,10 +39,7 @@ _HASH_BLOCK = 1 << 22
 
 def cache_folder(task: str) -> Path:
     """Where prepared cases of ``task`` are kept (see the module's description)."""
-    root = os.environ.get("SPINESEG_CACHE")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spineseg"
-    return Path(root) / task
+    return user_cache_folder() / task
 
 
 def _file_digest(path: Path) -> str:

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from ..errors import InputError, ModelError
-from ..io import atomic_path, readable_by_others
+from ..publish import atomic_path, readable_by_others
 
 __all__ = ["Checkpoint", "write_checkpoint", "read_latest_checkpoint", "has_checkpoint", "require_checkpoint",
            "save_weights",

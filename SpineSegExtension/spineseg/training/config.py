@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from ..choices import DeviceChoice, Task
 from ..errors import InputError
-from ..io import atomic_path
+from ..publish import atomic_path
 from ..vertebrae.sampler import SamplerConfig
 
 __all__ = [

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..publish import atomic_path
 from .config import DataConfig, Layout, Task
 
 __all__ = ["Subject", "DataSplit", "read_verse", "read_pairs", "read_bids_discs", "phantom_subjects",

@@ -21,6 +21,7 @@ the model manifest; this module does the rest:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import platform
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from ..errors import InputError, SpineSegError
 from ..model_store import ModelEntry, find_model, load_state_dict, save_model
 from ..progress import ProgressCallback, no_progress
-from ..io import lock_file
+from ..publish import lock_file
 from .checkpoint import (Checkpoint, has_checkpoint, load_weights, read_latest_checkpoint, require_checkpoint,
                          save_weights, write_checkpoint)
 from .config import OptimiserName, ScheduleKind, TrainingConfig, config_to_dict, save_config
@@ -226,9 +227,13 @@ class _Session:
 def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: bool,
            progress: ProgressCallback, processes: Processes) -> TrainingResult | None:
     """Open the run, set up (or resume) this process's session, train; the first process exports the model."""
-    split, lock = _open_run(config, run_dir, resume, processes)
+    split, lock, created = _open_run(config, run_dir, resume, processes)
     try:
-        session = _start_session(config, run_dir, split, resume, processes)
+        try:
+            session = _start_session(config, run_dir, split, resume, processes)
+        except InputError:
+            _unprepare(created)  # refused data (a label value, a layout): the folder is as it was
+            raise
         _run_iterations(session, show_progress, progress)
         barrier(processes)
         if not processes.is_main:
@@ -240,9 +245,10 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, show_progress: b
 
 
 def _open_run(config: TrainingConfig, run_dir: Path, resume: bool,
-              processes: Processes) -> tuple[DataSplit, IO[bytes] | None]:
+              processes: Processes) -> tuple[DataSplit, IO[bytes] | None, list[Path]]:
     """Read the data split; the first process locks and prepares the run folder, and its verdict reaches every
-    process. Returns the split and, on the first process, the run folder's lock.
+    process. Returns the split and, on the first process, the run folder's lock and what preparing it created
+    (for :func:`_unprepare`).
 
     Every process waits for that verdict (which also waits for the folder to be
     written), so an error on the first process stops all of them at once
@@ -251,18 +257,33 @@ def _open_run(config: TrainingConfig, run_dir: Path, resume: bool,
     if resume:
         require_checkpoint(run_dir / "checkpoints")  # before reading the data again
     split = read_dataset(config.task, config.data, config.seed)
-    problem, lock = None, None
+    problem, lock, created = None, None, []
     if processes.is_main:
+        created = [path for path in (run_dir, run_dir / RUN_LOCK, run_dir / "config.json", run_dir / "split.json")
+                   if not path.exists()]
         try:
             lock = _prepare_run_dir(config, run_dir, split, resume)
         except InputError as error:
             problem = str(error)
         except OSError as error:
             problem = f"cannot prepare the run folder {run_dir}: {error}"
+        if problem is not None:
+            _unprepare(created)
     problem = gather(processes, problem)[0]
     if problem is not None:
         raise InputError(problem)
-    return split, lock
+    return split, lock, created
+
+
+def _unprepare(created: list[Path]) -> None:
+    """Remove what preparing a run folder created (files, then the folder if it was new and is empty), so a
+    refused start leaves ``--out`` as it found it."""
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
 
 
 def _start_session(config: TrainingConfig, run_dir: Path, split: DataSplit, resume: bool,
