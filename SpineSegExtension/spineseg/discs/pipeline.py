@@ -16,7 +16,7 @@ from ..progress import ProgressCallback, no_progress
 from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
 from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain, heatmap_peaks
-from .slab import MAX_LATERAL_SHIFT_MM, Slab, extract_slab, refine_lateral
+from .slab import MAX_LATERAL_SHIFT_MM, Slab, extract_slab, refine_lateral, without_outliers
 from .targets import output_to_input
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
@@ -62,8 +62,10 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
     are centred left-right in 3D (:func:`~spineseg.discs.slab.refine_lateral`); when these centres lie
     ``RECENTRE_MIN_SHIFT_MM`` or more away from the slab's plane, the slab is cut again through them (see
     :func:`spine_plane`) and read again; a re-cut slab on which fewer discs are found is not kept. Inference and
-    the trainer's validation both read scans through here.
+    the trainer's validation both read scans through here. Intensities far beyond the scan's percentiles are
+    clipped first (:func:`~spineseg.discs.slab.without_outliers`).
     """
+    volume = without_outliers(volume)
     plane, slope, best = None, 0.0, None
     for _ in range(RECENTRE_PASSES + 1):
         slab = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=plane, lateral_slope=slope)
