@@ -46,3 +46,42 @@ def test_outlier_fences_leave_an_ordinary_scan_as_it_is():
     clipped = without_outliers(Volume(values, phantom.image.affine)).array
     inner = phantom.image.array
     assert inner.max() * 1.01 <= clipped.max() <= 3 * inner.max() and clipped.min() >= -inner.max()
+
+
+def _top_cut_off(image: Volume, share: float) -> Volume:
+    """The image without its upper ``share`` (grid axis j runs head to foot in a PIR phantom)."""
+    cut = int(share * image.shape[1])
+    affine = image.affine.copy()
+    affine[:3, 3] = image.ijk_to_ras(np.array([0, cut, 0]))[0]
+    return Volume(np.ascontiguousarray(image.array[:, cut:, :]), affine)
+
+
+@pytest.mark.parametrize("tilt", [(10.0, 0.0, 0.0), (-10.0, 0.0, 0.0)], ids=["leaning back", "leaning forward"])
+def test_sacrum_anchor_names_a_tilted_lumbar_chain_with_its_top_cut_off(model, tilt):
+    """A lumbar scan tilted 10 degrees whose upper 40 % is cut off (no T12 or ribs to count from): the discs are
+    counted up from L5/S1, which the sacrum below fixes, and every disc found carries its own name."""
+    phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.0, 1.0), orientation="PIR", seed=8,
+                               rotation_deg=tilt, margin_mm=40.0)
+    image = _top_cut_off(phantom.image, 0.4)
+    truth = {number: point for number, point in phantom.disc_points.items() if image.ras_to_ijk(point)[0][1] >= 0}
+    result = label_discs(image, model, device="cpu")
+    assert result.naming.anchor == "sacrum", result.warnings
+    assert result.numbers == sorted(truth) == [21, 22, 23, 24, 25]
+    for disc in result.discs:  # named right within 5 mm head to foot, as the real exams are scored
+        assert abs(disc.position_ras[2] - truth[disc.number][2]) <= 5.0, (disc.name, disc.position_ras)
+
+
+def test_a_disc_below_l5_s1_is_flagged_as_transitional_not_counted(model):
+    """A lumbarised S1 (a disc between S1 and S2): the discs keep their names counted from the disc above it
+    as L5/S1, and the result says that a disc-like junction lies below L5/S1, in the warnings and in naming."""
+    phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.0, 1.0), orientation="PIR", seed=11,
+                               margin_mm=60.0, lumbarised_s1=True)
+    result = label_discs(phantom.image, model, device="cpu")
+    assert result.naming.anchor == "sacrum" and result.naming.variant == "lumbosacral transitional?"
+    assert any("disc-like junction lies below L5/S1" in warning for warning in result.warnings)
+    assert result.numbers[-1] == 25
+    l5_s1 = result.discs[-1].position_ras[2]
+    assert abs(l5_s1 - phantom.disc_points[25][2]) <= 5.0
+    plain = label_discs(make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.0, 1.0), orientation="PIR",
+                                         seed=11, margin_mm=60.0).image, model, device="cpu")
+    assert plain.naming.variant is None and plain.numbers == result.numbers

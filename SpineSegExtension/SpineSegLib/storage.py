@@ -60,8 +60,14 @@ def read_disc_naming(folder: str | os.PathLike) -> DiscNaming:
     """How a disc job named the levels (``naming`` of ``discs.json``; files without it read as unanchored)."""
     data = json.loads((Path(folder) / "discs.json").read_text())
     naming = data.get("naming") if isinstance(data, dict) else None
-    anchor = naming.get("anchor") if isinstance(naming, dict) and naming.get("anchored") else None
-    return DiscNaming(str(anchor) if anchor else None)
+    if not isinstance(naming, dict):
+        return DiscNaming()
+    anchor = naming.get("anchor") if naming.get("anchored") else None
+    confidence = naming.get("confidence")
+    variant = naming.get("variant")
+    return DiscNaming(str(anchor) if anchor else None,
+                      float(confidence) if isinstance(confidence, (int, float)) else None,
+                      str(variant) if variant else None)
 
 
 def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:

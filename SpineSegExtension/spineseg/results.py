@@ -127,6 +127,8 @@ class DiscNaming:
     which case the names are the network's guess of the levels."""
 
     anchor: str | None = None
+    confidence: float | None = None  # mean confidence of the discs' names (lowered when unanchored); None: no discs
+    variant: str | None = None  # "lumbosacral transitional?" when a disc-like junction lies below L5/S1
 
     @property
     def anchored(self) -> bool:
@@ -135,11 +137,16 @@ class DiscNaming:
     @property
     def summary(self) -> str:
         """A short phrase for a status line (the warnings of the result say more)."""
-        return f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
+        text = f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
+        if self.confidence is not None:
+            text += f", confidence {self.confidence:.2f}"
+        return text + (f"; {self.variant}" if self.variant else "")
 
     def to_dict(self) -> dict:
-        """The ``naming`` object of ``discs.json`` (the same keys as in ``vertebrae.json``)."""
-        return {"anchor": self.anchor, "anchored": self.anchored}
+        """The ``naming`` object of ``discs.json`` (``anchor``, ``anchored`` and ``variant`` as in
+        ``vertebrae.json``; ``confidence`` as each disc's)."""
+        confidence = None if self.confidence is None else round(self.confidence, 4)
+        return {"anchor": self.anchor, "anchored": self.anchored, "confidence": confidence, "variant": self.variant}
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ TILT_OUTLIER_MM = 5.0
 FINE_READ_ABOVE_MM = 1.6
 FINE_PIXEL_MM = 1.0
 FINE_REACH_MM = 10.0
+TRANSITIONAL_VARIANT = "lumbosacral transitional?"
+TRANSITIONAL_WARNING = ("a disc-like junction lies below L5/S1 ({where}): the S1/S2 remnant of a young sacrum or a "
+                        "lumbosacral transitional vertebra (a lumbarised S1); the discs are named counting up from the "
+                        "disc above it as L5/S1 and it is left unnamed; check the count against a scan that shows the "
+                        "ribs or C2")
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,7 @@ def _placed_on_finer_windows(volume: Volume, reading: SlabReading, heatmaps_of: 
             nearest = peaks[int(np.argmin(distance))]
             position = np.array([position[0], nearest[1], nearest[2]])
         moved.append(DiscRecord(disc.number, tuple(float(x) for x in position), disc.confidence))
-    return Decoded(moved, reading.decoded.anchors)
+    return Decoded(moved, reading.decoded.anchors, reading.decoded.below_sacrum)
 
 
 def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = None,
@@ -202,11 +207,15 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
     progress(0.9, "labelling the discs")
     if decoded.discs and not decoded.anchored:
         warnings = [*warnings, UNANCHORED_WARNING]
+    if decoded.below_sacrum:
+        where = ", ".join(f"S {position[2]:.0f} mm" for position in decoded.below_sacrum)
+        warnings = [*warnings, TRANSITIONAL_WARNING.format(where=where)]
     # The slab fixes front-back and head-foot; each disc's left-right position is its own centre in 3D.
     discs = [DiscRecord(d.number, tuple(float(x) for x in p), d.confidence)
              for d, p in zip(decoded.discs, reading.centres_ras)]
     log.info("found %d discs: %s (%s)", len(discs), ", ".join(d.name for d in discs),
              f"counted from {decoded.anchor}" if decoded.anchored else "unanchored")
     progress(1.0, f"found {len(discs)} discs")
-    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings,
-                       naming=DiscNaming(decoded.anchor))
+    confidence = float(np.mean([disc.confidence for disc in discs])) if discs else None
+    naming = DiscNaming(decoded.anchor, confidence, TRANSITIONAL_VARIANT if decoded.below_sacrum else None)
+    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings, naming=naming)
