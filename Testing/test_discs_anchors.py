@@ -85,3 +85,18 @@ def test_a_disc_below_l5_s1_is_flagged_as_transitional_not_counted(model):
     plain = label_discs(make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.0, 1.0), orientation="PIR",
                                          seed=11, margin_mm=60.0).image, model, device="cpu")
     assert plain.naming.variant is None and plain.numbers == result.numbers
+
+
+@pytest.mark.parametrize("tilt", [10.0, -10.0])
+def test_c2_anchor_names_a_tilted_cervical_chain_whose_first_disc_is_c1_c2(model, tilt):
+    """A cervical scan with the head above, tilted 10 degrees: the first disc found sits at C1/C2 (the network
+    marks it in both anchor channels), is named C1/C2, and the names below count on from it (before, a tilt
+    made the chain start at "C2/C3" and every name one level low)."""
+    phantom = make_mri_phantom("cervical", contrast="T2", spacing=(3.0, 0.8, 0.8), orientation="PIR", seed=3,
+                               head=True, rotation_deg=(tilt, 0.0, 0.0))
+    result = label_discs(phantom.image, model, device="cpu")
+    assert result.naming.anchor == "C2"
+    first = result.discs[0]
+    assert first.name == "C1/C2" and abs(first.position_ras[2] - phantom.disc_points[2][2]) <= 3.0
+    for disc in result.discs:
+        assert abs(disc.position_ras[2] - phantom.disc_points[disc.number][2]) <= 3.0, (disc.name, result.numbers)

@@ -27,7 +27,8 @@
    fix the count: when one is in view (:func:`find_anchors`) the chain is
    decoded again, its first disc held to C1/C2 or C2/C3 (C2 anchor) or its
    last to L5/S1 (sacrum anchor), and every disc is named by counting from
-   the anchor, with the channel only a weak tie-breaker
+   the anchor (the top disc C1/C2 or C2/C3 by the stronger of those two
+   channels there), with the channel only a weak tie-breaker
    (:func:`counting_scores`). A chain with neither anchor in view keeps the
    network's names, at lowered confidence, and says so (``Decoded.anchored``).
 5. The lumbosacral junction: the sacrum below L5/S1 is one fused bone, so no
@@ -325,6 +326,15 @@ def _sacrum_seen_below(positions_px: np.ndarray, scores: np.ndarray, bottom: int
     return _looks_like_l5_s1(scores[strongest]) and float(scores[strongest].max()) >= settings.anchor_floor
 
 
+def _c2_end_number(site_scores: np.ndarray) -> int:
+    """The number of a chain's top disc next to the C2 anchor: C1/C2 or C2/C3, whichever anchor channel scores
+    higher there. What lies right above the disc tells them apart (C1's arch and the skull base a short way
+    above C1/C2; C2's tall body with the dens above C2/C3); the spacing of the discs further down does not,
+    as C2/C3 ... C7/T1 are spaced almost alike."""
+    first, second = ANCHOR_END_NUMBERS[Anchor.C2]
+    return first if site_scores[DISC_NUMBERS.index(first)] >= site_scores[DISC_NUMBERS.index(second)] else second
+
+
 def _looks_like_l5_s1(site_scores: np.ndarray) -> bool:
     """The network's strongest channel at a site is L5/S1's (a disc with the sacrum right below it)."""
     return int(np.argmax(site_scores)) == DISC_NUMBERS.index(ANCHOR_END_NUMBERS[Anchor.SACRUM][0])
@@ -457,7 +467,7 @@ def decode_chain(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float,
     if anchors:
         counted = label_chain(
             positions, counting, settings,
-            start=(discs[0][0], ANCHOR_END_NUMBERS[Anchor.C2]) if Anchor.C2 in anchors else None,
+            start=(discs[0][0], (_c2_end_number(scores[discs[0][0]]),)) if Anchor.C2 in anchors else None,
             end=(discs[-1][0], ANCHOR_END_NUMBERS[Anchor.SACRUM]) if Anchor.SACRUM in anchors else None,
         )
         if counted:
