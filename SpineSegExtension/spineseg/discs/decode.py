@@ -27,8 +27,8 @@
    fix the count: when one is in view (:func:`find_anchors`) the chain is
    decoded again, its first disc held to C1/C2 or C2/C3 (C2 anchor) or its
    last to L5/S1 (sacrum anchor), and every disc is named by counting from
-   the anchor (the top disc C1/C2 or C2/C3 by the stronger of those two
-   channels there), with the channel only a weak tie-breaker
+   the anchor (the top disc C1/C2 or C2/C3 by a clear lead of one of those
+   two channels there), with the channel only a weak tie-breaker
    (:func:`counting_scores`). A chain with neither anchor in view keeps the
    network's names, at lowered confidence, and says so (``Decoded.anchored``).
 5. The lumbosacral junction: the sacrum below L5/S1 is one fused bone, so no
@@ -107,6 +107,9 @@ class DecodeSettings:
     # vertebra above it in view), which is no skull base.
     anchor_floor: float = 0.25
     anchor_in_view_gaps: float = 0.5
+    # The C2 anchor's top disc is C1/C2 or C2/C3 by the spacing prior, unless one of the two channels leads the
+    # other there by c2_margin (then it is that one).
+    c2_margin: float = 0.2
     # ... or where the network's strongest answer within sacrum_window chain gaps below the last disc is L5/S1's
     # (the sacrum's top seen below a disc the network took for L4/L5).
     sacrum_window: float = 0.5
@@ -326,13 +329,16 @@ def _sacrum_seen_below(positions_px: np.ndarray, scores: np.ndarray, bottom: int
     return _looks_like_l5_s1(scores[strongest]) and float(scores[strongest].max()) >= settings.anchor_floor
 
 
-def _c2_end_number(site_scores: np.ndarray) -> int:
-    """The number of a chain's top disc next to the C2 anchor: C1/C2 or C2/C3, whichever anchor channel scores
-    higher there. What lies right above the disc tells them apart (C1's arch and the skull base a short way
-    above C1/C2; C2's tall body with the dens above C2/C3); the spacing of the discs further down does not,
-    as C2/C3 ... C7/T1 are spaced almost alike."""
+def _c2_end_numbers(site_scores: np.ndarray, settings: DecodeSettings) -> tuple[int, ...]:
+    """The numbers a chain's top disc next to the C2 anchor may take: C1/C2 or C2/C3, or only the one whose
+    anchor channel scores ``c2_margin`` more there. What lies right above the disc tells them apart (C1's arch
+    and the skull base a short way above C1/C2; C2's tall body with the dens above C2/C3); the spacing of the
+    discs further down hardly does, as C2/C3 ... C7/T1 are spaced almost alike."""
     first, second = ANCHOR_END_NUMBERS[Anchor.C2]
-    return first if site_scores[DISC_NUMBERS.index(first)] >= site_scores[DISC_NUMBERS.index(second)] else second
+    difference = float(site_scores[DISC_NUMBERS.index(first)] - site_scores[DISC_NUMBERS.index(second)])
+    if abs(difference) < settings.c2_margin:
+        return first, second
+    return (first,) if difference > 0 else (second,)
 
 
 def _looks_like_l5_s1(site_scores: np.ndarray) -> bool:
@@ -467,7 +473,7 @@ def decode_chain(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float,
     if anchors:
         counted = label_chain(
             positions, counting, settings,
-            start=(discs[0][0], (_c2_end_number(scores[discs[0][0]]),)) if Anchor.C2 in anchors else None,
+            start=(discs[0][0], _c2_end_numbers(scores[discs[0][0]], settings)) if Anchor.C2 in anchors else None,
             end=(discs[-1][0], ANCHOR_END_NUMBERS[Anchor.SACRUM]) if Anchor.SACRUM in anchors else None,
         )
         if counted:
