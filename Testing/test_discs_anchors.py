@@ -73,18 +73,18 @@ def test_sacrum_anchor_names_a_tilted_lumbar_chain_with_its_top_cut_off(model, t
 
 def test_a_disc_below_l5_s1_is_flagged_as_transitional_not_counted(model):
     """A lumbarised S1 (a disc between S1 and S2): the discs keep their names counted from the disc above it
-    as L5/S1, and the result says that a disc-like junction lies below L5/S1, in the warnings and in naming."""
+    as L5/S1, and the result's warnings (discs.json) say that a disc-like junction lies below L5/S1."""
     phantom = make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.0, 1.0), orientation="PIR", seed=11,
                                margin_mm=60.0, lumbarised_s1=True)
     result = label_discs(phantom.image, model, device="cpu")
-    assert result.naming.anchor == "sacrum" and result.naming.variant == "lumbosacral transitional?"
+    assert result.naming.anchor == "sacrum"
     assert any("disc-like junction lies below L5/S1" in warning for warning in result.warnings)
     assert result.numbers[-1] == 25
     l5_s1 = result.discs[-1].position_ras[2]
     assert abs(l5_s1 - phantom.disc_points[25][2]) <= 5.0
     plain = label_discs(make_mri_phantom("lumbar", contrast="T2", spacing=(3.5, 1.0, 1.0), orientation="PIR",
                                          seed=11, margin_mm=60.0).image, model, device="cpu")
-    assert plain.naming.variant is None and plain.numbers == result.numbers
+    assert not any("junction" in warning for warning in plain.warnings) and plain.numbers == result.numbers
 
 
 @pytest.mark.parametrize("tilt", [10.0, -10.0])

@@ -182,7 +182,8 @@ def test_trainer_can_judge_real_scans_on_nine_readings_each():
 
 def test_a_crop_without_c2_or_sacrum_is_reported_unanchored_with_its_confidence():
     """The SCT cervical T2 (a 55 mm crop: neither C2 nor the sacrum in view) is named from the network's level
-    guess alone: discs.json's naming says unanchored, with the names' confidence (lowered), and a warning."""
+    guess alone: discs.json's naming says unanchored, each disc carries its name's confidence (lowered), the
+    status line the mean confidence, and a warning says why."""
     from spineseg.discs.decode import UNANCHORED_WARNING, DecodeSettings
     from spineseg.discs.pipeline import label_discs
 
@@ -190,8 +191,8 @@ def test_a_crop_without_c2_or_sacrum_is_reported_unanchored_with_its_confidence(
     scan = {scan.name: scan for scan in load_real_scans(folder)}["sct_cervical_t2"]
     result = label_discs(scan.image, device="cpu")
     assert result.discs and not result.naming.anchored
-    naming = result.naming.to_dict()
-    assert naming["anchored"] is False and naming["anchor"] is None
-    assert naming["confidence"] == pytest.approx(np.mean([disc.confidence for disc in result.discs]), abs=1e-4)
-    assert 0.0 < naming["confidence"] <= DecodeSettings().unanchored_confidence
+    assert result.naming.to_dict() == {"anchored": False, "anchor": None}
+    assert result.naming.confidence == pytest.approx(np.mean([disc.confidence for disc in result.discs]))
+    assert all(0.0 < disc.confidence <= DecodeSettings().unanchored_confidence for disc in result.discs)
+    assert result.naming.summary.startswith("unanchored: no C2 or sacrum in view, confidence 0.")
     assert UNANCHORED_WARNING in result.warnings

@@ -60,14 +60,10 @@ def read_disc_naming(folder: str | os.PathLike) -> DiscNaming:
     """How a disc job named the levels (``naming`` of ``discs.json``; files without it read as unanchored)."""
     data = json.loads((Path(folder) / "discs.json").read_text())
     naming = data.get("naming") if isinstance(data, dict) else None
-    if not isinstance(naming, dict):
-        return DiscNaming()
-    anchor = naming.get("anchor") if naming.get("anchored") else None
-    confidence = naming.get("confidence")
-    variant = naming.get("variant")
-    return DiscNaming(str(anchor) if anchor else None,
-                      float(confidence) if isinstance(confidence, (int, float)) else None,
-                      str(variant) if variant else None)
+    anchor = naming.get("anchor") if isinstance(naming, dict) and naming.get("anchored") else None
+    confidences = [float(item["confidence"]) for item in _record_list(data, "discs")
+                   if isinstance(item.get("confidence"), (int, float))]
+    return DiscNaming(str(anchor) if anchor else None, float(np.mean(confidences)) if confidences else None)
 
 
 def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:

@@ -127,8 +127,9 @@ class DiscNaming:
     which case the names are the network's guess of the levels."""
 
     anchor: str | None = None
-    confidence: float | None = None  # mean confidence of the discs' names (lowered when unanchored); None: no discs
-    variant: str | None = None  # "lumbosacral transitional?" when a disc-like junction lies below L5/S1
+    # The mean confidence of the discs' names (each disc's ``confidence`` in discs.json; halved when unanchored);
+    # None: no discs.
+    confidence: float | None = None
 
     @property
     def anchored(self) -> bool:
@@ -138,15 +139,12 @@ class DiscNaming:
     def summary(self) -> str:
         """A short phrase for a status line (the warnings of the result say more)."""
         text = f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
-        if self.confidence is not None:
-            text += f", confidence {self.confidence:.2f}"
-        return text + (f"; {self.variant}" if self.variant else "")
+        return text + (f", confidence {self.confidence:.2f}" if self.confidence is not None else "")
 
     def to_dict(self) -> dict:
-        """The ``naming`` object of ``discs.json`` (``anchor``, ``anchored`` and ``variant`` as in
-        ``vertebrae.json``; ``confidence`` as each disc's)."""
-        confidence = None if self.confidence is None else round(self.confidence, 4)
-        return {"anchor": self.anchor, "anchored": self.anchored, "confidence": confidence, "variant": self.variant}
+        """The ``naming`` object of ``discs.json`` (the same keys as in ``vertebrae.json``; the confidence is each
+        disc's own ``confidence``)."""
+        return {"anchor": self.anchor, "anchored": self.anchored}
 
 
 @dataclass(frozen=True)

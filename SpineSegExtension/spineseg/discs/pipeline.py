@@ -43,7 +43,6 @@ TILT_OUTLIER_MM = 5.0
 FINE_READ_ABOVE_MM = 1.6
 FINE_PIXEL_MM = 1.0
 FINE_REACH_MM = 10.0
-TRANSITIONAL_VARIANT = "lumbosacral transitional?"
 TRANSITIONAL_WARNING = ("a disc-like junction lies below L5/S1 ({where}): the S1/S2 remnant of a young sacrum or a "
                         "lumbosacral transitional vertebra (a lumbarised S1); the discs are named counting up from the "
                         "disc above it as L5/S1 and it is left unnamed; check the count against a scan that shows the "
@@ -216,6 +215,5 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
     log.info("found %d discs: %s (%s)", len(discs), ", ".join(d.name for d in discs),
              f"counted from {decoded.anchor}" if decoded.anchored else "unanchored")
     progress(1.0, f"found {len(discs)} discs")
-    confidence = float(np.mean([disc.confidence for disc in discs])) if discs else None
-    naming = DiscNaming(decoded.anchor, confidence, TRANSITIONAL_VARIANT if decoded.below_sacrum else None)
+    naming = DiscNaming(decoded.anchor, float(np.mean([disc.confidence for disc in discs])) if discs else None)
     return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings, naming=naming)
