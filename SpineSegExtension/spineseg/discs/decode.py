@@ -56,8 +56,8 @@ from ..results import DiscRecord
 from .targets import N_CHANNELS, output_to_input
 
 __all__ = ["Candidate", "find_candidates", "heatmap_peaks", "expected_spacing_mm", "label_chain", "decode_heatmaps",
-           "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings", "UNANCHORED_WARNING",
-           "split_sacral_site", "sites_below_sacrum_disc"]
+           "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings",
+           "UNANCHORED_WARNING", "split_sacral_site", "sites_below_sacrum_disc"]
 
 UNANCHORED_WARNING = ("neither C2 nor the sacrum is in view: the disc names are the network's guess of the levels and "
                       "may be off by one or more levels (confidence lowered); check them against a scan that shows C2 "
