@@ -13,7 +13,9 @@ Real MRIs (skipped if ../shared/data/real is absent) have no disc-centre
 ground truth, so they are scored head to foot only, as in issue 15's
 done-when (see spineseg.discs.real_scans): discs named right within 5 mm
 (PAM50, 18 discs; thoraco-lumbar T2, T9/T10) or 3 mm (SCT cervical T2,
-C3/C4 and C4/C5 half-way between the marked bodies). The phantom and real
+C3/C4 and C4/C5 half-way between the marked bodies), and the 18 real
+lumbar exams (104 discs, 5 mm) pooled: discs named right and exams entirely
+right (issue 29's done-when). The phantom and real
 scores are printed side by side at the end. With --perturb each real MRI is
 read again tilted 4 degrees each way, 8 % smaller and larger and with two
 other contrasts, and the counts of each reading and their mean are reported:
@@ -40,8 +42,8 @@ from spineseg.discs.decode import DecodeSettings
 from spineseg.discs.pipeline import label_discs
 from spineseg.model_store import load_model
 from spineseg.pictures import write_discs_picture
-from spineseg.discs.real_scans import (PERTURBATIONS, Perturbation, RealScan, load_real_scans, perturbed_scan,
-                                      score_real_scan)
+from spineseg.discs.real_scans import (PERTURBATIONS, Perturbation, RealScan, is_lumbar_exam, load_real_scans,
+                                      lumbar_summary, perturbed_scan, score_real_scan)
 from spineseg.phantoms.mri import FIELDS_OF_VIEW, random_mri_phantom
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -78,16 +80,18 @@ def evaluate_real(model: DiscModel, picture_dir: Path | None, settings: DecodeSe
     """Each real MRI labelled whole and scored as in issue 15's done-when (see spineseg.discs.real_scans)."""
     if not REAL.is_dir():
         return {"skipped": f"{REAL} not found"}
-    cases = {}
+    cases, scores = {}, []
     for scan in load_real_scans(REAL):
         start = time.time()
         result = label_discs(scan.image, model, device="cpu", settings=settings)
         score = score_real_scan(scan, result.discs)
+        scores.append(score)
         cases[scan.name] = {**score.to_dict(), "tolerance_mm": scan.tolerance_mm, "naming": result.naming.to_dict(),
-                            "seconds": round(time.time() - start, 2)}
+                            "warnings": result.warnings, "seconds": round(time.time() - start, 2)}
         if picture_dir is not None:
             picture_dir.mkdir(parents=True, exist_ok=True)
             write_discs_picture(result, picture_dir / f"{scan.name}.png", title=f"{scan.name}: {result.numbers}")
+    cases["lumbar_exams"] = lumbar_summary(scores)
     return cases
 
 
@@ -96,15 +100,22 @@ def evaluate_real_perturbed(model: DiscModel, settings: DecodeSettings = DecodeS
     time, and their mean, which is less a matter of luck than one reading."""
     if not REAL.is_dir():
         return {"skipped": f"{REAL} not found"}
-    cases = {}
+    cases, by_reading = {}, {change.name: [] for change in PERTURBATIONS}
     for scan in load_real_scans(REAL):
         counts = []
         for change in PERTURBATIONS:
             changed = perturbed_scan(scan, change)
             result = label_discs(changed.image, model, device="cpu", settings=settings)
-            counts.append(score_real_scan(changed, result.discs).named_right)
+            score = score_real_scan(changed, result.discs)
+            by_reading[change.name].append(score)
+            counts.append(score.named_right)
+        if is_lumbar_exam(scan.name):
+            continue  # pooled below
         cases[scan.name] = {"reference": len(scan.reference), "mean_named_right": round(float(np.mean(counts)), 2),
                             "named_right": dict(zip((change.name for change in PERTURBATIONS), counts))}
+    pooled = {name: lumbar_summary(scores) for name, scores in by_reading.items()}
+    cases["lumbar_exams"] = {name: {key: summary[key] for key in ("named_right", "reference", "exams_all_right")}
+                             for name, summary in pooled.items()}
     return cases
 
 
@@ -119,10 +130,20 @@ def side_by_side(report: dict) -> str:
         if "skipped" in case or not isinstance(case, dict):
             lines.append(f"{name:<24} skipped")
             continue
+        if name == "lumbar_exams":
+            lines.append(f"{'18 lumbar exams':<24} {case['named_right']:>3}/{case['reference']:<3} within 5 mm, "
+                         f"{case['exams_all_right']}/{case['exams']} exams all right: "
+                         f"{list(case['per_exam'].values())}")
+            continue
         anchor = case["naming"]["anchor"] or "unanchored"
         lines.append(f"{name:<24} {case['named_right']:>3}/{case['reference']:<3} within {case['tolerance_mm']:g} mm"
                      f" ({anchor}) {case['predicted_numbers']}")
     for name, case in report.get("real_mri_perturbed", {}).items():
+        if name == "lumbar_exams":
+            for reading, pooled in case.items():
+                lines.append(f"{'lumbar, ' + reading:<24} {pooled['named_right']:>3}/{pooled['reference']:<3} "
+                             f"{pooled['exams_all_right']} exams all right")
+            continue
         if isinstance(case, dict):
             lines.append(f"{name + ' perturbed':<24} {case['mean_named_right']:>5.1f}/{case['reference']:<3} mean of "
                          f"{len(case['named_right'])}: {list(case['named_right'].values())}")

@@ -153,12 +153,15 @@ def test_discs_json_says_how_the_names_were_counted(tmp_path):
     from spineseg.writers import result_table, write_json
 
     discs = [DiscRecord(12, (0.0, 0.0, 10.0), 0.4)]
-    unanchored = result_table(DiscsResult(discs, warnings=[UNANCHORED_WARNING]), "in.nii.gz", {"name": "m"})
-    anchored = result_table(DiscsResult(discs, naming=DiscNaming("sacrum")), "in.nii.gz", {"name": "m"})
+    unanchored = result_table(DiscsResult(discs, warnings=[UNANCHORED_WARNING], naming=DiscNaming(None, 0.2)),
+                              "in.nii.gz", {"name": "m"})
+    anchored = result_table(DiscsResult(discs, naming=DiscNaming("sacrum", 0.8)), "in.nii.gz", {"name": "m"})
     write_json(unanchored, tmp_path / "discs.json")
     read = json.loads((tmp_path / "discs.json").read_text())
     assert read["naming"] == {"anchor": None, "anchored": False}
+    assert read["discs"][0]["confidence"] == 0.4  # the names' confidence is each disc's
     assert "neither C2 nor the sacrum is in view" in read["warnings"][0]
     assert anchored["naming"] == {"anchor": "sacrum", "anchored": True} and anchored["warnings"] == []
     assert DiscNaming("C2").summary == "names counted from C2"
     assert DiscNaming().summary == "unanchored: no C2 or sacrum in view"
+    assert DiscNaming(None, 0.23).summary == "unanchored: no C2 or sacrum in view, confidence 0.23"

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from conftest import require_real_data
-from spineseg.discs.real_scans import (PERTURBATIONS, REAL_SCAN_NAMES, Perturbation, RealScan, load_real_scans,
-                                      perturbed_scan, score_real_scan)
+from spineseg.discs.real_scans import (PERTURBATIONS, REAL_SCAN_NAMES, Perturbation, RealScan, RealScore,
+                                      is_lumbar_exam, load_real_scans, lumbar_summary, perturbed_scan,
+                                      score_real_scan)
 from spineseg.choices import Task
 from spineseg.errors import InputError
 from spineseg.results import DiscRecord
@@ -73,10 +74,23 @@ def test_config_has_the_real_folder_and_a_missing_one_is_a_clear_error(tmp_path,
 def test_real_scans_and_their_references():
     folder = require_real_data()
     scans = {scan.name: scan for scan in load_real_scans(folder)}
-    assert tuple(scans) == REAL_SCAN_NAMES
+    assert tuple(scans)[:3] == REAL_SCAN_NAMES
     assert sorted(scans["pam50_t2"].reference) == list(range(2, 20))  # C1/C2 ... T11/T12
     assert sorted(scans["sct_cervical_t2"].reference) == [4, 5] and scans["sct_cervical_t2"].tolerance_mm == 3.0
     assert list(scans["sct_thoracolumbar_t2"].reference) == [17]
+    lumbar = {name: scan for name, scan in scans.items() if is_lumbar_exam(name)}
+    assert len(lumbar) == 18 and sum(len(scan.reference) for scan in lumbar.values()) == 104
+    assert sorted(lumbar["lumbar_ivd11"].reference) == [21, 22, 23, 24, 25]  # L1/L2 ... L5/S1
+    assert sorted(lumbar["lumbar_vb204"].reference) == [19, 20, 21, 22, 23, 24]  # T11/T12 ... L4/L5
+    gaps = np.diff([point[2] for _, point in sorted(lumbar["lumbar_ivd11"].reference.items())])
+    assert np.all((-45.0 < gaps) & (gaps < -25.0))  # numbered head to foot, a lumbar disc spacing apart (mm)
+
+
+def test_lumbar_exams_pool_discs_and_exams_entirely_right():
+    scores = [RealScore("lumbar_a", 5, 5, [], {}), RealScore("lumbar_b", 4, 6, [], {}),
+              RealScore("pam50_t2", 11, 18, [], {})]
+    pooled = lumbar_summary(scores)
+    assert (pooled["exams"], pooled["named_right"], pooled["reference"], pooled["exams_all_right"]) == (2, 9, 11, 1)
 
 
 def test_trainer_validates_on_real_and_phantom_scans_together():
@@ -86,12 +100,17 @@ def test_trainer_validates_on_real_and_phantom_scans_together():
     samples = [phantom_sample(np.random.default_rng(5))]
     task = DiscTask(config, samples, samples, rng, "test", load_real_scans(config.validation.real_folder))
     assert task.validation_metrics[:3] == ("score", "phantom_score", "real_score")
-    assert set(f"real_{name}" for name in REAL_SCAN_NAMES) <= set(task.validation_metrics)
+    names = [scan.name for scan in task.real_scans]
+    assert set(f"real_{name}" for name in names) <= set(task.validation_metrics)
+    assert {"real_lumbar_named", "real_lumbar_exams_all_right"} <= set(task.validation_metrics)
+    assert len(names) == len(REAL_SCAN_NAMES) + 18
     torch.manual_seed(0)
     scores = task.validate(task.build_network(), torch.device("cpu"))
     assert set(scores) == set(task.validation_metrics)
     assert scores["score"] == pytest.approx(0.5 * (scores["phantom_score"] + scores["real_score"]))
-    assert scores["real_score"] == pytest.approx(np.mean([scores[f"real_{n}"] for n in REAL_SCAN_NAMES]))
+    assert scores["real_score"] == pytest.approx(np.mean([scores[f"real_{n}"] for n in names]))
+    lumbar = [scores[f"real_{name}"] for name in names if is_lumbar_exam(name)]
+    assert scores["real_lumbar_exams_all_right"] == pytest.approx(np.mean(np.array(lumbar) == 1.0))
 
 
 def test_thoracolumbar_scan_is_read_on_its_spine_not_its_centre():
@@ -159,3 +178,21 @@ def test_trainer_can_judge_real_scans_on_nine_readings_each():
                 for reading in (perturbed_scan(stand_in, change) for change in PERTURBATIONS)]
     assert shares[False] == pytest.approx(expected[0]) and expected[0] >= 0.75
     assert shares[True] == pytest.approx(np.mean(expected))
+
+
+def test_a_crop_without_c2_or_sacrum_is_reported_unanchored_with_its_confidence():
+    """The SCT cervical T2 (a 55 mm crop: neither C2 nor the sacrum in view) is named from the network's level
+    guess alone: discs.json's naming says unanchored, each disc carries its name's confidence (lowered), the
+    status line the mean confidence, and a warning says why."""
+    from spineseg.discs.decode import UNANCHORED_WARNING, DecodeSettings
+    from spineseg.discs.pipeline import label_discs
+
+    folder = require_real_data()
+    scan = {scan.name: scan for scan in load_real_scans(folder)}["sct_cervical_t2"]
+    result = label_discs(scan.image, device="cpu")
+    assert result.discs and not result.naming.anchored
+    assert result.naming.to_dict() == {"anchored": False, "anchor": None}
+    assert result.naming.confidence == pytest.approx(np.mean([disc.confidence for disc in result.discs]))
+    assert all(0.0 < disc.confidence <= DecodeSettings().unanchored_confidence for disc in result.discs)
+    assert result.naming.summary.startswith("unanchored: no C2 or sacrum in view, confidence 0.")
+    assert UNANCHORED_WARNING in result.warnings

@@ -639,6 +639,6 @@ def test_disc_naming_read_back_for_the_status_line(context, tmp_path):
 
     write_json(result_table(DiscsResult([DiscRecord(21, (0.0, 0.0, 0.0), 0.9)], naming=DiscNaming("C2")), "x", {}),
                tmp_path / "discs.json")
-    assert storage.load_discs_outputs(tmp_path).naming.summary == "names counted from C2"
+    assert storage.load_discs_outputs(tmp_path).naming.summary == "names counted from C2, confidence 0.90"
     (tmp_path / "discs.json").write_text(json.dumps({"discs": []}))  # written before naming existed
     assert not storage.read_disc_naming(tmp_path).anchored

@@ -62,7 +62,9 @@ def read_disc_naming(folder: str | os.PathLike) -> DiscNaming:
     data = json.loads((Path(folder) / "discs.json").read_text())
     naming = data.get("naming") if isinstance(data, dict) else None
     anchor = naming.get("anchor") if isinstance(naming, dict) and naming.get("anchored") else None
-    return DiscNaming(str(anchor) if anchor else None)
+    confidences = [float(item["confidence"]) for item in _record_list(data, "discs")
+                   if isinstance(item.get("confidence"), (int, float))]
+    return DiscNaming(str(anchor) if anchor else None, float(np.mean(confidences)) if confidences else None)
 
 
 def load_vertebrae_outputs(folder: str | os.PathLike) -> VertebraeResult:

@@ -131,6 +131,9 @@ class DiscNaming:
     which case the names are the network's guess of the levels."""
 
     anchor: str | None = None
+    # The mean confidence of the discs' names (each disc's ``confidence`` in discs.json; halved when unanchored);
+    # None: no discs.
+    confidence: float | None = None
 
     @property
     def anchored(self) -> bool:
@@ -139,10 +142,12 @@ class DiscNaming:
     @property
     def summary(self) -> str:
         """A short phrase for a status line (the warnings of the result say more)."""
-        return f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
+        text = f"names counted from {self.anchor}" if self.anchored else "unanchored: no C2 or sacrum in view"
+        return text + (f", confidence {self.confidence:.2f}" if self.confidence is not None else "")
 
     def to_dict(self) -> dict:
-        """The ``naming`` object of ``discs.json`` (the same keys as in ``vertebrae.json``)."""
+        """The ``naming`` object of ``discs.json`` (the same keys as in ``vertebrae.json``; the confidence is each
+        disc's own ``confidence``)."""
         return {"anchor": self.anchor, "anchored": self.anchored}
 
 

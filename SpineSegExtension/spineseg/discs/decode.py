@@ -27,9 +27,18 @@
    fix the count: when one is in view (:func:`find_anchors`) the chain is
    decoded again, its first disc held to C1/C2 or C2/C3 (C2 anchor) or its
    last to L5/S1 (sacrum anchor), and every disc is named by counting from
-   the anchor, with the channel only a weak tie-breaker
+   the anchor (the top disc C1/C2 or C2/C3 by a clear lead of one of those
+   two channels there), with the channel only a weak tie-breaker
    (:func:`counting_scores`). A chain with neither anchor in view keeps the
    network's names, at lowered confidence, and says so (``Decoded.anchored``).
+5. The lumbosacral junction: the sacrum below L5/S1 is one fused bone, so no
+   disc lies below S1. Where the chain's two lowest sites both look like
+   L5/S1 to the network (its strongest channel there), the upper one is L5/S1
+   and the lower one a junction inside the sacrum (the S1/S2 remnant of a
+   young sacrum, or the disc below a lumbarised S1); it is left out of the
+   count and reported (``Decoded.below_sacrum``), as is any other site below
+   L5/S1 that looks like L5/S1 about one disc spacing further down: a
+   transitional vertebra is flagged, never silently counted.
 """
 
 from __future__ import annotations
@@ -47,7 +56,8 @@ from ..results import DiscRecord
 from .targets import N_CHANNELS, output_to_input
 
 __all__ = ["Candidate", "find_candidates", "heatmap_peaks", "expected_spacing_mm", "label_chain", "decode_heatmaps",
-           "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings", "UNANCHORED_WARNING"]
+           "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings",
+           "UNANCHORED_WARNING", "split_sacral_site", "sites_below_sacrum_disc"]
 
 UNANCHORED_WARNING = ("neither C2 nor the sacrum is in view: the disc names are the network's guess of the levels and "
                       "may be off by one or more levels (confidence lowered); check them against a scan that shows C2 "
@@ -91,7 +101,23 @@ class DecodeSettings:
     # beyond the end disc for at least anchor_in_view_gaps times the chain's end gap. How far the image goes on
     # is never evidence by itself (a thoracic scan may have plenty of room beyond its end discs).
     anchor_score: float = 0.5
+    # Real scans score lower than phantoms: a foot-end disc whose strongest channel is L5/S1 anchors the chain
+    # at the sacrum from anchor_floor on (the network's own ranking, free of its calibration). Not at C2: the
+    # top of a lumbar scan often looks most like C1/C2 to the network (an end disc with nothing below the
+    # vertebra above it in view), which is no skull base.
+    anchor_floor: float = 0.25
     anchor_in_view_gaps: float = 0.5
+    # The C2 anchor's top disc is C1/C2 or C2/C3 by the spacing prior, unless one of the two channels leads the
+    # other there by c2_margin (then it is that one).
+    c2_margin: float = 0.2
+    # ... or where the network's strongest answer within sacrum_window chain gaps below the last disc is L5/S1's
+    # (the sacrum's top seen below a disc the network took for L4/L5).
+    sacrum_window: float = 0.5
+    # A site below L5/S1 that looks like L5/S1 (its strongest channel), scores at least sacral_share of the
+    # L5/S1 disc's strongest channel and lies sacral_reach (times the chain's last gap) further down is a
+    # disc-like junction in the sacrum: flagged as possible transitional anatomy.
+    sacral_share: float = 0.5
+    sacral_reach: tuple[float, float] = (0.7, 1.5)  # an S1 body is 0.7-0.9 of a lumbar disc spacing
     identity_weight: float = 0.25  # counting from an anchor: weight of the channel (network's level guess)
     unanchored_confidence: float = 0.5  # confidence factor of discs named without an anchor
 
@@ -280,13 +306,85 @@ def _room_mm(inside: np.ndarray, row: float, col: float, pixel_mm: float) -> tup
     return max(row - rows.min(), 0.0) * pixel_mm, max(rows.max() - row, 0.0) * pixel_mm
 
 
+def _claims_anchor(site_scores: np.ndarray, anchor: Anchor, settings: DecodeSettings) -> bool:
+    """Whether the network says a site is the end disc next to ``anchor``: an anchor channel at least
+    ``anchor_score``, or for the sacrum the strongest channel at least ``anchor_floor`` (see :func:`find_anchors`)."""
+    channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[anchor]]
+    best = float(site_scores[channels].max())
+    relative = anchor is Anchor.SACRUM and best >= settings.anchor_floor and best >= float(site_scores.max())
+    return best >= settings.anchor_score or relative
+
+
+def _sacrum_seen_below(positions_px: np.ndarray, scores: np.ndarray, bottom: int, gap_px: float,
+                       settings: DecodeSettings) -> bool:
+    """Whether the network sees the sacrum right below the chain's last disc: the strongest site within
+    ``sacrum_window`` of the chain's last gap below it (head to foot) looks like L5/S1 and scores at least
+    ``anchor_floor`` (the network answers the sacrum's top in L5/S1's channel; a thoracic or lumbar disc below
+    would answer in its own)."""
+    depth = positions_px[:, 0] - positions_px[bottom, 0]
+    window = np.nonzero((depth > 0) & (depth <= settings.sacrum_window * gap_px))[0]
+    if window.size == 0:
+        return False
+    strongest = window[int(np.argmax(scores[window].max(axis=1)))]
+    return _looks_like_l5_s1(scores[strongest]) and float(scores[strongest].max()) >= settings.anchor_floor
+
+
+def _c2_end_numbers(site_scores: np.ndarray, settings: DecodeSettings) -> tuple[int, ...]:
+    """The numbers a chain's top disc next to the C2 anchor may take: C1/C2 or C2/C3, or only the one whose
+    anchor channel scores ``c2_margin`` more there. What lies right above the disc tells them apart (C1's arch
+    and the skull base a short way above C1/C2; C2's tall body with the dens above C2/C3); the spacing of the
+    discs further down hardly does, as C2/C3 ... C7/T1 are spaced almost alike."""
+    first, second = ANCHOR_END_NUMBERS[Anchor.C2]
+    difference = float(site_scores[DISC_NUMBERS.index(first)] - site_scores[DISC_NUMBERS.index(second)])
+    if abs(difference) < settings.c2_margin:
+        return first, second
+    return (first,) if difference > 0 else (second,)
+
+
+def _looks_like_l5_s1(site_scores: np.ndarray) -> bool:
+    """The network's strongest channel at a site is L5/S1's (a disc with the sacrum right below it)."""
+    return int(np.argmax(site_scores)) == DISC_NUMBERS.index(ANCHOR_END_NUMBERS[Anchor.SACRUM][0])
+
+
+def split_sacral_site(chain: list[tuple[int, int]], scores: np.ndarray) -> tuple[list[tuple[int, int]], list[int]]:
+    """The chain without a lowest site that lies in the sacrum, and that site (none or one).
+
+    No disc lies below S1. When the two lowest sites both look like L5/S1 (:func:`_looks_like_l5_s1`), the
+    upper is L5/S1 and the lower a junction in the sacrum (S1/S2 remnant, or the disc of a lumbarised S1).
+    """
+    if len(chain) >= 3 and all(_looks_like_l5_s1(scores[site]) for site, _ in chain[-2:]):
+        return chain[:-1], [chain[-1][0]]
+    return chain, []
+
+
+def sites_below_sacrum_disc(positions_mm: np.ndarray, scores: np.ndarray, chain: list[tuple[int, int]],
+                            settings: DecodeSettings = DecodeSettings()) -> list[int]:
+    """Sites below a chain's L5/S1 disc (its last) that look like L5/S1 too, score at least ``sacral_share`` of
+    it, and lie ``sacral_reach`` times the chain's last gap further down: disc-like junctions in the sacrum."""
+    if len(chain) < 2:
+        return []
+    last, before = chain[-1][0], chain[-2][0]
+    gap = float(np.hypot(*(positions_mm[last] - positions_mm[before])))
+    strongest = float(scores[last].max())
+    found = []
+    for site in range(len(positions_mm)):
+        step = positions_mm[site] - positions_mm[last]
+        distance = float(np.hypot(*step))
+        if (step[0] > 0 and settings.sacral_reach[0] * gap <= distance <= settings.sacral_reach[1] * gap
+                and _looks_like_l5_s1(scores[site]) and scores[site].max() >= settings.sacral_share * strongest):
+            found.append(site)
+    return found
+
+
 def find_anchors(positions_px: np.ndarray, scores: np.ndarray, chain: list[tuple[int, int]], inside: np.ndarray,
                  pixel_mm: float, settings: DecodeSettings = DecodeSettings()) -> tuple[Anchor, ...]:
     """The anchors in view at the two ends of a chain.
 
     An end is anchored when the network scores its end disc at least ``anchor_score`` in an anchor channel
     (C1/C2 or C2/C3 at the top: the dens and the skull base above it; L5/S1 at the foot: the sacrum below
-    it), and the anchor lies inside the image: beyond the end disc the scan goes on for at least
+    it), or (the sacrum only) at least ``anchor_floor`` in L5/S1's channel where that is its strongest or
+    where the strongest site right below it answers so (:func:`_sacrum_seen_below`), and the anchor lies
+    inside the image: beyond the end disc the scan goes on for at least
     ``anchor_in_view_gaps`` times the chain's gap at that end. Room beyond an end disc is only that necessary
     condition, never evidence: a thoracic field of view may go on far beyond its end discs.
 
@@ -306,11 +404,10 @@ def find_anchors(positions_px: np.ndarray, scores: np.ndarray, chain: list[tuple
     _, below = _room_mm(inside, *positions_px[bottom], pixel_mm)
     top_gap = np.hypot(*(positions_px[chain[1][0]] - positions_px[top])) * pixel_mm
     bottom_gap = np.hypot(*(positions_px[bottom] - positions_px[chain[-2][0]])) * pixel_mm
-    top_channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[Anchor.C2]]
-    bottom_channels = [DISC_NUMBERS.index(number) for number in ANCHOR_END_NUMBERS[Anchor.SACRUM]]
-    c2 = (scores[top, top_channels].max() >= settings.anchor_score
+    c2 = (_claims_anchor(scores[top], Anchor.C2, settings)
           and above >= settings.anchor_in_view_gaps * top_gap)
-    sacrum = (scores[bottom, bottom_channels].max() >= settings.anchor_score
+    sacrum = ((_claims_anchor(scores[bottom], Anchor.SACRUM, settings)
+               or _sacrum_seen_below(positions_px, scores, bottom, bottom_gap / pixel_mm, settings))
               and below >= settings.anchor_in_view_gaps * bottom_gap)
     if c2 and sacrum:
         # Both ends anchored means the whole spine from C2/C3 to L5/S1 is in view; a shorter chain cannot
@@ -328,6 +425,7 @@ class Decoded:
 
     discs: list[DiscRecord] = field(default_factory=list)
     anchors: tuple[Anchor, ...] = ()
+    below_sacrum: list[tuple[float, float, float]] = field(default_factory=list)  # RAS of disc-like sites below L5/S1
 
     @property
     def anchored(self) -> bool:
@@ -363,17 +461,30 @@ def decode_chain(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float,
     chain = label_chain(positions, scores, settings)  # the network's names
     counting = counting_scores(scores, settings.identity_weight)
     discs = label_chain(positions, counting, settings)  # the sites that form a chain, whatever their names
-    anchors = find_anchors(positions_px, scores, discs, np.asarray(inside, dtype=bool), pixel_mm, settings)
+    inside = np.asarray(inside, dtype=bool)
+    trimmed, sacral = split_sacral_site(discs, scores)
+    anchors = find_anchors(positions_px, scores, discs, inside, pixel_mm, settings)
+    if sacral:
+        trimmed_anchors = find_anchors(positions_px, scores, trimmed, inside, pixel_mm, settings)
+        if Anchor.SACRUM in trimmed_anchors:
+            discs, anchors = trimmed, trimmed_anchors
+        else:
+            sacral = []
     if anchors:
         counted = label_chain(
             positions, counting, settings,
-            start=(discs[0][0], ANCHOR_END_NUMBERS[Anchor.C2]) if Anchor.C2 in anchors else None,
+            start=(discs[0][0], _c2_end_numbers(scores[discs[0][0]], settings)) if Anchor.C2 in anchors else None,
             end=(discs[-1][0], ANCHOR_END_NUMBERS[Anchor.SACRUM]) if Anchor.SACRUM in anchors else None,
         )
         if counted:
             chain = counted
         else:
             anchors = ()
+    below = []
+    if Anchor.SACRUM in anchors:
+        chosen = {site for site, _ in chain}
+        below = sorted(set(sacral) | {site for site in sites_below_sacrum_disc(positions, scores, chain, settings)
+                                      if site not in chosen})
     factor = 1.0 if anchors else settings.unanchored_confidence
     records = []
     for site, channel in chain:
@@ -381,7 +492,9 @@ def decode_chain(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float,
         ras = np.array([row, col, 1.0]) @ np.asarray(slab_to_ras).T
         confidence = factor * float(np.clip(scores[site].max() if anchors else scores[site, channel], 0.0, 1.0))
         records.append(DiscRecord(DISC_NUMBERS[channel], tuple(float(x) for x in ras), confidence))
-    return Decoded(records, anchors)
+    below_ras = [tuple(float(x) for x in np.array([*candidates[site].position, 1.0]) @ np.asarray(slab_to_ras).T)
+                 for site in below]
+    return Decoded(records, anchors, below_ras)
 
 
 def decode_heatmaps(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float, stride: int = 4,

@@ -16,7 +16,7 @@ from ..progress import ProgressCallback, no_progress
 from ..results import DiscNaming, DiscRecord, DiscsResult
 from ..volume import Volume
 from .decode import UNANCHORED_WARNING, Decoded, DecodeSettings, decode_chain, heatmap_peaks
-from .slab import MAX_LATERAL_SHIFT_MM, Slab, extract_slab, refine_lateral
+from .slab import MAX_LATERAL_SHIFT_MM, Slab, extract_slab, refine_lateral, without_outliers
 from .targets import output_to_input
 
 if TYPE_CHECKING:  # torch loads with the model, not with this module
@@ -43,6 +43,10 @@ TILT_OUTLIER_MM = 5.0
 FINE_READ_ABOVE_MM = 1.6
 FINE_PIXEL_MM = 1.0
 FINE_REACH_MM = 10.0
+TRANSITIONAL_WARNING = ("a disc-like junction lies below L5/S1 ({where}): the S1/S2 remnant of a young sacrum or a "
+                        "lumbosacral transitional vertebra (a lumbarised S1); the discs are named counting up from the "
+                        "disc above it as L5/S1 and it is left unnamed; check the count against a scan that shows the "
+                        "ribs or C2")
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,10 @@ def read_discs(volume: Volume, heatmaps_of: Callable[[np.ndarray], np.ndarray], 
     are centred left-right in 3D (:func:`~spineseg.discs.slab.refine_lateral`); when these centres lie
     ``RECENTRE_MIN_SHIFT_MM`` or more away from the slab's plane, the slab is cut again through them (see
     :func:`spine_plane`) and read again; a re-cut slab on which fewer discs are found is not kept. Inference and
-    the trainer's validation both read scans through here.
+    the trainer's validation both read scans through here. Intensities far beyond the scan's percentiles are
+    clipped first (:func:`~spineseg.discs.slab.without_outliers`).
     """
+    volume = without_outliers(volume)
     plane, slope, best = None, 0.0, None
     for _ in range(RECENTRE_PASSES + 1):
         slab = extract_slab(volume, size=size, thickness_mm=thickness_mm, plane_x=plane, lateral_slope=slope)
@@ -163,7 +169,7 @@ def _placed_on_finer_windows(volume: Volume, reading: SlabReading, heatmaps_of: 
             nearest = peaks[int(np.argmin(distance))]
             position = np.array([position[0], nearest[1], nearest[2]])
         moved.append(DiscRecord(disc.number, tuple(float(x) for x in position), disc.confidence))
-    return Decoded(moved, reading.decoded.anchors)
+    return Decoded(moved, reading.decoded.anchors, reading.decoded.below_sacrum)
 
 
 def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = None,
@@ -200,11 +206,14 @@ def label_discs(volume: Volume, model: "DiscModel | str | os.PathLike | None" = 
     progress(0.9, "labelling the discs")
     if decoded.discs and not decoded.anchored:
         warnings = [*warnings, UNANCHORED_WARNING]
+    if decoded.below_sacrum:
+        where = ", ".join(f"S {position[2]:.0f} mm" for position in decoded.below_sacrum)
+        warnings = [*warnings, TRANSITIONAL_WARNING.format(where=where)]
     # The slab fixes front-back and head-foot; each disc's left-right position is its own centre in 3D.
     discs = [DiscRecord(d.number, tuple(float(x) for x in p), d.confidence)
              for d, p in zip(decoded.discs, reading.centres_ras)]
     log.info("found %d discs: %s (%s)", len(discs), ", ".join(d.name for d in discs),
              f"counted from {decoded.anchor}" if decoded.anchored else "unanchored")
     progress(1.0, f"found {len(discs)} discs")
-    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings,
-                       naming=DiscNaming(decoded.anchor))
+    naming = DiscNaming(decoded.anchor, float(np.mean([disc.confidence for disc in discs])) if discs else None)
+    return DiscsResult(discs=discs, slab=slab.image, slab_to_ras=slab.slab_to_ras, warnings=warnings, naming=naming)

@@ -7,7 +7,14 @@ tolerance of it:
 * ``pam50_t2``: PAM50 T2 template, 18 discs C1/C2 ... T11/T12 on the cord centre line; 5 mm;
 * ``sct_cervical_t2``: SCT cervical T2, C3, C4 and C5 body centres marked; the C3/C4 and C4/C5 discs are
   taken half-way between them; 3 mm;
-* ``sct_thoracolumbar_t2``: SCT thoraco-lumbar T2, the posterior tip of the T9/T10 disc; 5 mm.
+* ``sct_thoracolumbar_t2``: SCT thoraco-lumbar T2, the posterior tip of the T9/T10 disc; 5 mm;
+* ``lumbar_ivdNN`` (4 exams): sagittal T2 lumbar MRIs, the five hand-drawn discs L1/L2 ... L5/S1 at their
+  centroids; 5 mm;
+* ``lumbar_vb2NN`` (14 exams): sagittal T2 lower-spine MRIs (8-bit), discs T11/T12 ... L4/L5 half-way between
+  the hand-drawn bodies T11 ... L5 (within about 2 mm of the disc centre); 5 mm.
+
+The 18 lumbar exams (104 discs) are scored together as well (:func:`lumbar_summary`): discs named right and
+exams entirely right, the figures of issue 29's done-when.
 
 These scans are for validation only: never train on them.
 
@@ -33,7 +40,7 @@ from ..results import DiscRecord
 from ..volume import Volume, VolumeKind
 
 __all__ = ["RealScan", "RealScore", "load_real_scans", "score_real_scan", "resolve_real_folder", "REAL_SCAN_NAMES",
-           "Perturbation", "PERTURBATIONS", "perturbed_scan"]
+           "LUMBAR_FOLDERS", "Perturbation", "PERTURBATIONS", "perturbed_scan", "lumbar_summary", "is_lumbar_exam"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,27 @@ _SCANS: dict[str, tuple[str, Callable[[Path, Volume], dict[int, np.ndarray]], fl
                              lambda _, image: {17: image.ijk_to_ras(np.array([27, 76, 187]))[0]}, 5.0),
 }
 REAL_SCAN_NAMES = tuple(_SCANS)
+# Folders of real lumbar exams: ``<exam>_T2w.nii.gz`` with ``<exam>_label-disc.nii.gz`` (one voxel, or a few, per
+# disc, SCT numbers), each scanned as a scan named ``lumbar_<exam>``.
+LUMBAR_FOLDERS = ("mr_lumbar_ivd", "mr_lumbar_vb2")
+LUMBAR_PREFIX = "lumbar_"
+LUMBAR_TOLERANCE_MM = 5.0
+
+
+def is_lumbar_exam(name: str) -> bool:
+    """Whether a real scan's name is one of the lumbar exams of ``LUMBAR_FOLDERS``."""
+    return name.startswith(LUMBAR_PREFIX)
+
+
+def _lumbar_exams(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """Exam name -> (image, disc labels) of every complete exam in the lumbar folders, sorted by name."""
+    exams = {}
+    for sub in LUMBAR_FOLDERS:
+        for image in sorted((folder / sub).glob("*_T2w.nii.gz")):
+            labels = image.with_name(image.name.replace("_T2w.nii.gz", "_label-disc.nii.gz"))
+            if labels.is_file():
+                exams[LUMBAR_PREFIX + image.name.split("_")[0]] = (image, labels)
+    return exams
 
 
 def resolve_real_folder(folder: str | Path) -> Path:
@@ -120,6 +148,11 @@ def load_real_scans(folder: str | Path) -> list[RealScan]:
             scans.append(RealScan(name, image, reference(path, image), tolerance))
         except (InputError, FileNotFoundError, OSError) as error:
             log.warning("real scan %s left out: %s", name, error)
+    for name, (image_file, labels_file) in _lumbar_exams(path).items():
+        try:
+            scans.append(RealScan(name, read_volume(image_file), _label_points(labels_file), LUMBAR_TOLERANCE_MM))
+        except (InputError, OSError) as error:
+            log.warning("real scan %s left out: %s", name, error)
     if not scans:
         raise InputError(f"the real validation folder {path} holds none of the scans {', '.join(_SCANS)} "
                          f"(expected files such as {path / _SCANS['pam50_t2'][0]})")
@@ -133,6 +166,16 @@ def score_real_scan(scan: RealScan, discs: list[DiscRecord]) -> RealScore:
               if number in predicted}
     right = sum(error <= scan.tolerance_mm for error in errors.values())
     return RealScore(scan.name, right, len(scan.reference), [disc.number for disc in discs], errors)
+
+
+def lumbar_summary(scores: list[RealScore]) -> dict:
+    """The lumbar exams among ``scores`` pooled: discs named right of all their reference discs, and exams with
+    every disc named right."""
+    lumbar = [score for score in scores if is_lumbar_exam(score.name)]
+    return {"exams": len(lumbar), "reference": sum(score.reference for score in lumbar),
+            "named_right": sum(score.named_right for score in lumbar),
+            "exams_all_right": sum(score.named_right == score.reference for score in lumbar),
+            "per_exam": {score.name: score.named_right for score in lumbar}}
 
 
 # Nine readings of an MRI: as it is, leaning 4 degrees each way, 8 % smaller and larger, two other contrasts.

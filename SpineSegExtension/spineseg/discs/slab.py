@@ -28,7 +28,8 @@ from scipy import ndimage
 from ..errors import InputError
 from ..volume import Volume
 
-__all__ = ["Slab", "extract_slab", "slab_planes", "find_midsagittal_x", "volume_ras_bounds", "refine_lateral"]
+__all__ = ["Slab", "extract_slab", "slab_planes", "find_midsagittal_x", "volume_ras_bounds", "refine_lateral",
+           "without_outliers"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ SHIFT_COST_PER_MM = 0.002
 # moved the whole way has its centre at or beyond the edge of the search, and is not to be trusted).
 LATERAL_REACH_MM = 20.0
 MAX_LATERAL_SHIFT_MM = LATERAL_REACH_MM / 2
+# Robust intensities: values beyond the fences OUTLIER_FENCE bulk-widths (OUTLIER_PERCENTILE to the median) past
+# the OUTLIER_PERCENTILE-th and (100 - OUTLIER_PERCENTILE)-th percentiles are outliers (a few hot pixels at 1e6
+# would otherwise set the slab's z-score and the mid-plane's edges); percentiles from about OUTLIER_SAMPLES voxels.
+OUTLIER_PERCENTILE = 0.5
+OUTLIER_FENCE = 1.0
+OUTLIER_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,26 @@ def _sample(volume: Volume, array: np.ndarray, ras: np.ndarray) -> np.ndarray:
             clipped = np.clip(ijk[near], 0, limits)
             values[near] = ndimage.map_coordinates(array, clipped.T, order=1, mode="nearest")
     return values.reshape(ras.shape[:-1])
+
+
+def without_outliers(volume: Volume) -> Volume:
+    """``volume`` with its intensities clipped to fences set by percentiles, so that a few extreme voxels (hot
+    pixels, a value of 1e6 in 0.05 % of the voxels) change neither the mid-plane nor the slab's z-score.
+
+    The fences lie ``OUTLIER_FENCE`` times the distance from the median to the 0.5th (99.5th) percentile beyond
+    that percentile: an ordinary scan's brightest fat and fluid stay as they are. The same volume is returned
+    when nothing lies beyond them.
+    """
+    values = volume.array
+    step = max(int(values.size // OUTLIER_SAMPLES), 1)
+    sample = values.reshape(-1)[::step].astype(np.float64)
+    low, middle, high = np.percentile(sample, [OUTLIER_PERCENTILE, 50.0, 100.0 - OUTLIER_PERCENTILE])
+    lower, upper = low - OUTLIER_FENCE * (middle - low), high + OUTLIER_FENCE * (high - middle)
+    if values.min() >= lower and values.max() <= upper:
+        return volume
+    log.debug("intensities clipped to %.4g .. %.4g (outliers beyond the percentile fences)", lower, upper)
+    clipped = np.clip(values.astype(np.float32), np.float32(lower), np.float32(upper))
+    return Volume(clipped, volume.affine, volume.kind)
 
 
 def find_midsagittal_x(volume: Volume, step_mm: float = 1.0) -> float:

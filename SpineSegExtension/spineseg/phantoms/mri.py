@@ -41,7 +41,7 @@ from scipy import ndimage
 
 from ..anatomy import SACRUM, STANDARD_LEVELS
 from ..volume import Volume, affine_from_geometry
-from .layout import SpineLayout, make_spine_layout
+from .layout import PlacedDisc, SpineLayout, make_spine_layout
 from .real_shapes import REAL_SHAPE_PROBABILITY, RealShapeLibrary, real_stand_ins
 
 __all__ = ["MRIPhantom", "MRITissue", "make_mri_phantom", "random_mri_phantom", "FIELDS_OF_VIEW", "CONTRASTS",
@@ -329,6 +329,21 @@ def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool
     canvas.paint(where, _soft_inside(nucleus, 0.8), tissue["nucleus"], MRITissue.NUCLEUS)
 
 
+# A lumbarised S1: its disc below lies this far below the sacrum's top plate along the sacrum's axis (an S1
+# body's height), and is this much smaller than the L5/S1 disc above it.
+S1_HEIGHT_MM = 28.0
+S1_S2_DISC_SHRINK = 1.0
+
+
+def _s1_s2_disc(layout: SpineLayout) -> PlacedDisc:
+    """The disc of a lumbarised S1: an L5/S1-like disc S1_HEIGHT_MM below the sacrum's top plate, in its frame."""
+    sacrum, above = layout.vertebrae[-1], layout.discs[-1]
+    top_plate = 6.0  # the sacrum's top plate in its own axial coordinate (see _draw_vertebra)
+    centre = sacrum.centre + sacrum.frame[:, 2] * (top_plate - S1_HEIGHT_MM)
+    return replace(above, number=SACRUM, centre=centre, frame=sacrum.frame, height=S1_S2_DISC_SHRINK * above.height,
+                   width=S1_S2_DISC_SHRINK * above.width, depth=S1_S2_DISC_SHRINK * above.depth)
+
+
 def _draw_head(canvas: _Canvas, layout: SpineLayout, signal: dict[str, float], tissue: dict[str, float]) -> None:
     """Skull base, brain, brainstem in its CSF and the clivus above C1 (the dens and the skull base anchor the count)."""
     atlas = next(v for v in layout.vertebrae if v.level == 1)
@@ -390,6 +405,7 @@ def make_mri_phantom(
     head: bool = False,
     degenerate_discs: frozenset[int] = frozenset(),
     real_shapes: RealShapeLibrary | None = None,
+    lumbarised_s1: bool = False,
 ) -> MRIPhantom:
     """Make a sagittal-style MRI of a spine segment.
 
@@ -416,6 +432,8 @@ def make_mri_phantom(
         degenerate_discs: disc numbers drawn degenerate (dehydrated nucleus).
         real_shapes: real vertebrae (VerSe) that stand in for T4-L5 (see
             :func:`~.real_shapes.real_stand_ins`); None draws analytic ones only.
+        lumbarised_s1: transitional anatomy: a disc between S1 and S2 (:func:`_s1_s2_disc`), which is not among
+            ``disc_points`` (it has no number of its own; a reader must flag it, not count it).
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -469,6 +487,8 @@ def make_mri_phantom(
         _draw_vertebra(canvas, vertebra, tissue, above, below, real_sd)
     for disc in layout.discs:
         _draw_disc(canvas, disc, tissue, degenerate=disc.number in degenerate_discs)
+    if lumbarised_s1 and layout.vertebrae[-1].level == SACRUM and layout.discs:
+        _draw_disc(canvas, _s1_s2_disc(layout), tissue)
 
     image = canvas.image * _texture(shape, rng)
     if bias > 0:

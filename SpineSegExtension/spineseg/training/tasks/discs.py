@@ -34,7 +34,10 @@ Both, and each scan's share, are columns of ``metrics.csv``. With
 ``validation.real_perturbed`` each real scan is also read tilted, resized and
 re-contrasted (:data:`spineseg.discs.real_scans.PERTURBATIONS`) and its share
 is the mean over these readings: one reading of a few scans can be luck (the
-bundled v3 names 11 of PAM50's 18 discs as it lies, none leaning 4 degrees).
+bundled v3 names 11 of PAM50's 18 discs as it lies, none leaning 4 degrees). Where the folder holds the
+real lumbar exams, two more columns pool them over all their readings: ``real_lumbar_named`` (the share of
+their discs named right) and ``real_lumbar_exams_all_right`` (the share of exam readings with every disc
+named right), issue 29's done-when.
 
 Optimiser: the published RMSprop (lr 2.5e-4) is the default. The bundled CPU
 model used Adam (lr 1e-3, cosine decay) because it reaches a usable model in
@@ -61,7 +64,8 @@ from ...discs.loss import heatmap_loss
 from ...discs.metrics import DiscScores, score_discs, summarise
 from ...discs.pipeline import read_discs
 from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
-from ...discs.real_scans import PERTURBATIONS, RealScan, load_real_scans, perturbed_scan, score_real_scan
+from ...discs.real_scans import (PERTURBATIONS, RealScan, is_lumbar_exam, load_real_scans, lumbar_summary,
+                                 perturbed_scan, score_real_scan)
 from ...discs.slab import extract_slab, find_midsagittal_x, slab_planes
 from ...discs.targets import N_CHANNELS, channel_of, render_heatmaps
 from ...errors import InputError
@@ -81,6 +85,8 @@ __all__ = ["Acquisition", "acquisition_effects", "SlabSample", "phantom_sample",
 
 OUTPUT_STRIDE = 4  # input pixels per heatmap pixel
 SLAB_THICKNESS_MM = 6.0
+# Columns of the pooled real lumbar exams (when the real folder holds them).
+LUMBAR_COLUMNS = ("real_lumbar_named", "real_lumbar_exams_all_right")
 PLANE_JITTER_MM = 10.0  # training slabs: plane off the found mid-plane by up to this
 SLAB_THICKNESS_RANGE_MM = (1.0, 9.0)  # training slabs: thickness drawn from this range
 
@@ -385,10 +391,12 @@ class DiscTask:
         if not train_samples:
             raise InputError("the disc task needs at least one training image")
         self.real_scans = list(real_scans)
-        # Each real scan as it is, or when asked its nine readings (tilted, resized, re-contrasted; a few MB each).
-        self.real_readings = {scan.name: [perturbed_scan(scan, change) for change in PERTURBATIONS]
-                              if config.validation.real_perturbed else [scan] for scan in self.real_scans}
-        real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans)
+        # How each real scan is read: as it is, or when asked in nine ways (tilted, resized, re-contrasted). The
+        # changed copies are made at validation, one at a time (the 18 lumbar exams hold up to 45 MB each).
+        self.real_readings = {scan.name: PERTURBATIONS if config.validation.real_perturbed else PERTURBATIONS[:1]
+                              for scan in self.real_scans}
+        lumbar = (LUMBAR_COLUMNS if any(is_lumbar_exam(scan.name) for scan in self.real_scans) else ())
+        real_columns = (("real_score",) + tuple(f"real_{scan.name}" for scan in self.real_scans) + lumbar
                         if self.real_scans else ())
         self.validation_metrics = ("score", "phantom_score", *real_columns, *self.phantom_metrics)
         self.config = config
@@ -470,13 +478,21 @@ class DiscTask:
         result = {"phantom_score": phantom, **{name: summary[name] for name in self.phantom_metrics}}
         if not self.real_scans:
             return {"score": phantom, **result}
-        real = {}
-        for name, readings in self.real_readings.items():  # read as inference reads them
-            fractions = [score_real_scan(scan, read_discs(scan.image, heatmaps, self.config.model.input_size,
-                                                          SLAB_THICKNESS_MM, OUTPUT_STRIDE).decoded.discs).fraction
-                         for scan in readings]
-            real[f"real_{name}"] = float(np.mean(fractions))
+        real, lumbar = {}, []
+        for scan in self.real_scans:  # read as inference reads them
+            scores = []
+            for change in self.real_readings[scan.name]:
+                reading = perturbed_scan(scan, change)
+                found = read_discs(reading.image, heatmaps, self.config.model.input_size, SLAB_THICKNESS_MM,
+                                   OUTPUT_STRIDE).decoded.discs
+                scores.append(score_real_scan(reading, found))
+            real[f"real_{scan.name}"] = float(np.mean([score.fraction for score in scores]))
+            lumbar.extend(score for score in scores if is_lumbar_exam(score.name))
         real_score = float(np.mean(list(real.values())))
+        if lumbar:
+            pooled = lumbar_summary(lumbar)
+            real["real_lumbar_named"] = pooled["named_right"] / pooled["reference"]
+            real["real_lumbar_exams_all_right"] = pooled["exams_all_right"] / pooled["exams"]
         score = real_score if not self.validation_samples else 0.5 * (phantom + real_score)
         return {"score": score, **result, "real_score": real_score, **real}
 
