@@ -229,7 +229,7 @@ def complete_set(out: Path) -> str:
     document = json.loads((out / "vertebrae.json").read_text())
     labels = read_volume(out / "vertebrae.nii.gz", VolumeKind.LABEL).array
     for record in document["vertebrae"]:
-        assert (labels == record["level"]).sum() == record["voxel_count"]
+        assert (labels == record["number"]).sum() == record["voxel_count"]
     assert not list(out.glob(STAGING_PREFIX + "*"))
     return document["input"]
 
