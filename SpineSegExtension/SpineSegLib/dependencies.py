@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 # What the core imports at run time (see pyproject.toml); torch is handled apart.
-CORE_REQUIREMENTS: list[str] = ["torch>=2.0", "safetensors>=0.4", "slicerio>=1.1", "tqdm>=4.66"]
+CORE_REQUIREMENTS: list[str] = ["torch>=2.0", "safetensors>=0.4", "slicerio>=1.1", "tqdm>=4.66", "scikit-image>=0.22"]
 
 # Packages Slicer's own Python already has: installing them with pip could break Slicer.
 SHIPPED_WITH_SLICER: frozenset[str] = frozenset(

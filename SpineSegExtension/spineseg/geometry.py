@@ -129,6 +129,8 @@ def _source_box(
 RESAMPLE_CHUNK_VOXELS = 32_000_000
 # Gaussian kernels reach this many standard deviations (SciPy's default truncation).
 GAUSSIAN_TRUNCATE = 4.0
+# The standard deviation of a box one voxel wide, in voxels (1 / sqrt(12)): a voxel's own blur.
+BOX_TO_GAUSSIAN = 1.0 / np.sqrt(12.0)
 
 
 def resample_to(
@@ -139,6 +141,7 @@ def resample_to(
     dtype: np.dtype | type = np.float32,
     antialias: bool = True,
     chunk_voxels: int = RESAMPLE_CHUNK_VOXELS,
+    blur_to_mm: float | None = None,
 ) -> Volume:
     """Resample ``volume`` onto ``grid``.
 
@@ -149,12 +152,20 @@ def resample_to(
     between the outermost voxel centres and those faces take the nearest
     voxel's value, so an edge slice never depends on rounding. A large source
     is resampled in slabs of the target grid (see ``chunk_voxels``), on all CPU cores.
+
+    ``blur_to_mm`` replaces the anti-aliasing rule by a fixed sharpness: each axis is blurred so that its
+    voxels' own extent (a box of one voxel, standard deviation ``0.29 x spacing``) plus the blur make a
+    Gaussian of that standard deviation (mm). Scans of the same anatomy at any sampling then give the same
+    resampled image, up to their own sharpness where it is worse.
     """
     mapping = _index_mapping(volume.affine, grid.affine)
     is_label = volume.kind is VolumeKind.LABEL
     order = (0 if is_label else 1) if order is None else order
     sigma = np.zeros(3)
-    if not is_label and antialias:
+    if not is_label and blur_to_mm is not None:
+        own_mm = BOX_TO_GAUSSIAN * volume.spacing
+        sigma = np.sqrt(np.maximum(blur_to_mm**2 - own_mm**2, 0.0)) / volume.spacing
+    elif not is_label and antialias:
         ratio = grid.spacing.min() / volume.spacing
         sigma = np.where(ratio > 1.5, 0.4 * ratio, 0.0)
     # Source voxels a target point reads beyond the floor of its coordinates: the interpolation's

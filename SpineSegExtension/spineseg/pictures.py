@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .geometry import resample_to, working_grid
+from .geometry import Grid, resample_to, working_grid
 from .labels import vertebra_colour, vertebra_name
 from .results import DiscsResult, VertebraeResult
 from .volume import Volume
@@ -41,9 +41,10 @@ def _orientation_letters(axis, left: str, right: str, top: str, bottom: str, col
                   ha={0.02: "left", 0.98: "right"}.get(x, "center"), va={0.98: "top", 0.02: "bottom"}.get(y, "center"))
 
 
-def _anatomical_views(image: Volume, labels: Volume) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Mid-sagittal and coronal slices (head up) of image and labels, through the spine. The grid's axes point
-    to R, A and S: the sagittal view has posterior on the left, the coronal view the patient's left."""
+def _anatomical_views(image: Volume, labels: Volume) -> tuple[list[np.ndarray], list[np.ndarray], Grid]:
+    """Mid-sagittal and coronal slices (head up) of image and labels, through the spine, and the grid they were
+    cut from. The grid's axes point to R, A and S: the sagittal view has posterior on the left, the coronal view
+    the patient's left."""
     grid = working_grid(image, max(1.0, float(image.spacing.min())))
     shown = resample_to(image, grid, fill_value=-1000.0).array
     shown_labels = resample_to(labels, grid).array
@@ -51,16 +52,26 @@ def _anatomical_views(image: Volume, labels: Volume) -> tuple[list[np.ndarray], 
     centre = bone.mean(axis=0).round().astype(int) if len(bone) else (np.array(grid.shape) // 2)
     sagittal = (shown[centre[0], :, :].T[::-1], shown_labels[centre[0], :, :].T[::-1])
     coronal = (shown[:, centre[1], :].T[::-1], shown_labels[:, centre[1], :].T[::-1])
-    return [sagittal[0], coronal[0]], [sagittal[1], coronal[1]], grid.spacing
+    return [sagittal[0], coronal[0]], [sagittal[1], coronal[1]], grid
+
+
+def _canal_in_views(line_ras: np.ndarray, grid: Grid) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The canal's centre line as (columns, rows) of the sagittal and coronal views of ``_anatomical_views``."""
+    ijk = (line_ras - grid.affine[:3, 3]) @ np.linalg.inv(grid.affine[:3, :3]).T
+    rows = grid.shape[2] - 1 - ijk[:, 2]
+    return [(ijk[:, 1], rows), (ijk[:, 0], rows)]
 
 
 def write_vertebrae_picture(image: Volume, result: VertebraeResult, path: str | os.PathLike, title: str = "") -> None:
-    """Sagittal and coronal views with coloured, named vertebrae."""
-    images, label_slices, spacing = _anatomical_views(image, result.label_map)
+    """Sagittal and coronal views with coloured, named vertebrae and the spinal canal's centre line (cyan)."""
+    images, label_slices, grid = _anatomical_views(image, result.label_map)
+    spacing = grid.spacing
+    canal = [None, None] if result.canal_line_ras is None else _canal_in_views(result.canal_line_ras, grid)
     figure = _new_figure(10, 7, facecolor="black")
     axes = figure.subplots(1, 2)
     letters = [("P", "A"), ("L", "R")]  # left and right edges of the sagittal and coronal views
-    for axis, view, labels, name, (left, right) in zip(axes, images, label_slices, ["sagittal", "coronal"], letters):
+    for axis, view, labels, name, (left, right), line in zip(axes, images, label_slices, ["sagittal", "coronal"],
+                                                             letters, canal):
         axis.imshow(view, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], aspect=spacing[2] / spacing[1])
         overlay = np.zeros(labels.shape + (4,))
         for record in result.vertebrae:
@@ -72,6 +83,10 @@ def write_vertebrae_picture(image: Volume, result: VertebraeResult, path: str | 
             axis.text(column, row, vertebra_name(record.level), color="white", fontsize=8,
                       ha="center", va="center", fontweight="bold")
         axis.imshow(overlay, aspect=spacing[2] / spacing[1])
+        if line is not None:
+            axis.plot(*line, color="cyan", linewidth=1.0, alpha=0.8)
+            axis.set_xlim(-0.5, view.shape[1] - 0.5)
+            axis.set_ylim(view.shape[0] - 0.5, -0.5)
         axis.set_title(name, color="white")
         _orientation_letters(axis, left, right, "S", "I", "yellow")
         axis.axis("off")

@@ -91,12 +91,13 @@ class NamingRecord:
 class VertebraeResult:
     """Label map (VerSe numbers, input grid, uint8), one record per vertebra head to foot, warnings
     about the input (see :func:`spineseg.checks.check_input`) and how the names were fixed (None where not
-    known, as in files of older versions)."""
+    known, as in files of older versions) and the spinal canal's centre line (None where not found)."""
 
     label_map: Volume
     vertebrae: list[VertebraRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     naming: NamingRecord | None = None
+    canal_line_ras: np.ndarray | None = None  # the spinal canal's centre line (n x 3, RAS mm, head to foot)
 
     @property
     def levels(self) -> list[int]:

@@ -119,8 +119,9 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
 
 def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
     """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, how
-    the names were fixed (``naming``; for discs {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), then
-    one record per item."""
+    the names were fixed (``naming``; for discs {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), for
+    vertebrae the spine's frame read from the CT (``spine_frame``: the canal's centre line, or null), then one
+    record per item."""
     document = {
         "input": source,
         "model": model,
@@ -131,6 +132,8 @@ def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict
     }
     if isinstance(result, VertebraeResult):
         document["naming"] = result.naming.to_dict() if result.naming is not None else None
+        document["spine_frame"] = None if result.canal_line_ras is None else {
+            "canal_centre_line": [[round(float(x), 1) for x in point] for point in result.canal_line_ras]}
         document["vertebrae"] = [record.to_dict() for record in result.vertebrae]
     else:
         document["naming"] = result.naming.to_dict()

@@ -1,0 +1,106 @@
+"""Voxels from bone: the network says which vertebra, the CT says which voxels.
+
+The network works on a coarse grid and outlines real vertebral bodies only in
+part (dark marrow, thin cortex). The CT at its own resolution knows where the
+bone is. Every bone voxel near the found vertebrae (with the marrow that each
+axial slice's bone encloses) is given to one of them by a seeded watershed:
+seeds are the network's confident voxels, and the flood runs through bone
+along paths of bright bone first, so that two vertebrae meet where the bone
+between them is darkest (the disc space, a facet joint gap, the thin bone of
+an endplate pair). Soft tissue between two vertebrae is never crossed at the
+cost of bone, and bone farther than ``BONE_REACH_MM`` from every vertebra
+(ribs beyond their heads, iliac wings, the table) stays out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.segmentation import watershed  # scipy's watershed_ift lets a flood leak across plateaus
+
+__all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "SEED_PROBABILITY", "divide_bone"]
+
+# Bone for the division: cortical and cancellous bone (osteoporotic marrow below this is recovered as the
+# hole its slice's cortex encloses).
+DIVISION_BONE_HU = 150.0
+# A hole in an axial slice's bone up to this size is marrow (a lumbar body's cross-section is 12-20 cm^2).
+MAX_MARROW_HOLE_MM2 = 2500.0
+# Bone at most this far (mm) from a vertebra's painted voxels can join it.
+BONE_REACH_MM = 8.0
+# Seeds: voxels the network gives a vertebra with at least this probability.
+SEED_PROBABILITY = 0.5
+# Flood costs: Hounsfield units mapped to 1..0 over this range (brighter bone is cheaper to cross).
+COST_HU_RANGE = (0.0, 1000.0)
+
+
+def _bone_with_marrow(
+    hounsfield: np.ndarray, spacing_mm: tuple[float, float, float], superior_axis: int, canal: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bone, and the marrow it encloses: the holes up to ``MAX_MARROW_HOLE_MM2`` that each slice across
+    ``superior_axis`` encloses, kept where, along the head-foot axis, they run into bone at both ends.
+
+    A body's marrow is enclosed by its cortex in every slice and capped by its endplates; a disc that an
+    endplate's rim encloses in one slice opens into the disc space above or below, and the chest that a rib
+    cage encloses is too large. A hole holding a ``canal`` voxel is never marrow (where the arch closes its
+    ring, the spinal canal is a hole too)."""
+    bone = hounsfield >= DIVISION_BONE_HU
+    holes = np.zeros_like(bone)
+    in_plane = [s for axis, s in enumerate(spacing_mm) if axis != superior_axis]
+    largest = MAX_MARROW_HOLE_MM2 / (in_plane[0] * in_plane[1])
+    moved_bone = np.moveaxis(bone, superior_axis, 0)
+    moved_holes = np.moveaxis(holes, superior_axis, 0)
+    moved_canal = np.moveaxis(canal, superior_axis, 0)
+    for n in range(moved_bone.shape[0]):
+        found, count = ndimage.label(ndimage.binary_fill_holes(moved_bone[n]) & ~moved_bone[n])
+        if count:
+            small = np.bincount(found.ravel(), minlength=count + 1) <= largest
+            small[np.unique(found[moved_canal[n]])] = False
+            small[0] = False
+            moved_holes[n] = small[found]
+    # Peel hole voxels whose head-foot neighbour is neither bone nor hole until none is left: what remains
+    # is capped by bone at both ends.
+    while True:
+        closed = moved_bone | moved_holes
+        capped = moved_holes.copy()
+        capped[1:] &= closed[:-1]
+        capped[:-1] &= closed[1:]
+        capped[0] = capped[-1] = False
+        if np.array_equal(capped, moved_holes):
+            break
+        moved_holes[...] = capped
+    return bone, holes
+
+
+def divide_bone(
+    labels: np.ndarray, probability: np.ndarray, hounsfield: np.ndarray, spacing_mm: tuple[float, float, float],
+    superior_axis: int, canal: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label map that gives each bone voxel near the painted vertebrae to one of them.
+
+    Args:
+        labels: painted vertebrae (VerSe numbers) on the CT's grid (or a box of it).
+        probability: the probability of each voxel's painted label.
+        hounsfield: the CT on the same voxels.
+        spacing_mm: voxel size along the three axes.
+        superior_axis: the array axis closest to head-foot (slices across it are axial).
+        canal: voxels of the spinal canal's centre line (see :mod:`.frame`), never bone; None where not found.
+
+    Returns:
+        A new label map: the watershed of the bone from the network's confident voxels, plus those confident
+        voxels themselves where the CT shows no bone (dark marrow on an open slice); and the bone it divided
+        (with the marrow its slices enclose).
+    """
+    seeds = np.where(probability >= SEED_PROBABILITY, labels, 0).astype(np.int32)
+    if not seeds.any():
+        return labels.copy(), np.zeros(labels.shape, bool)
+    near = ndimage.distance_transform_edt(seeds == 0, sampling=spacing_mm) <= BONE_REACH_MM
+    canal = np.zeros(labels.shape, bool) if canal is None else canal
+    bone, marrow = _bone_with_marrow(hounsfield, spacing_mm, superior_axis, canal)
+    # A body's marrow joins whole where any of it is near (its middle lies farther from the cortex seen).
+    pieces, _ = ndimage.label(marrow)
+    near_marrow = np.isin(pieces, np.unique(pieces[near & marrow])) & marrow
+    bone = ((bone & near) | near_marrow) & ~canal
+    low, high = COST_HU_RANGE
+    cost = np.clip((high - hounsfield) / (high - low), 0.0, 1.0).astype(np.float32)
+    divided = watershed(cost, seeds, mask=bone | (seeds > 0)).astype(labels.dtype)
+    return divided, bone

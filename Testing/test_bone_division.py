@@ -1,0 +1,87 @@
+"""Voxels from bone: the CT's bone near the found vertebrae is divided between them by a seeded watershed."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from spineseg.vertebrae.bone_division import BONE_REACH_MM, divide_bone
+
+SHAPE = (40, 40, 60)  # i, j, k (k towards the head), 1 mm voxels
+SPACING = (1.0, 1.0, 1.0)
+
+
+def hollow_body(hounsfield: np.ndarray, box: tuple[slice, ...], marrow_hu: float) -> None:
+    """Paint a vertebral body: a 2 mm cortex of 900 HU around marrow of ``marrow_hu``, in place."""
+    solid = np.zeros(hounsfield.shape, bool)
+    solid[box] = True
+    hounsfield[solid] = 900.0
+    hounsfield[ndimage.binary_erosion(solid, iterations=2)] = marrow_hu
+
+
+def test_two_bodies_with_dark_marrow_are_divided_at_their_disc():
+    """Two bodies with dark, osteoporotic marrow (60 HU) and a thin disc (3 mm, 80 HU) between them. The
+    network saw each body's cortex only in part, away from the disc; the division fills each body's marrow
+    and gives it to its own vertebra, and leaves the disc out. (Where endplates touch with no disc space
+    left, the division has no barrier yet: the frame's disc planes are the planned one.)"""
+    hounsfield = np.full(SHAPE, 40.0)
+    upper_box = (slice(10, 30), slice(10, 30), slice(33, 50))
+    lower_box = (slice(10, 30), slice(10, 30), slice(12, 30))
+    hollow_body(hounsfield, upper_box, 60.0)
+    hollow_body(hounsfield, lower_box, 60.0)
+    hounsfield[10:30, 10:30, 30:33] = 80.0  # the disc
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[10:30, 10:30, 38:50][hounsfield[10:30, 10:30, 38:50] > 500] = 20
+    labels[10:30, 10:30, 12:25][hounsfield[10:30, 10:30, 12:25] > 500] = 21
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, superior_axis=2)
+    upper, lower = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
+    upper[upper_box], lower[lower_box] = True, True
+    assert (divided[upper] == 20).mean() > 0.97
+    assert (divided[lower] == 21).mean() > 0.97
+    assert not (divided[upper] == 21).any() and not (divided[lower] == 20).any()
+    assert not divided[~(upper | lower)].any()  # neither the disc nor the soft tissue around
+
+
+def test_bone_beyond_the_reach_and_the_canal_stay_out():
+    """A rib-like bar that touches a body: only its first ``BONE_REACH_MM`` near the vertebra joins it. A
+    ring of bone around soft tissue (an arch around the canal) does not make the canal bone."""
+    hounsfield = np.full(SHAPE, 40.0)
+    hollow_body(hounsfield, (slice(15, 25), slice(20, 32), slice(20, 40)), 250.0)
+    hounsfield[25:40, 24:28, 28:32] = 900.0  # a bar running off to the side, touching the body
+    arch = np.zeros(SHAPE, bool)
+    arch[12:28, 4:20, 20:40] = True
+    canal_region = np.zeros(SHAPE, bool)
+    canal_region[16:24, 8:18, 20:40] = True
+    hounsfield[arch & ~canal_region] = 700.0
+    canal = np.zeros(SHAPE, bool)
+    canal[20, 12, 20:40] = True  # the canal's centre line
+    labels = np.zeros(SHAPE, np.uint8)
+    probability = np.zeros(SHAPE, np.float32)
+    labels[15:25, 20:32, 20:40], probability[15:25, 20:32, 20:40] = 22, 0.9
+    labels[12:28, 4:20, 20:40][~canal_region[12:28, 4:20, 20:40]] = 22
+    probability[labels > 0] = 0.9
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, superior_axis=2, canal=canal)
+    bar = divided[25:40, 24:28, 28:32] == 22
+    reach = int(BONE_REACH_MM)
+    assert bar[:reach].all() and not bar[reach + 1:].any()
+    assert not divided[canal_region].any()
+
+
+def test_dark_marrow_capped_by_endplates_is_filled_but_a_disc_inside_an_endplate_rim_is_not():
+    """Dark (20 HU) marrow that the cortex encloses in every slice and the endplates cap is the vertebra's,
+    though the network saw only its cortex. Below it, a disc (80 HU) whose top slice an endplate's rim
+    encloses opens into the disc space below that slice: it is not marrow."""
+    hounsfield = np.full(SHAPE, 40.0)
+    hollow_body(hounsfield, (slice(10, 30), slice(10, 30), slice(30, 45)), 20.0)
+    hounsfield[10:30, 10:30, 22:30] = 80.0  # the disc below the body
+    rim = np.zeros(SHAPE, bool)
+    rim[10:30, 10:30, 29] = True
+    rim[12:28, 12:28, 29] = False
+    hounsfield[rim] = 900.0  # the endplate's rim around the disc's top slice
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[hounsfield >= 800] = 19  # the network outlined the cortex and the rim only
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, superior_axis=2)
+    assert (divided[12:28, 12:28, 32:43] == 19).all()  # the marrow, filled
+    assert not divided[12:28, 12:28, 22:30].any()  # the disc, even its slice inside the rim, stays out
