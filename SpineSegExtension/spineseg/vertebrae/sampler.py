@@ -12,7 +12,8 @@ intensity scale/shift and noise. A case that carries a map of generation
 classes (a phantom) can have each patch drawn anew from it with a random
 appearance (``synthetic_probability``, see :mod:`spineseg.phantoms.synth`).
 When real CTs (cases without generation classes) and phantoms train together,
-``real_share`` of the patches come from the real ones; both get the same augmentation.
+``real_share`` of the patches come from the real ones; both get the same augmentation. With
+``real_levels`` off, the real patches leave the level head to the phantoms.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class TrainingPatch:
     position: float
     has_target: bool
     case: str = ""  # the name of the case it was cut from
+    level_known: bool = True  # False: the level head does not learn from this patch (see PatchSampler)
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class PatchSampler:
     """Draws random :class:`TrainingPatch` es from a list of cases."""
 
     def __init__(self, cases: list[TrainingCase], config: SamplerConfig, rng: np.random.Generator,
-                 appearance: Appearance | None = None, real_share: float = 0.0) -> None:
+                 appearance: Appearance | None = None, real_share: float = 0.0, real_levels: bool = True) -> None:
         cases = [case for case in cases if case.levels]
         if not cases:
             raise ValueError("the sampler needs at least one case with a labelled vertebra")
@@ -120,6 +122,8 @@ class PatchSampler:
         self.real_cases = [case for case in cases if case.tissue is None]
         self.phantom_cases = [case for case in cases if case.tissue is not None]
         self.real_share = real_share if self.real_cases and self.phantom_cases else None
+        # Without ``real_levels``, real cases mixed with phantoms teach masks and completeness, not levels.
+        self.real_levels = real_levels or self.real_share is None
         self.config = config
         self.rng = rng
         self.appearance = appearance
@@ -202,6 +206,7 @@ class PatchSampler:
             position=float(level_to_position(level)) if has_target else 0.0,
             has_target=has_target,
             case=case.name,
+            level_known=self.real_levels or case.tissue is not None,
         )
 
     def _thin_scan(self, image: np.ndarray, memory: np.ndarray, target: np.ndarray) -> None:

@@ -121,6 +121,7 @@ def stack_patches(patches: list[TrainingPatch], device: torch.device) -> dict[st
         "complete": tensor([p.complete for p in patches]),
         "level": tensor([p.position for p in patches]),
         "has_target": tensor([p.has_target for p in patches]),
+        "level_known": tensor([p.level_known for p in patches]),
     }
 
 
@@ -159,7 +160,7 @@ class VertebraTask:
         self.sampler = PatchSampler(
             train_cases, config.sampler, rng,
             lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance),
-            real_share=config.data.real_share)
+            real_share=config.data.real_share, real_levels=config.data.real_levels)
         self.loss_function = IterativeFCNLoss(config.loss.fp_fn_weight, config.loss.level_weight)
         self.data_description = data_description
         self.validation_scans = validation_cases[:config.validation.scans]
@@ -200,7 +201,9 @@ class VertebraTask:
             if real:
                 train += _read_cases(real, config)
                 description += (f"; mixed with {len(real)} real labelled CT(s) drawn for "
-                                f"{config.data.real_share:.0%} of the patches, same augmentation: "
+                                f"{config.data.real_share:.0%} of the patches, same augmentation"
+                                + ("" if config.data.real_levels else ", masks and completeness only (no level "
+                                   "target)") + ": "
                                 + "; ".join(f"{s.image} with {s.labels}" for s in real)
                                 + _mapping_note(config))
             description += f"; validation: {len(validation)} phantoms (seed ({config.seed}, 1))"
@@ -224,7 +227,7 @@ class VertebraTask:
 
     def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = self.loss_function(network(batch["inputs"]), batch["target"], batch["weights"], batch["complete"],
-                                   batch["level"], batch["has_target"])
+                                   batch["level"], batch["has_target"], batch["level_known"])
         return terms.total, {"mask": terms.mask, "completeness": terms.completeness, "level": terms.position}
 
     @torch.inference_mode()
