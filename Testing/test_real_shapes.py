@@ -102,3 +102,30 @@ def test_missing_label_map_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "nowhere" / "sub-verse004_seg-vert_msk.nii.gz"
     with pytest.raises(FileNotFoundError, match=r"nowhere.*ct_verse_sample"):
         RealShapeLibrary.load(missing)
+
+
+def test_more_verse_maps_join_the_library_and_a_fractured_body_paints_only_its_own_level(library):
+    from pathlib import Path
+
+    from spineseg.phantoms.real_shapes import real_stand_ins
+
+    shapes = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "verse_shapes"
+    if not (shapes / "sub-verse010_seg-vert_msk.nii.gz").is_file():
+        pytest.skip(f"training shapes not available at {shapes}")
+    lumbar = RealShapeLibrary.load(shapes / "sub-verse010_seg-vert_msk.nii.gz",
+                                   shapes / "sub-verse010_seg-subreg_ctd.json")
+    assert lumbar.levels == tuple(range(20, 25))  # L1-L5
+    merged = RealShapeLibrary.merged([library, lumbar])
+    assert merged.levels == tuple(range(16, 25)) and len(merged.all_shapes[22]) == 2
+    # the sample's fractured L1 is never drawn for another level; the new, whole L1 is
+    assert [real.fractured for real in merged.all_shapes[20]] == [True, False]
+    assert merged.choices(20) == [lumbar.shape(20)]
+    assert real_stand_ins([19, 20, 21], library) == {19: 19, 20: 19, 21: 21}
+    assert real_stand_ins([19, 20, 21], merged) == {19: 19, 20: 20, 21: 21}
+    # a level held twice takes either real shape, chosen by the seed (no jitter: the shape alone sets the volume)
+    fixed = RealShapeLibrary(merged.all_shapes, scale_jitter=0.0, max_tilt_deg=0.0)
+    vertebra = _phantom(L3)
+    u, v, w = _grid(vertebra, 2.0)
+    volumes = {int((fixed.signed_distance(L3, vertebra, u, v, w, np.random.default_rng(seed)) <= 0).sum())
+               for seed in range(8)}
+    assert len(volumes) == 2

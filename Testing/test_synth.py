@@ -38,14 +38,17 @@ def test_the_same_seed_gives_the_same_image_and_another_seed_another(phantom):
     assert first.shape == phantom.labels.shape and first.dtype == np.float32
 
 
-def test_realistic_ct_appearance_keeps_bone_brighter_than_muscle(phantom):
+def test_realistic_ct_appearance_keeps_the_cortex_bright_and_reaches_fatty_marrow(phantom):
     realistic = replace(CT_APPEARANCE, realistic_probability=1.0)
-    labels, tissue = phantom.labels.array, phantom.tissue.array
-    for seed in range(5):
+    tissue = phantom.tissue.array
+    marrow = []
+    for seed in range(12):
         image = synthesize(ct_generation_classes(tissue, np.random.default_rng(seed)), phantom.image.spacing,
                            realistic, np.random.default_rng(seed))
-        assert image[tissue == Tissue.CANCELLOUS].mean() > image[tissue == Tissue.PARASPINAL_MUSCLE].mean()
-        assert image[labels > 0].mean() > 150.0
+        assert image[tissue == Tissue.CORTEX].mean() > image[tissue == Tissue.PARASPINAL_MUSCLE].mean() + 100.0
+        marrow.append(image[tissue == Tissue.CANCELLOUS].mean())
+    # osteoporotic, fatty marrow as dark as muscle or darker in some draws, dense marrow in others
+    assert min(marrow) < 50.0 and max(marrow) > 200.0
 
 
 def test_outside_voxels_stay_at_the_bottom_of_the_range():

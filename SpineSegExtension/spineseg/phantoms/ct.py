@@ -27,7 +27,10 @@ from .ct_tissue import (
 from .layout import SpineLayout, make_spine_layout
 from .real_shapes import REAL_SHAPE_PROBABILITY, RealShapeLibrary, real_stand_ins
 
-__all__ = ["CTPhantom", "make_ct_phantom", "random_ct_phantom", "orientation_matrix", "DEFAULT_CT_LEVELS"]
+__all__ = ["CTPhantom", "make_ct_phantom", "random_ct_phantom", "random_compressions", "orientation_matrix",
+           "DEFAULT_CT_LEVELS", "COMPRESSION_PROBABILITY"]
+
+COMPRESSION_PROBABILITY = 0.15  # training phantoms with compressed vertebral bodies
 
 DEFAULT_CT_LEVELS: list[int] = list(range(15, 25)) + [SACRUM]
 
@@ -65,8 +68,12 @@ def orientation_matrix(code: str, rotation_deg: float = 0.0) -> np.ndarray:
 
 def _render(layout: SpineLayout, subject: Subject, spacing: np.ndarray, direction: np.ndarray,
             cut: tuple[float, float] | None, noise_hu: float, blur_mm: float, margin_mm: float,
-            rng: np.random.Generator, real_shapes: RealShapeLibrary | None = None) -> CTPhantom:
-    """Paint the body, discs, canal, ribs and vertebrae on a grid around the layout, then blur and add noise."""
+            rng: np.random.Generator, real_shapes: RealShapeLibrary | None = None,
+            compressions: dict[int, tuple[float, float]] | None = None) -> CTPhantom:
+    """Paint the body, discs, canal, ribs and vertebrae on a grid around the layout, then blur and add noise.
+
+    ``compressions`` maps levels to the (anterior, posterior) height factors of a compressed body.
+    """
     low, high = layout.bounds(margin_mm)
     # Reach the skin of the back (and the table) behind the spine.
     table_y = table_height(layout, subject)
@@ -91,7 +98,7 @@ def _render(layout: SpineLayout, subject: Subject, spacing: np.ndarray, directio
         if vertebra.level == SACRUM:
             cancellous -= SACRUM_MARROW_DROP_HU
         paint_vertebra(canvas, vertebra, Bone(subject.cortical, cancellous, subject.cortex_mm), rng, real_shapes,
-                       stand_ins.get(vertebra.level))
+                       stand_ins.get(vertebra.level), (compressions or {}).get(vertebra.level))
     blend_other_bone(canvas, subject)
     image = finish_image(canvas.hu, spacing, noise_hu, blur_mm, rng)
     return CTPhantom(image=Volume(image, affine, VolumeKind.INTENSITY),
@@ -173,6 +180,8 @@ def random_ct_phantom(rng: np.random.Generator, spacing: Sequence[float] | float
     """A random training phantom: 5-18 consecutive levels (mostly thoraco-lumbar), random shape and image quality.
 
     With ``real_shapes``, ``REAL_SHAPE_PROBABILITY`` of the phantoms paint T4-L5 with real vertebra shapes.
+    ``COMPRESSION_PROBABILITY`` of the phantoms have one or two compressed bodies (T4-L5), flat or wedged
+    (:func:`random_compressions`).
     """
     spacing_array = _check_spacing(spacing)
     count = int(rng.integers(5, 19))
@@ -192,4 +201,26 @@ def random_ct_phantom(rng: np.random.Generator, spacing: Sequence[float] | float
     margin_mm = float(rng.uniform(10.0, 35.0))
     if real_shapes is not None and rng.random() >= REAL_SHAPE_PROBABILITY:
         real_shapes = None
-    return _render(layout, subject, spacing_array, np.eye(3), cut, noise_hu, blur_mm, margin_mm, rng, real_shapes)
+    compressions = random_compressions(levels, rng) if rng.random() < COMPRESSION_PROBABILITY else None
+    return _render(layout, subject, spacing_array, np.eye(3), cut, noise_hu, blur_mm, margin_mm, rng, real_shapes,
+                   compressions)
+
+
+def random_compressions(levels: Sequence[int], rng: np.random.Generator) -> dict[int, tuple[float, float]]:
+    """One or two of ``levels`` (T4-L5) with compressed bodies: (anterior, posterior) height factors.
+
+    Half are wedges (front 50-80 % of the height, back 85-100 %), half flattened alike front and back (60-85 %),
+    as osteoporotic fractures are.
+    """
+    eligible = [level for level in levels if 11 <= level <= 24]
+    if not eligible:
+        return {}
+    chosen = rng.choice(eligible, size=min(len(eligible), int(rng.integers(1, 3))), replace=False)
+    compressions = {}
+    for level in chosen:
+        if rng.random() < 0.5:
+            compressions[int(level)] = (float(rng.uniform(0.5, 0.8)), float(rng.uniform(0.85, 1.0)))
+        else:
+            flat = float(rng.uniform(0.6, 0.85))
+            compressions[int(level)] = (flat, flat)
+    return compressions

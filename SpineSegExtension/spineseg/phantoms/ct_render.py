@@ -148,11 +148,25 @@ def paint_ribs(canvas: Canvas, vertebra: PlacedVertebra, cortex_mm: float) -> No
             canvas.add_other_bone(box, sd_capsule(u, v, w, a, c, r, r), cortex_mm)
 
 
+def compress_body(v: np.ndarray, w: np.ndarray, depth_mm: float, anterior: float, posterior: float) -> np.ndarray:
+    """The axial coordinate ``w`` of a vertebra whose body is flattened, as by a compression fracture.
+
+    The body keeps ``anterior`` of its height at its front and ``posterior`` at its back wall (a wedge when
+    anterior < posterior, a flat body when they are equal); behind the body the factor returns to 1 over
+    10 mm, so the arch keeps its height. Painting the vertebra at the returned coordinates shrinks it.
+    """
+    half = depth_mm / 2
+    factor = np.interp(v, [-half - 10.0, -half, half], [1.0, posterior, anterior]).astype(np.float32)
+    return (w / factor).astype(np.float32)
+
+
 def paint_vertebra(canvas: Canvas, vertebra: PlacedVertebra, bone: Bone, rng: np.random.Generator,
-                   real_shapes: RealShapeLibrary | None = None, real_level: int | None = None) -> None:
+                   real_shapes: RealShapeLibrary | None = None, real_level: int | None = None,
+                   compression: tuple[float, float] | None = None) -> None:
     """Label the vertebra's voxels (first painter keeps a voxel) and blend its HU with partial volume.
 
     With ``real_shapes`` and ``real_level``, the real vertebra ``real_level`` stands in for the analytic shape.
+    ``compression`` (anterior, posterior height factors) flattens or wedges the body (:func:`compress_body`).
     """
     lo, hi = vertebra_extent(vertebra)
     box = canvas.box(vertebra.centre, vertebra.frame, lo, hi)
@@ -160,6 +174,8 @@ def paint_vertebra(canvas: Canvas, vertebra: PlacedVertebra, bone: Bone, rng: np
         return
     u, v, w = canvas.local(box, vertebra.centre, vertebra.frame)
     size, level = vertebra.size, vertebra.level
+    if compression is not None:
+        w = compress_body(v, w, size.body_depth, *compression)
     if level == SACRUM:
         canvas.add_other_bone(box, ilium_sd(u, v, w, vertebra), bone.cortex_mm)
         sd = sacrum_sd(u, v, w, size)

@@ -1,4 +1,4 @@
-"""Real vertebra shapes for the CT and MRI phantoms, taken from a VerSe label map.
+"""Real vertebra shapes for the CT and MRI phantoms, taken from VerSe label maps.
 
 :class:`RealShapeLibrary` turns each vertebra of a hand-corrected label map
 into a signed distance field (mm, negative inside) in the vertebra's own frame
@@ -10,14 +10,18 @@ the real body matches the phantom's body size, with a small random extra scale
 and tilt, so the renderer can paint it instead of the analytic
 ``body_sd``/``arch_sd`` shapes.
 
+Several label maps make one library (:func:`load_shape_folders`): a level held
+by more than one of them takes one of its real shapes at random in each phantom.
+
 The data are not part of the repository: the VerSe sample lives in
-``../shared/data/real/ct_verse_sample`` beside the checkout (CC BY-SA 4.0).
+``../shared/data/real/ct_verse_sample`` beside the checkout, more VerSe label
+maps (C1-T5, C1-T4, L1-L5) in ``../shared/data/train/verse_shapes`` (all CC BY-SA 4.0).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +36,7 @@ from .layout import PlacedVertebra
 
 __all__ = [
     "DEFAULT_SAMPLE_DIR", "DEFAULT_LABEL_MAP", "DEFAULT_CENTROIDS", "FAR_MM",
-    "RealShape", "RealShapeLibrary", "default_library", "load_sample_folder",
+    "RealShape", "RealShapeLibrary", "default_library", "load_sample_folder", "load_shape_folders",
     "REAL_SHAPE_RANGE", "REAL_SHAPE_PROBABILITY", "real_stand_ins",
 ]
 
@@ -49,19 +53,27 @@ _MARGIN_MM = 12.0
 _COLUMN_MM = 6.0
 _F = np.float32
 
-# Levels that may take a real shape (T4-L5) and the share of training phantoms that do.
-REAL_SHAPE_RANGE = range(11, 25)
+# Levels that may take a real shape (T1-L5; the cervical bodies' width is measured with the transverse
+# processes, which would squeeze them when scaled), the farthest a stand-in may be from the level it paints
+# (in levels), and the share of training phantoms that take real shapes.
+REAL_SHAPE_RANGE = range(8, 25)
+STAND_IN_REACH = 5
 REAL_SHAPE_PROBABILITY = 0.6
-# The VerSe sample's L1 (20) is wedge-shaped by a compression fracture: no stand-in for other levels.
-_FRACTURED_SAMPLE_LEVELS = {20}
+# Wedge-shaped by a compression fracture (the VerSe sample's L1): painted as itself, never for other levels.
+_FRACTURED = {("sub-verse004", 20)}
 
 
 def real_stand_ins(levels: Sequence[int], library: RealShapeLibrary) -> dict[int, int]:
-    """For each level in ``REAL_SHAPE_RANGE``, the nearest level the library holds (fractured ones excluded)."""
-    held = [level for level in library.levels if level not in _FRACTURED_SAMPLE_LEVELS]
-    if not held:
-        return {}
-    return {level: min(held, key=lambda h: (abs(h - level), h)) for level in levels if level in REAL_SHAPE_RANGE}
+    """For each level in ``REAL_SHAPE_RANGE``, the nearest level the library holds (levels held only as a
+    fractured vertebra excluded), when it lies within ``STAND_IN_REACH`` levels."""
+    held = [level for level in library.levels if library.choices(level)]
+    stand_ins = {}
+    for level in levels:
+        if level in REAL_SHAPE_RANGE and held:
+            nearest = min(held, key=lambda h: (abs(h - level), h))
+            if abs(nearest - level) <= STAND_IN_REACH:
+                stand_ins[level] = nearest
+    return stand_ins
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class RealShape:
     body_centre: np.ndarray
     body_size: tuple[float, float, float]
     volume_mm3: float
+    fractured: bool = False  # a compressed body: not drawn for other levels
 
     def ijk_from_local(self) -> np.ndarray:
         """3 x 4 matrix from local (lateral, anterior, axial) mm about the body centre to ``field`` indices."""
@@ -195,7 +208,8 @@ def _real_shape(level: int, volume: Volume, centroid: np.ndarray, axial: np.ndar
 class RealShapeLibrary:
     """Signed distance fields of real vertebrae, sampled in a phantom vertebra's frame.
 
-    Build it with :meth:`load`; ``levels`` lists the VerSe numbers it holds.
+    Build it with :meth:`load` (one label map) or :meth:`merged` (several); ``levels`` lists the VerSe
+    numbers it holds.
     Shapes are real, flaws included: in the default sample (sub-verse004) L1
     (20) is wedge-shaped (an anterior compression), which body-to-body scaling
     only partly evens out.
@@ -203,12 +217,15 @@ class RealShapeLibrary:
     and ``max_tilt_deg`` the largest random rotation about each axis.
     """
 
-    def __init__(self, shapes: dict[int, RealShape], scale_jitter: float = 0.15, max_tilt_deg: float = 4.0):
+    def __init__(self, shapes: dict[int, RealShape | list[RealShape]], scale_jitter: float = 0.15,
+                 max_tilt_deg: float = 4.0):
         if not shapes:
             raise ValueError("a real shape library needs at least one vertebra")
         if not 0.0 <= scale_jitter < 1.0:
             raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
-        self.shapes = dict(sorted(shapes.items()))
+        self.all_shapes = {level: list(held) if isinstance(held, list) else [held]
+                           for level, held in sorted(shapes.items())}
+        self.shapes = {level: held[0] for level, held in self.all_shapes.items()}
         self.levels: tuple[int, ...] = tuple(self.shapes)
         self.scale_jitter = float(scale_jitter)
         self.max_tilt_deg = float(max_tilt_deg)
@@ -245,19 +262,37 @@ class RealShapeLibrary:
             missing = [level for level in present if level not in centres]
             if missing:
                 raise ValueError(f"{centroids} has no centroid for level(s) {missing} of {label_map}")
+        subject = label_map.name.split("_")[0]
         shapes = {}
         for level in present:
             axial = _axial_direction(level, centres, np.array([0.0, 0.0, 1.0]))
-            shapes[level] = _real_shape(level, volume, centres[level], axial, np.array([0.0, 1.0, 0.0]))
+            real = _real_shape(level, volume, centres[level], axial, np.array([0.0, 1.0, 0.0]))
+            shapes[level] = replace(real, fractured=(subject, level) in _FRACTURED)
         return cls(shapes, scale_jitter, max_tilt_deg)
 
+    @classmethod
+    def merged(cls, libraries: Sequence["RealShapeLibrary"]) -> "RealShapeLibrary":
+        """One library holding every shape of ``libraries`` (a level may then have several)."""
+        if not libraries:
+            raise ValueError("merging real shape libraries needs at least one")
+        shapes: dict[int, list[RealShape]] = {}
+        for library in libraries:
+            for level, held in library.all_shapes.items():
+                shapes.setdefault(level, []).extend(held)
+        return cls(shapes, libraries[0].scale_jitter, libraries[0].max_tilt_deg)
+
     def shape(self, level: int) -> RealShape:
-        """The precomputed real vertebra of ``level``; ValueError names the levels held."""
+        """The (first) precomputed real vertebra of ``level``; ValueError names the levels held."""
         try:
             return self.shapes[level]
         except KeyError:
             raise ValueError(f"no real vertebra shape for level {level}; this library holds levels "
                              f"{list(self.levels)}") from None
+
+    def choices(self, stand_in_for: int) -> list[RealShape]:
+        """The real vertebrae that may paint a phantom level whose stand-in is ``stand_in_for``: its
+        unfractured ones (a level held only as fractured has none)."""
+        return [real for real in self.all_shapes.get(stand_in_for, []) if not real.fractured]
 
     def signed_distance(self, level: int, vertebra: PlacedVertebra, u: np.ndarray, v: np.ndarray,
                         w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -266,10 +301,16 @@ class RealShapeLibrary:
         The real body centre sits at the origin, its body is scaled to
         ``vertebra.size`` (height, width, depth) times a random extra scale per
         axis, and it is tilted by a few random degrees; the draws come from
-        ``rng`` (six numbers per call). Points beyond the real field get
-        :data:`FAR_MM`.
+        ``rng`` (six numbers per call, and one more to choose among several
+        shapes of ``level``). A phantom vertebra of the same level may take a
+        fractured shape, another level never does. Points beyond the real field
+        get :data:`FAR_MM`.
         """
-        real = self.shape(level)
+        held = self.all_shapes.get(level)
+        if held is None:
+            self.shape(level)  # raises, naming the levels held
+        options = held if vertebra.level == level else (self.choices(level) or held)
+        real = options[0] if len(options) == 1 else options[int(rng.integers(len(options)))]
         u, v, w = (np.asarray(a, dtype=np.float32) for a in (u, v, w))
         if not u.shape == v.shape == w.shape:
             raise ValueError(f"u, v and w must share a shape, got {u.shape}, {v.shape}, {w.shape}")
@@ -294,19 +335,33 @@ class RealShapeLibrary:
 
 
 def load_sample_folder(folder: str | Path) -> RealShapeLibrary:
-    """The library of a VerSe folder holding one ``*_msk.nii.gz`` label map and, optionally, its ``*_ctd.json``.
+    """The library of a VerSe folder holding ``*_msk.nii.gz`` label maps, each optionally with its
+    ``*_ctd.json`` centroid file (named alike up to ``_seg``).
 
     Raises:
-        FileNotFoundError: the folder is missing or holds no single label map.
+        FileNotFoundError: the folder is missing or holds no label map.
     """
     folder = Path(folder)
     masks = sorted(folder.glob("*_msk.nii*")) if folder.is_dir() else []
-    if len(masks) != 1:
+    if not masks:
         raise FileNotFoundError(
-            f"real vertebra shapes: expected one VerSe label map (*_msk.nii.gz) in {folder}, found {len(masks)}; "
+            f"real vertebra shapes: expected VerSe label maps (*_msk.nii.gz) in {folder}, found none; "
             f"the project's sample is {DEFAULT_SAMPLE_DIR} (see ../shared/data/real/README.md)")
-    centroids = sorted(folder.glob("*_ctd.json"))
-    return RealShapeLibrary.load(masks[0], centroids[0] if len(centroids) == 1 else None)
+    libraries = []
+    for mask in masks:
+        stem = mask.name.split("_seg")[0]
+        centroids = sorted(folder.glob(f"{stem}_seg*_ctd.json")) or sorted(folder.glob(f"{stem}*_ctd.json"))
+        if len(masks) == 1 and not centroids:
+            centroids = sorted(folder.glob("*_ctd.json"))
+        libraries.append(RealShapeLibrary.load(mask, centroids[0] if len(centroids) == 1 else None))
+    return libraries[0] if len(libraries) == 1 else RealShapeLibrary.merged(libraries)
+
+
+def load_shape_folders(folders: str) -> RealShapeLibrary:
+    """One library from ``data.real_shapes``: VerSe folders (see :func:`load_sample_folder`) separated by commas."""
+    names = [name.strip() for name in folders.split(",") if name.strip()]
+    libraries = [load_sample_folder(name) for name in names]
+    return libraries[0] if len(libraries) == 1 else RealShapeLibrary.merged(libraries)
 
 
 @lru_cache(maxsize=1)

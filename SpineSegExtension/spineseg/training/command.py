@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="numbering of the data's vertebra label maps when not VerSe's: 'totalsegmentator' "
                              "(TotalSegmentator v2 ids), FROM:TO pairs such as 31:20,32:19, or a from,to .csv file; "
                              "other values become background")
+    parser.add_argument("--real", dest="real_cases", action="append", default=[], metavar="CASES",
+                        help="real labelled CTs mixed into a phantom run (--data phantoms): a data folder (VerSe or "
+                             "images/labels layout) or IMAGE,LABELS; repeatable; --labels renumbers their labels")
+    parser.add_argument("--real-share", type=float, metavar="F",
+                        help="share of training patches drawn from the --real CTs (e.g. 0.25); the rest are phantoms")
     parser.add_argument("--iterations", type=int, metavar="N",
                         help="training steps of the run; with --resume, a larger N extends a finished run")
     parser.add_argument("--name", help="name of the exported model (default: the name of the --out folder)")
@@ -54,9 +59,11 @@ def run_training(args: argparse.Namespace) -> dict[str, str]:
     from .trainer import train
 
     if args.resume:
-        if args.config or args.overrides or args.data or args.name or args.device or args.start_from or args.labels:
+        if (args.config or args.overrides or args.data or args.name or args.device or args.start_from or args.labels
+                or args.real_cases or args.real_share is not None):
             raise InputError(f"--resume continues the configuration stored in {args.out / 'config.json'}; "
-                             "leave out --config, --set, --data, --from, --labels, --name and --device "
+                             "leave out --config, --set, --data, --from, --labels, --real, --real-share, --name "
+                             "and --device "
                              "(--iterations N extends the run)")
         stored = args.out / "config.json"
         if not stored.is_file():
@@ -73,6 +80,10 @@ def run_training(args: argparse.Namespace) -> dict[str, str]:
             flags.append(f"data.path={json.dumps(path)}")
         if args.labels:
             flags.append(f"data.label_mapping={json.dumps(args.labels)}")
+        if args.real_cases:
+            flags.append(f"data.real_cases={json.dumps(args.real_cases)}")
+        if args.real_share is not None:
+            flags.append(f"data.real_share={json.dumps(args.real_share)}")
         if args.iterations is not None:
             flags += ["iterations=" + str(args.iterations), "epochs=null"]
         if args.name:

@@ -87,6 +87,15 @@ class DataConfig:
     # The numbering of the data folder's label maps when it is not VerSe's: a preset ("totalsegmentator"),
     # FROM:TO pairs or a from,to CSV file (see spineseg.training.label_mapping); "" = VerSe numbers already.
     label_mapping: str = ""
+    # Real labelled CTs mixed into a phantom run (layout "phantoms"): each a data folder (VerSe or images/labels
+    # layout) or a pair "IMAGE,LABELS" of files; their label maps are renumbered by ``label_mapping``.
+    real_cases: list[str] = field(default_factory=list)
+    # Share of training patches drawn from ``real_cases`` (the rest from the phantoms); the same augmentation
+    # applies to both.
+    real_share: float = 0.0
+    # Whether the real cases also teach the level head (false: their patches train masks and completeness only,
+    # and the levels are learnt from the phantoms' variety of levels and fields of view).
+    real_levels: bool = True
 
 
 @dataclass
@@ -398,6 +407,14 @@ def _validate(config: TrainingConfig) -> None:
     require(config.threads >= 0, f"threads must be 0 (torch's default) or more, got {config.threads}")
     require(config.data.phantoms >= 1, f"data.phantoms must be at least 1, got {config.data.phantoms}")
     require(config.data.validation_phantoms >= 0, "data.validation_phantoms must be 0 or more")
+    require(0.0 <= config.data.real_share <= 1.0, f"data.real_share must be in [0, 1], got {config.data.real_share}")
+    if config.data.real_cases or config.data.real_share > 0:
+        require(config.data.path == "phantoms" or config.data.layout is Layout.PHANTOMS,
+                "data.real_cases mixes real CTs into a phantom run; for a run on real CTs alone give them as "
+                "data.path (--data)")
+        require(bool(config.data.real_cases) == (config.data.real_share > 0),
+                "data.real_cases and data.real_share go together: name the real CTs (--real) and the share of "
+                "patches drawn from them (--real-share)")
     require(0.0 <= config.data.validation_fraction < 1.0,
             f"data.validation_fraction must be in [0, 1), got {config.data.validation_fraction}")
     require(config.optimiser.learning_rate > 0, f"optimiser.learning_rate must be positive, got {config.optimiser.learning_rate}")

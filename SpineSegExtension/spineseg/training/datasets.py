@@ -11,7 +11,9 @@ Layouts (the folder given to ``--data``):
   with ``derivatives/labels/sub-*/anat/SAME-NAME_labels-disc*.nii.gz``, point
   labels in Spinal Cord Toolbox numbering (a voxel of value n marks disc n);
   images without disc labels are skipped;
-* ``phantoms``: generated, no folder.
+* ``phantoms``: generated, no folder; real labelled CTs may join them
+  (``data.real_cases``: folders of the layouts above or ``IMAGE,LABELS`` pairs),
+  all on the training side.
 
 Readers only look at file names; file contents are checked when the task
 loads them. Every problem is one :class:`InputError` naming the folder or
@@ -32,7 +34,7 @@ from ..publish import atomic_path
 from .config import DataConfig, Layout, Task
 
 __all__ = ["Subject", "DataSplit", "read_verse", "read_pairs", "read_bids_discs", "phantom_subjects",
-           "detect_layout", "read_dataset", "split_subjects", "save_split", "check_split"]
+           "read_real_cases",            "detect_layout", "read_dataset", "split_subjects", "save_split", "check_split"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,28 @@ def phantom_subjects(count: int, group: str) -> list[Subject]:
     return [Subject(f"phantom-{group}-{index:04d}", f"phantom-{group}-{index:04d}") for index in range(count)]
 
 
+def read_real_cases(entries: list[str]) -> list[Subject]:
+    """The real CTs of ``data.real_cases``: each entry a data folder (VerSe or images/labels layout) or a pair
+    ``IMAGE,LABELS`` of files."""
+    subjects = []
+    for entry in entries:
+        image, separator, labels = entry.partition(",")
+        if separator:
+            paths = [Path(image.strip()).resolve(), Path(labels.strip()).resolve()]
+            for path in paths:
+                if not path.is_file():
+                    raise InputError(f"data.real_cases: {path} not found (an entry IMAGE,LABELS names two files)")
+            stem = _strip_suffix(paths[0].name) or paths[0].name
+            subjects.append(Subject(stem, stem, paths[0], paths[1]))
+            continue
+        root = Path(entry).resolve()
+        if not root.is_dir():
+            raise InputError(f"data.real_cases: {root} is neither a data folder nor a pair IMAGE,LABELS of files")
+        reader = read_pairs if detect_layout(root, Task.VERTEBRAE) is Layout.PAIRS else read_verse
+        subjects += reader(root)
+    return subjects
+
+
 def detect_layout(root: Path, task: Task) -> Layout:
     """The layout of a data folder, from the folders it holds."""
     if (root / "images").is_dir() and (root / "labels").is_dir():
@@ -206,7 +230,7 @@ def detect_layout(root: Path, task: Task) -> Layout:
 def read_dataset(task: Task, data: DataConfig, seed: int) -> DataSplit:
     """Find the cases of ``data.path`` (or name the phantoms) and split them by subject."""
     if data.path == "phantoms" or data.layout is Layout.PHANTOMS:
-        return DataSplit(Layout.PHANTOMS, phantom_subjects(data.phantoms, "train"),
+        return DataSplit(Layout.PHANTOMS, phantom_subjects(data.phantoms, "train") + read_real_cases(data.real_cases),
                          phantom_subjects(data.validation_phantoms, "validation"))
     root = Path(data.path).resolve()
     if not root.is_dir():

@@ -57,8 +57,10 @@ class IterativeFCNLoss:
         complete: torch.Tensor,
         position: torch.Tensor,
         has_target: torch.Tensor,
+        level_known: torch.Tensor | None = None,
     ) -> LossTerms:
-        """All tensors are batched: target/weights N x 1 x D x H x W; others N."""
+        """All tensors are batched: target/weights N x 1 x D x H x W; others N. ``level_known`` (N, 0 or 1)
+        leaves the position term out for patches whose level should not teach the level head."""
         probability = torch.sigmoid(output.mask_logits)
         false_pos = (weights * probability * (1 - target)).sum(dim=(1, 2, 3, 4))
         false_neg = (weights * (1 - probability) * target).sum(dim=(1, 2, 3, 4))
@@ -72,7 +74,8 @@ class IterativeFCNLoss:
         completeness = (
             F.binary_cross_entropy_with_logits(output.completeness_logit, complete, reduction="none") * mask
         ).sum() / count
+        position_mask = mask if level_known is None else mask * level_known.float()
         error = output.position - position
-        position_loss = ((error.abs() + 0.1 * error**2) * mask).sum() / count
+        position_loss = ((error.abs() + 0.1 * error**2) * position_mask).sum() / position_mask.sum().clamp(min=1.0)
         total = mask_loss + completeness + self.position_weight * position_loss
         return LossTerms(total, mask_loss.detach(), completeness.detach(), position_loss.detach())

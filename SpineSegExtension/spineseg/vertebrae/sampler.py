@@ -11,6 +11,9 @@ blanked (or both, as in a scan of a few slices), left-right mirroring, blur, low
 intensity scale/shift and noise. A case that carries a map of generation
 classes (a phantom) can have each patch drawn anew from it with a random
 appearance (``synthetic_probability``, see :mod:`spineseg.phantoms.synth`).
+When real CTs (cases without generation classes) and phantoms train together,
+``real_share`` of the patches come from the real ones; both get the same augmentation. With
+``real_levels`` off, the real patches leave the level head to the phantoms.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ OUTSIDE_CLASS = 255  # generation class of voxels outside the scan (as spineseg.
 class TrainingCase:
     """A normalised CT (working frame) and its VerSe label map of the same shape.
 
-    ``tissue``, when given (phantoms), holds the generation classes the image was painted from.
+    ``tissue``, when given (phantoms), holds the generation classes the image was painted from; ``name`` says
+    where the case came from (a real CT's file name, or empty).
     """
 
     image: np.ndarray
     labels: np.ndarray
     spacing_mm: float
     tissue: np.ndarray | None = None
+    name: str = ""
 
     @classmethod
     def from_hounsfield(cls, hounsfield: np.ndarray, labels: np.ndarray, spacing_mm: float) -> "TrainingCase":
@@ -71,6 +76,8 @@ class TrainingPatch:
     complete: float
     position: float
     has_target: bool
+    case: str = ""  # the name of the case it was cut from
+    level_known: bool = True  # False: the level head does not learn from this patch (see PatchSampler)
 
 
 @dataclass(frozen=True)
@@ -104,11 +111,19 @@ class PatchSampler:
     """Draws random :class:`TrainingPatch` es from a list of cases."""
 
     def __init__(self, cases: list[TrainingCase], config: SamplerConfig, rng: np.random.Generator,
-                 appearance: Appearance | None = None) -> None:
+                 appearance: Appearance | None = None, real_share: float = 0.0, real_levels: bool = True) -> None:
         cases = [case for case in cases if case.levels]
         if not cases:
             raise ValueError("the sampler needs at least one case with a labelled vertebra")
+        if not 0.0 <= real_share <= 1.0:
+            raise ValueError(f"real_share must be in [0, 1], got {real_share}")
         self.cases = cases
+        # Real CTs and phantoms as two pools, drawn at ``real_share`` when both are present.
+        self.real_cases = [case for case in cases if case.tissue is None]
+        self.phantom_cases = [case for case in cases if case.tissue is not None]
+        self.real_share = real_share if self.real_cases and self.phantom_cases else None
+        # Without ``real_levels``, real cases mixed with phantoms teach masks and completeness, not levels.
+        self.real_levels = real_levels or self.real_share is None
         self.config = config
         self.rng = rng
         self.appearance = appearance
@@ -128,9 +143,15 @@ class PatchSampler:
                 return centre
         return voxels.mean(axis=0)
 
+    def _pick_case(self) -> TrainingCase:
+        pool = self.cases
+        if self.real_share is not None:
+            pool = self.real_cases if self.rng.random() < self.real_share else self.phantom_cases
+        return pool[self.rng.integers(len(pool))]
+
     def sample(self) -> TrainingPatch:
         cfg = self.config
-        case = self.cases[self.rng.integers(len(self.cases))]
+        case = self._pick_case()
         size = cfg.patch_size
         background = cfg.background_probability > 0 and self.rng.random() < cfg.background_probability
         empty = background or self.rng.integers(cfg.empty_every) == 0
@@ -184,6 +205,8 @@ class PatchSampler:
             complete=complete,
             position=float(level_to_position(level)) if has_target else 0.0,
             has_target=has_target,
+            case=case.name,
+            level_known=self.real_levels or case.tissue is not None,
         )
 
     def _thin_scan(self, image: np.ndarray, memory: np.ndarray, target: np.ndarray) -> None:

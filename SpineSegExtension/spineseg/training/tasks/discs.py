@@ -73,7 +73,7 @@ from ...io import read_volume
 from ...labels import DISC_NUMBERS
 from ...phantoms.mri import random_mri_phantom
 from ...phantoms.mri_appearance import synthesize_mri
-from ...phantoms.real_shapes import RealShapeLibrary, load_sample_folder
+from ...phantoms.real_shapes import RealShapeLibrary, load_shape_folders
 from ...phantoms.synth import OUTSIDE_CLASS
 from ...progress import ProgressCallback, no_progress
 from ...volume import Volume, VolumeKind
@@ -417,7 +417,7 @@ class DiscTask:
         size = config.model.input_size
         if split.layout is Layout.PHANTOMS:
             variety = config.sampler.phantom_variety
-            shapes = load_sample_folder(config.data.real_shapes) if config.data.real_shapes else None
+            shapes = load_shape_folders(config.data.real_shapes) if config.data.real_shapes else None
             train = make_training_set(len(split.train), config.seed, size, variety=variety, real_shapes=shapes)
             validation = make_training_set(len(split.validation), (config.seed, 1), size, variety=variety)
             shape_note = f", real vertebra shapes from {config.data.real_shapes} in part of them" if shapes else ""

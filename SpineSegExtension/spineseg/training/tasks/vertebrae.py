@@ -42,7 +42,7 @@ from ...metrics import dice, score_vertebrae
 from ...networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ...phantoms.ct import random_ct_phantom
 from ...phantoms.ct_appearance import CT_APPEARANCE, synthesize_ct
-from ...phantoms.real_shapes import RealShapeLibrary, load_sample_folder
+from ...phantoms.real_shapes import RealShapeLibrary, load_shape_folders
 from ...vertebrae.loss import IterativeFCNLoss
 from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
 from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image, segment_vertebrae
@@ -50,7 +50,7 @@ from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
 from ...volume import VolumeKind
 from ..cache import cached_vertebra_case
 from ..config import Layout, TrainingConfig
-from ..datasets import DataSplit
+from ..datasets import DataSplit, Subject
 from ..label_mapping import apply_mapping, describe_mapping
 from ...vertebrae.real_scans import read_real_cts, score_real_ct
 
@@ -121,7 +121,25 @@ def stack_patches(patches: list[TrainingPatch], device: torch.device) -> dict[st
         "complete": tensor([p.complete for p in patches]),
         "level": tensor([p.position for p in patches]),
         "has_target": tensor([p.has_target for p in patches]),
+        "level_known": tensor([p.level_known for p in patches]),
     }
+
+
+def _read_cases(subjects: Sequence[Subject], config: TrainingConfig) -> list[TrainingCase]:
+    """The usable cases of ``subjects`` on the model's grid (prepared once, see :mod:`..cache`), named by file."""
+    cases = []
+    for subject in tqdm(subjects, desc="reading CTs", leave=False):
+        case = cached_vertebra_case(subject.image, subject.labels, config.model.spacing_mm,
+                                    label_mapping=config.data.label_mapping)
+        if case is not None:
+            case.name = subject.image.name
+            cases.append(case)
+    return cases
+
+
+def _mapping_note(config: TrainingConfig) -> str:
+    mapping = config.data.label_mapping
+    return f", labels renumbered to VerSe ({describe_mapping(mapping)})" if mapping else ""
 
 
 class VertebraTask:
@@ -141,7 +159,8 @@ class VertebraTask:
         appearance = replace(CT_APPEARANCE, realistic_probability=config.sampler.realistic_probability)
         self.sampler = PatchSampler(
             train_cases, config.sampler, rng,
-            lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance))
+            lambda classes, spacing, rng: synthesize_ct(classes, (spacing,) * 3, rng, appearance),
+            real_share=config.data.real_share, real_levels=config.data.real_levels)
         self.loss_function = IterativeFCNLoss(config.loss.fp_fn_weight, config.loss.level_weight)
         self.data_description = data_description
         self.validation_scans = validation_cases[:config.validation.scans]
@@ -169,30 +188,35 @@ class VertebraTask:
         """Generate the phantoms or read the CTs of ``split``."""
         spacing = config.model.spacing_mm
         if split.layout is Layout.PHANTOMS:
-            shapes = load_sample_folder(config.data.real_shapes) if config.data.real_shapes else None
-            train = phantom_cases(len(split.train), spacing, config.seed, shapes)
+            shapes = load_shape_folders(config.data.real_shapes) if config.data.real_shapes else None
+            generated = [s for s in split.train if s.image is None]
+            train = phantom_cases(len(generated), spacing, config.seed, shapes)
             validation = phantom_cases(len(split.validation), spacing, (config.seed, 1))
             shape_note = f", real vertebra shapes from {config.data.real_shapes} in part of them" if shapes else ""
             description = (f"{len(train)} random CT phantoms (spineseg.phantoms.ct.random_ct_phantom, seed "
                            f"{config.seed}){shape_note}, {config.sampler.synthetic_probability:.0%} of patches drawn "
                            "anew from their tissue classes with a random CT appearance "
-                           f"(spineseg.phantoms.ct_appearance); validation: {len(validation)} phantoms (seed "
-                           f"({config.seed}, 1))")
+                           f"(spineseg.phantoms.ct_appearance)")
+            real = [s for s in split.train if s.image is not None]
+            if real:
+                train += _read_cases(real, config)
+                description += (f"; mixed with {len(real)} real labelled CT(s) drawn for "
+                                f"{config.data.real_share:.0%} of the patches, same augmentation"
+                                + ("" if config.data.real_levels else ", masks and completeness only (no level "
+                                   "target)") + ": "
+                                + "; ".join(f"{s.image} with {s.labels}" for s in real)
+                                + _mapping_note(config))
+            description += f"; validation: {len(validation)} phantoms (seed ({config.seed}, 1))"
             if config.validation.real_folder:
                 description += f" and the real CTs of {config.validation.real_folder} (validation only)"
         else:
-            loaded = {}
-            for subject in tqdm(split.train + split.validation, desc="reading CTs", leave=False):
-                loaded[subject.case] = cached_vertebra_case(subject.image, subject.labels, spacing,
-                                                            label_mapping=config.data.label_mapping)
-            train = [loaded[s.case] for s in split.train if loaded[s.case] is not None]
-            validation = [loaded[s.case] for s in split.validation if loaded[s.case] is not None]
+            train = _read_cases(split.train, config)
+            validation = _read_cases(split.validation, config)
             if not train:
                 raise InputError(f"no usable training case in {config.data.path} (all hold L6 or T13)")
-            mapped = (f", labels renumbered to VerSe ({describe_mapping(config.data.label_mapping)})"
-                      if config.data.label_mapping else "")
             description = (f"{len(train)} CTs with VerSe label maps from {config.data.path} ({split.layout.value} "
-                           f"layout{mapped}); validation: {len(validation)} CTs (split by subject, see split.json)")
+                           f"layout{_mapping_note(config)}); validation: {len(validation)} CTs (split by subject, "
+                           "see split.json)")
         return cls(config, train, validation, rng, description)
 
     def build_network(self) -> IterativeFCN:
@@ -203,7 +227,7 @@ class VertebraTask:
 
     def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = self.loss_function(network(batch["inputs"]), batch["target"], batch["weights"], batch["complete"],
-                                   batch["level"], batch["has_target"])
+                                   batch["level"], batch["has_target"], batch["level_known"])
         return terms.total, {"mask": terms.mask, "completeness": terms.completeness, "level": terms.position}
 
     @torch.inference_mode()
