@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)
-	$(BIN)/python Testing/benchmark.py
+	$(BIN)/python tools/benchmark.py
 
 clean:
 	rm -rf $(VENV) demo-output benchmark-output

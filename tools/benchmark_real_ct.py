@@ -1,6 +1,6 @@
 """The bundled vertebra model's work on the real CT in ../shared/data/real: forward passes, pieces, time, memory.
 
-    .venv/bin/python Testing/benchmark_real_ct.py [--runs 3] [--threads 2] [--device cpu|cuda] [--model NAME]
+    .venv/bin/python tools/benchmark_real_ct.py [--runs 3] [--threads 2] [--device cpu|cuda] [--model NAME]
                                                   [--image CT]
 
 Segments ``ct_totalseg_example/example_ct.nii.gz`` (3 mm, T11 to the sacrum,

@@ -1,6 +1,6 @@
 """Wall time (median of 3) and peak memory of labelling one phantom MRI on the CPU.
 
-    python Testing/benchmark_discs.py [--model PATH] [--threads 1]
+    python tools/benchmark_discs.py [--model PATH] [--threads 1]
 
 Measures ``run_discs`` (read, slab, network, decode, three output files) on a
 lumbar T2 phantom (seed 7) of 20 x 365 x 225 voxels (3.5 x 0.9 x 0.9 mm).

@@ -1,7 +1,7 @@
 """Speed and memory of vertebra segmentation, and the bundled model's cost against the published one's.
 
-    .venv/bin/python Testing/benchmark.py [--runs 3] [--threads 2] [--device cpu|cuda] [--published-passes 3]
-    .venv/bin/python Testing/benchmark.py --large [--runs 3]   # a 512 x 512 x 1000 CT
+    .venv/bin/python tools/benchmark.py [--runs 3] [--threads 2] [--device cpu|cuda] [--published-passes 3]
+    .venv/bin/python tools/benchmark.py --large [--runs 3]   # a 512 x 512 x 1000 CT
 
 The default run segments a T1-sacrum phantom at 1 mm (``--runs`` times) and
 the real CT in ../shared/data/real (once, if present) with the bundled model,

@@ -1,6 +1,6 @@
 """Time from starting ``spineseg train vertebrae`` to its first training iteration, cold and on a prepared data set.
 
-    python Testing/benchmark_training_start.py --runs 3 --threads 2
+    python tools/benchmark_training_start.py --runs 3 --threads 2
 
 Builds a small VerSe-layout data set in a temporary folder (``--cases`` CT
 phantoms of seven vertebrae at 1 mm, e.g. ``rawdata/sub-001/sub-001_ct.nii.gz`` and

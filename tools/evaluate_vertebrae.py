@@ -1,7 +1,7 @@
 """Scores of a vertebra model on held-out phantoms, on the real CTs in ../shared/data/real, and on the chest CT
 of ../shared/data/train when the model did not train on it (leave-out).
 
-    .venv/bin/python Testing/evaluate_vertebrae.py [--model NAME_OR_PATH] [--json OUT.json] [--more]
+    .venv/bin/python tools/evaluate_vertebrae.py [--model NAME_OR_PATH] [--json OUT.json] [--more]
                                                    [--perturb] [--no-phantoms] [--no-chest]
 
 Held-out phantoms use seeds from 1000 up (training used seeds below 1000),

@@ -1,6 +1,6 @@
 """Make the README pictures from the project's own phantoms and colours.
 
-    .venv/bin/python Testing/make_pictures.py [--output Resources/Screenshots]
+    .venv/bin/python tools/make_pictures.py [--output Resources/Screenshots]
 
 Writes spine_3d.png (one smoothed surface per vertebra in its Slicer colour,
 VTK off-screen; matplotlib 3D if off-screen OpenGL is unavailable),

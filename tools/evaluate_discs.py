@@ -2,7 +2,7 @@
 
 Usage (reproduces the figures in the model card and the README):
 
-    python Testing/evaluate_discs.py [--model PATH] [--phantoms 40] [--seed 1000] [--out scores.json]
+    python tools/evaluate_discs.py [--model PATH] [--phantoms 40] [--seed 1000] [--out scores.json]
 
 Held-out phantoms use seeds the training never saw (training: seed 0 stream),
 finer in-plane spacing than training (0.5-1.0 mm) and named fields of view
