@@ -1,5 +1,6 @@
 """The layers of the core, read from its source: training sits above the task packages, the CLI above
-training, and no two of spineseg's packages (or top-level modules) import each other in a circle.
+training, no two of spineseg's packages (or top-level modules) import each other in a circle, and no two of
+its files do.
 
 Every ``import`` statement counts, including those inside functions: a lazy import hides a dependency
 from the import system, not from the design.
@@ -115,3 +116,23 @@ def test_no_import_cycles_between_packages():
 @pytest.mark.parametrize("task", ["spineseg.vertebrae", "spineseg.discs", "spineseg.networks"])
 def test_inference_does_not_import_the_phantoms(task):
     assert _imports(task, "spineseg.phantoms") == []
+
+
+def _module_edges() -> dict[tuple[str, str], None]:
+    """(importer module, imported module) for every import between two of spineseg's files."""
+    edges: dict[tuple[str, str], None] = {}
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        source = _module_name(path)
+        for target in _imported_modules(path):
+            if source != target:
+                edges[(source, target)] = None
+    return edges
+
+
+def test_no_import_cycles_between_files():
+    # A circle inside one package is still a circle: neither file can be read, tested or moved without the other.
+    edges = list(_module_edges())
+    assert ("spineseg.training.cache", "spineseg.cachedir") in edges  # the reader sees file-level imports
+    nodes = sorted({node for edge in edges for node in edge})
+    cycles = {node: " -> ".join(cycle) for node in nodes if (cycle := _cycle_from(node, edges))}
+    assert not cycles, cycles

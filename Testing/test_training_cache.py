@@ -9,7 +9,8 @@ import spineseg.training.tasks.vertebrae as vertebra_training
 from spineseg.cli import main as cli_main
 from spineseg.io import write_volume
 from spineseg.phantoms.ct import make_ct_phantom
-from spineseg.training.cache import cache_folder, cached_vertebra_case
+from spineseg.training.cache import cache_folder
+from spineseg.training.tasks.vertebrae import cached_vertebra_case
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ The shapes (:mod:`.ct_bones`) are defined in the RAS body frame of a
 (:mod:`.ct_render`), so any orientation, oblique rotation or anisotropic
 spacing samples the same anatomy. Bones are approximate signed distance
 functions: the outer 1-1.5 mm is cortical bone, the rest cancellous. Soft
-tissue and its Hounsfield units are in :mod:`.ct_tissue`. Labels are exact
+tissue's Hounsfield units are in :mod:`.ct_tissue`, its painting in :mod:`.ct_body`. Labels are exact
 VerSe numbers (ribs, ilium and soft tissue are 0); the image gets partial
 volume (Gaussian blur) and noise.
 """
@@ -20,10 +20,8 @@ import numpy as np
 from ..anatomy import SACRUM, STANDARD_LEVELS, check_consecutive, level_to_position
 from ..volume import Volume, VolumeKind
 from .ct_render import Bone, Canvas, blend_other_bone, finish_image, grid_affine, paint_ribs, paint_vertebra
-from .ct_tissue import (
-    CANCELLOUS_HU_PER_LEVEL, SACRUM_MARROW_DROP_HU, Subject, draw_subject, paint_body, paint_canal, paint_discs,
-    table_height,
-)
+from .ct_body import paint_body, paint_canal, paint_discs, table_height
+from .ct_tissue import CANCELLOUS_HU_PER_LEVEL, SACRUM_MARROW_DROP_HU, Subject, draw_subject
 from .layout import SpineLayout, make_spine_layout
 from .real_shapes import REAL_SHAPE_PROBABILITY, RealShapeLibrary, real_stand_ins
 

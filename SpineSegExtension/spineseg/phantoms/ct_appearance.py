@@ -5,7 +5,7 @@ The realistic priors are wide on purpose: bone from fatty, osteoporotic marrow
 to dense (cancellous -50-350 HU: elderly lumbar bodies read 0-100 HU, fatty
 marrow lower; cortex 300-1500 HU), discs 50-130 HU, vessels without and with
 contrast (100-450 HU; the aorta lies against the bodies, see
-:func:`.ct_tissue.paint_body`), calcified plaque 300-1000 HU. Degenerate
+:func:`.ct_body.paint_body`), calcified plaque 300-1000 HU. Degenerate
 discs hold gas (vacuum phenomenon, -1000 to -400 HU) or calcium (200-900 HU);
 osteophytes (bone, not labelled as either vertebra) bridge a disc's rim from
 one body to the next. Noise covers standard to very low dose (up to 120 HU);

@@ -95,7 +95,7 @@ def run_training(args: argparse.Namespace) -> dict[str, str]:
         if config.name == default_config(args.task).name:  # no name given: the export is named after the run
             config = dataclasses.replace(config, name=args.out.resolve().name)
     if args.prepare_only:
-        from .cache import prepare_cases
+        from .tasks.vertebrae import prepare_cases
 
         return {"cache": str(prepare_cases(config))}
     try:

@@ -48,13 +48,14 @@ from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
 from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image, segment_vertebrae
 from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
 from ...volume import VolumeKind
-from ..cache import cached_vertebra_case
-from ..config import Layout, TrainingConfig
-from ..datasets import DataSplit, Subject
-from ..label_mapping import apply_mapping, describe_mapping
+from ...publish import atomic_path
+from ..cache import cache_folder, case_key
+from ..config import Layout, Task, TrainingConfig
+from ..datasets import DataSplit, Subject, read_dataset
+from ..label_mapping import apply_mapping, describe_mapping, resolve_mapping
 from ...vertebrae.real_scans import read_real_cts, score_real_ct
 
-__all__ = ["phantom_cases", "case_from_files", "stack_patches", "VertebraTask"]
+__all__ = ["phantom_cases", "case_from_files", "cached_vertebra_case", "prepare_cases", "stack_patches", "VertebraTask"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,54 @@ def case_from_files(image_path: Path, labels_path: Path, spacing_mm: float,
     return TrainingCase(working, resampled.astype(np.uint8), spacing_mm)
 
 
+def cached_vertebra_case(
+    image_path: Path, labels_path: Path, spacing_mm: float, folder: Path | None = None, label_mapping: str = ""
+) -> TrainingCase | None:
+    """:func:`case_from_files`, prepared once and then read from the cache.
+
+    ``label_mapping`` (``data.label_mapping``) renumbers the labels first; the numbers it maps are part of the key.
+
+    Returns the :class:`~spineseg.vertebrae.sampler.TrainingCase`, or None for a case that is skipped (L6 or
+    T13); the skip is cached too. Errors (unreadable files, bad labels) are raised and not cached.
+    """
+    mapping = resolve_mapping(label_mapping) if label_mapping else None
+    settings: dict = {"spacing_mm": float(spacing_mm)}
+    if mapping is not None:
+        settings["label_mapping"] = sorted(mapping.items())
+    folder = cache_folder("vertebrae") if folder is None else Path(folder)
+    path = folder / f"{case_key([image_path, labels_path], settings)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            if not bool(stored["usable"]):
+                return None
+            return TrainingCase(stored["image"], stored["labels"], float(stored["spacing_mm"]))
+    case = case_from_files(image_path, labels_path, spacing_mm, mapping)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        if case is None:
+            np.savez(stream, usable=False)
+        else:
+            np.savez(stream, usable=True, image=case.image, labels=case.labels, spacing_mm=case.spacing_mm)
+    return case
+
+
+def prepare_cases(config: TrainingConfig) -> Path:
+    """Prepare every case of ``config``'s data set into the cache, with a progress bar; return the cache folder.
+
+    Raises:
+        InputError: a task or data set without preparation (disc slabs, phantoms), or a case that cannot be read.
+    """
+    if config.task is not Task.VERTEBRAE:
+        raise InputError(f"--prepare-only prepares vertebra cases; {config.task.value} cases are read as they are")
+    split = read_dataset(config.task, config.data, config.seed)
+    if split.layout is Layout.PHANTOMS:
+        raise InputError("phantoms are generated for each run, not prepared; give --data a folder of CTs")
+    for subject in tqdm(split.train + split.validation, desc="preparing CTs", unit="case"):
+        cached_vertebra_case(subject.image, subject.labels, config.model.spacing_mm,
+                             label_mapping=config.data.label_mapping)
+    return cache_folder(Task.VERTEBRAE.value)
+
+
 def stack_patches(patches: list[TrainingPatch], device: torch.device) -> dict[str, torch.Tensor]:
     """Patches as one batch of tensors on ``device`` (the keys the loss takes)."""
     def tensor(values) -> torch.Tensor:
@@ -126,7 +175,7 @@ def stack_patches(patches: list[TrainingPatch], device: torch.device) -> dict[st
 
 
 def _read_cases(subjects: Sequence[Subject], config: TrainingConfig) -> list[TrainingCase]:
-    """The usable cases of ``subjects`` on the model's grid (prepared once, see :mod:`..cache`), named by file."""
+    """The usable cases of ``subjects`` on the model's grid (prepared once, see :func:`cached_vertebra_case`), named by file."""
     cases = []
     for subject in tqdm(subjects, desc="reading CTs", leave=False):
         case = cached_vertebra_case(subject.image, subject.labels, config.model.spacing_mm,
