@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from spineseg.cli import EXIT_INPUT, EXIT_MODEL, main
+from spineseg.cli import main
+from spineseg.errors import EXIT_INPUT, EXIT_MODEL
 from spineseg.io import write_volume
 from spineseg.metrics import score_vertebrae
 from spineseg.phantoms.ct import make_ct_phantom

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from spineseg.cli import EXIT_INPUT, main
-from spineseg.errors import InputError
+from spineseg.cli import main
+from spineseg.errors import EXIT_INPUT, InputError
 from spineseg.io import list_dicom_series, read_volume
 
 

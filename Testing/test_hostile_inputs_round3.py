@@ -21,9 +21,9 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spineseg.publish  # noqa: E402
-from spineseg.cli import EXIT_INPUT, EXIT_OK, main  # noqa: E402
+from spineseg.cli import main  # noqa: E402
 from spineseg.choices import Task  # noqa: E402
-from spineseg.errors import InputError  # noqa: E402
+from spineseg.errors import EXIT_INPUT, EXIT_OK, InputError  # noqa: E402
 from spineseg.io import read_input, read_volume, write_volume  # noqa: E402
 from spineseg.publish import STAGING_PREFIX, output_directory  # noqa: E402
 from spineseg.volume import Volume, VolumeKind, affine_from_geometry  # noqa: E402

@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from spineseg.checks import check_input
-from spineseg.cli import EXIT_INPUT, main
-from spineseg.errors import InputError
+from spineseg.cli import main
+from spineseg.errors import EXIT_INPUT, InputError
 from spineseg.io import read_volume, write_volume
 from spineseg.jobs import run_job
 from spineseg.phantoms.ct import make_ct_phantom

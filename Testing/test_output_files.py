@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spineseg.io  # noqa: E402
 import spineseg.publish  # noqa: E402
-from spineseg.cli import EXIT_INPUT, EXIT_INTERRUPTED, main  # noqa: E402
-from spineseg.errors import CancelledError, InputError  # noqa: E402
+from spineseg.cli import main  # noqa: E402
+from spineseg.errors import EXIT_INPUT, EXIT_INTERRUPTED, CancelledError, InputError  # noqa: E402
 from spineseg.io import read_volume, write_volume  # noqa: E402
 from spineseg.jobs import run_job  # noqa: E402
 from spineseg.publish import STAGING_PREFIX, output_directory  # noqa: E402

@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence  # noqa: E402
 log = logging.getLogger("SpineSegLib.batch")
 
 from spineseg.choices import DeviceChoice, Task  # noqa: E402  (torch-free)
-from spineseg.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, CancelledError  # noqa: E402
+from spineseg.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, CancelledError, exit_code  # noqa: E402
 from spineseg.jobs import output_names  # noqa: E402  (imports torch only when a job runs)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -288,9 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
         return _run(argv)
-    except KeyboardInterrupt:  # outside the cases (their interruption is in the summary)
+    except KeyboardInterrupt as error:  # outside the cases (their interruption is in the summary)
         print("SpineSeg batch: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code(error)
     finally:
         # Run as the program, the batch has said how it ended: a stop while leaving must not change that.
         # Called from other code, that code's handlers come back.
@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     """The batch itself, for :func:`main`, which answers a stop outside the cases."""
-    from spineseg.errors import EXIT_MODEL, ModelError
+    from spineseg.errors import ModelError, error_line
 
     try:
         options = parse_arguments(argv)
@@ -316,15 +316,12 @@ def _run(argv: Sequence[str] | None) -> int:
             options.input, options.output, options.task, options.device, options.model, options.overwrite,
             force_modality=options.force_modality, series=options.series,
         )
-    except KeyboardInterrupt:  # before the first case: nothing done yet
+    except KeyboardInterrupt as error:  # before the first case: nothing done yet
         print("SpineSeg batch: interrupted before any case ran", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ModelError as error:
-        print(f"SpineSeg batch: model error: {error}", file=sys.stderr)
-        return EXIT_MODEL
-    except ValueError as error:  # InputError included: the input or an option cannot be used
-        print(f"SpineSeg batch: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
+        return exit_code(error)
+    except (ModelError, ValueError) as error:  # InputError included: the model, the input or an option
+        print(error_line("SpineSeg batch", error), file=sys.stderr)
+        return exit_code(error)
     except Exception as error:  # the top of the program: report any failure as one line and an exit code
         print(f"SpineSeg batch: error: {type(error).__name__}: {error}", file=sys.stderr)
         log.debug("%s", traceback.format_exc())

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .choices import DeviceChoice, Task
-from .errors import (EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, CancelledError, InputError,
-                     ModelError, SpineSegError)
+from .errors import EXIT_OK, CancelledError, InputError, SpineSegError, error_line, exit_code
 from .exits import NOTHING_WRITTEN
 from .io import read_volume
 from .progress import ProgressCallback, TextProgress, done_line, progress_line
@@ -225,16 +224,13 @@ def _run(args: argparse.Namespace, reporter: _ProgressReporter) -> int:
                   file=sys.stderr)
         else:
             print(NOTHING_WRITTEN, file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ModelError as error:
-        print(f"spineseg: model error: {error}", file=sys.stderr)
-        return EXIT_MODEL
-    except (InputError, SpineSegError) as error:
-        print(f"spineseg: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
-    except MemoryError:
+        return exit_code(error)
+    except SpineSegError as error:
+        print(error_line("spineseg", error), file=sys.stderr)
+        return exit_code(error)
+    except MemoryError as error:
         print("spineseg: error: out of memory; try a smaller image or --device cpu", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code(error)
     reporter.finish(outputs)
     if args.progress_format == "text":
         if args.command in {task.value for task in Task}:

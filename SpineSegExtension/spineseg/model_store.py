@@ -74,6 +74,7 @@ class ModelEntry:
 
 
 def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of a file's contents, read in blocks (weights in manifests, keys of prepared training cases)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Iterable
 
 from ..cachedir import user_cache_folder
+from ..model_store import sha256_of
 
 __all__ = ["PREPARATION_VERSION", "cache_folder", "case_key"]
 
 # Bump when the preparation of a case changes (resampling, normalisation, checks): old entries are then unused.
 PREPARATION_VERSION = 2  # 2: working grids on a lattice of their spacing, nearest-neighbour ties broken upwards
-_HASH_BLOCK = 1 << 22
 
 
 def cache_folder(task: str) -> Path:
@@ -36,16 +36,8 @@ def cache_folder(task: str) -> Path:
     return user_cache_folder() / task
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def case_key(files: Iterable[Path], settings: dict) -> str:
     """A name for one prepared case: the hash of its files' contents, ``settings`` and the preparation version."""
-    parts = {"files": [_file_digest(Path(path)) for path in files], "settings": settings,
+    parts = {"files": [sha256_of(path) for path in files], "settings": settings,
              "version": PREPARATION_VERSION}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]

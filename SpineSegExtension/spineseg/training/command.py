@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..choices import DeviceChoice, Task
-from ..errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, CancelledError, InputError, ModelError, SpineSegError
+from ..errors import EXIT_OK, CancelledError, InputError, SpineSegError, error_line, exit_code
 
 __all__ = ["add_arguments", "run_training", "main"]
 
@@ -146,14 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_cancelled)
     try:
         outputs = run_training(args)
-    except (CancelledError, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    except ModelError as error:
-        print(f"spineseg: model error: {error}", file=sys.stderr)
-        return EXIT_MODEL
+    except (CancelledError, KeyboardInterrupt) as error:
+        return exit_code(error)
     except SpineSegError as error:
-        print(f"spineseg: error: {error}", file=sys.stderr)
-        return EXIT_INPUT
+        print(error_line("spineseg", error), file=sys.stderr)
+        return exit_code(error)
     for path in outputs.values():
         print(path)
     return EXIT_OK
