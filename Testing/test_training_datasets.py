@@ -87,11 +87,13 @@ def test_bids_discs_skip_unlabelled_images_and_refuse_orphan_labels(tmp_path):
         read_bids_discs(tmp_path)
 
 
-def test_split_needs_two_subjects():
+def test_a_single_subject_trains_without_validation_and_says_so(caplog):
     from spineseg.training.datasets import Subject
 
-    with pytest.raises(InputError, match="validation_fraction=0"):
-        split_subjects([Subject("a", "a"), Subject("a", "a2")], 0.2, seed=0)
+    cases = [Subject("a", "a"), Subject("a", "a2")]
+    train, validation = split_subjects(cases, 0.2, seed=0)
+    assert train == cases and validation == []
+    assert "no validation split" in caplog.text and "data.validation_fraction=0" in caplog.text
 
 
 def test_a_ct_and_its_label_map_become_a_training_case(tmp_path):

@@ -243,13 +243,16 @@ def read_dataset(task: Task, data: DataConfig, seed: int) -> DataSplit:
 
 
 def split_subjects(cases: list[Subject], validation_fraction: float, seed: int) -> tuple[list[Subject], list[Subject]]:
-    """Random split by subject: every case of a subject is on one side. At least one subject each side."""
+    """Random split by subject: every case of a subject is on one side, at least one subject each side; with a
+    single subject, no validation (a warning says so)."""
     names = sorted({case.subject for case in cases})
     if validation_fraction <= 0:
         return list(cases), []
     if len(names) < 2:
-        raise InputError(f"a validation split needs at least 2 subjects, found {len(names)}; "
-                         "add data or set data.validation_fraction=0 (no validation, the last weights are exported)")
+        # Fine-tuning on one labelled CT is a common first use: train on it rather than refuse, and say so.
+        log.warning("only %d subject in the data: no validation split, the last weights will be exported "
+                       "(set data.validation_fraction=0 to say so, or add subjects)", len(names))
+        return list(cases), []
     count = min(max(1, round(validation_fraction * len(names))), len(names) - 1)
     chosen = set(np.random.default_rng(seed).permutation(names)[:count].tolist())
     return [c for c in cases if c.subject not in chosen], [c for c in cases if c.subject in chosen]
