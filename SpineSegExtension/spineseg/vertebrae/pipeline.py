@@ -26,8 +26,8 @@ from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import find_anchors
 from .bone_division import divide_bone
-from .frame import find_spine_frame
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
+from .frame import find_spine_frame
 from .levels import Naming, count_missed_vertebrae, name_run
 from .patches import OUTSIDE_VALUE, normalise_ct
 from .traversal import MASK_PROBABILITY, FoundVertebra, TraversalResult, TraversalSettings, traverse
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch loads with the model, not with this module
 
 __all__ = [
     "prepare_working_image", "find_vertebrae", "find_and_name_vertebrae", "naming_record", "label_working_grid",
-    "segment_vertebrae", "keep_spine_column", "drop_fragments", "UNANCHORED_WARNING",
+    "segment_vertebrae", "keep_spine_column", "drop_fragments", "UNANCHORED_WARNING", "NO_VERTEBRA_WARNING",
 ]
 
 logger = logging.getLogger(__name__)
@@ -312,6 +312,14 @@ UNANCHORED_WARNING = (
 )
 
 
+# The warning of a run that found nothing (an exit status of 0 and empty outputs would look like success).
+NO_VERTEBRA_WARNING = (
+    "No vertebra was found. Check that the scan shows the spine, that it is a CT in Hounsfield units and that its "
+    "voxel size is right (DICOM PixelSpacing, NIfTI pixdim); the model may also fail on this kind of scan (see its "
+    "model card)."
+)
+
+
 def find_vertebrae(
     image: np.ndarray, model: VertebraModel, settings: TraversalSettings | None = None,
     progress: ProgressCallback = no_progress,
@@ -376,9 +384,9 @@ def naming_record(naming: Naming) -> NamingRecord:
 
 
 def _naming_warnings(record: NamingRecord, found_any: bool) -> list[str]:
-    """Warnings about the naming: none anchored it, or anchors disagree."""
+    """Warnings about the naming: nothing was found, none anchored it, or anchors disagree."""
     if not found_any:
-        return []
+        return [NO_VERTEBRA_WARNING]
     warnings = [] if record.anchored else [UNANCHORED_WARNING]
     for anchor in record.overruled:
         if record.anchor is None:  # a rib anchor too far from the network's estimate to believe
