@@ -333,8 +333,7 @@ class VertebraTask:
     def manifest(self) -> dict:
         return {
             "task": "vertebrae",
-            "architecture": "IterativeFCN (Lessmann et al. 2018/2019), 3D U-Net with completeness and level heads",
-            "input": self.settings.to_dict(),
+            **self.settings.to_manifest(),
             "channels": ["CT (HU clipped to [-1000, 3096], divided by 1000; outside scan -2)", "instance memory"],
         }
 
