@@ -5,7 +5,7 @@ import pytest
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
-from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
+from spineseg.evaluation.real_cts import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
                                           score_real_ct)
 from spineseg.volume import Volume
 

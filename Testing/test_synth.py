@@ -11,7 +11,7 @@ from spineseg.phantoms.ct_appearance import CT_APPEARANCE, METAL, ct_generation_
 from spineseg.phantoms.ct_tissue import Tissue
 from spineseg.phantoms.synth import OUTSIDE_CLASS, AppearanceModel, ClassPrior, synthesize
 from spineseg.training.tasks.vertebrae import phantom_cases
-from spineseg.vertebrae.sampler import PatchSampler, SamplerConfig
+from spineseg.training.vertebra_sampler import PatchSampler, SamplerConfig
 
 BONE = (Tissue.CORTEX, Tissue.CANCELLOUS, Tissue.ENDPLATE)
 
@@ -131,7 +131,7 @@ def test_background_patches_lie_anywhere_and_ask_for_nothing():
 
 def test_the_sampler_and_the_generator_mark_outside_voxels_alike():
     """The sampler keeps its own copy (inference must not import phantoms); the two must agree."""
-    from spineseg.vertebrae.sampler import OUTSIDE_CLASS as SAMPLER_OUTSIDE_CLASS
+    from spineseg.training.vertebra_sampler import OUTSIDE_CLASS as SAMPLER_OUTSIDE_CLASS
     assert SAMPLER_OUTSIDE_CLASS == OUTSIDE_CLASS
 
 

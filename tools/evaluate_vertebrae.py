@@ -36,7 +36,7 @@ from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.volume import VolumeKind
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
+from spineseg.evaluation.real_cts import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
                                           score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
