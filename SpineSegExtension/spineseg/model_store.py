@@ -193,20 +193,20 @@ def load_model(
 
 
 def save_model(state_dict: "dict[str, torch.Tensor]", manifest: dict, directory: str | os.PathLike, name: str) -> ModelEntry:
-    """Write ``name.safetensors`` and ``name.json`` atomically; the manifest gains the sha256."""
+    """Write ``name.safetensors``, then ``name.json`` (each atomically, :func:`spineseg.publish.atomic_path`); the
+    manifest gains the sha256 of the weights, so a manifest never names weights that are not complete."""
     from safetensors.torch import save_file
 
+    from .publish import atomic_path
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / f"{name}.safetensors"
     manifest_path = directory / f"{name}.json"
-    temporary = weights_path.with_name(f".partial-{weights_path.name}")
-    save_file({key: value.detach().cpu().contiguous() for key, value in state_dict.items()}, str(temporary))
-    os.replace(temporary, weights_path)
+    with atomic_path(weights_path) as temporary:
+        save_file({key: value.detach().cpu().contiguous() for key, value in state_dict.items()}, str(temporary))
     manifest = {**manifest, "name": name, "weights": weights_path.name, "sha256": sha256_of(weights_path)}
-    temporary = manifest_path.with_name(f".partial-{manifest_path.name}")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temporary, manifest_path)
+    with atomic_path(manifest_path) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
     return ModelEntry(manifest, weights_path, manifest_path)
 
 
