@@ -44,8 +44,8 @@ MIN_INTENSITY_SPREAD_HU = 50.0
 # Fat (-150 to -50 HU) and air (-1000 HU) lie below this; MRI magnitudes and uncalibrated CT (0-255,
 # 0-4095) never do.
 FAT_HU = -50.0
-# A CT of the spine has at least this share of voxels of fat or air (measured: real CTs 0.64 and 0.73,
-# the CT phantom 0.25); the real MRIs have none (0.000 in all three).
+# A CT of the spine has at least this share of voxels of fat or air; an MRI has none (the shares measured on
+# the real scans and the phantom: docs/bad_input.md).
 MIN_FAT_OR_AIR_SHARE = 0.01
 
 # Voxels thicker than this blur end plates and discs along that axis (each task's profile may also limit
