@@ -32,9 +32,8 @@ if MODULE_DIR not in sys.path:  # the spineseg core and SpineSegLib are installe
     sys.path.insert(0, MODULE_DIR)
 
 from SpineSegLib import dependencies, handoff, logic, process  # noqa: E402  (no torch, no MRML work at import)
+from spineseg import tasks  # noqa: E402
 from spineseg.choices import DeviceChoice, Task  # noqa: E402
-
-APPLY_TEXT = {Task.VERTEBRAE: "Segment vertebrae", Task.DISCS: "Label discs"}
 
 # Where the bundled models' measured figures are (README: Bundled models); the caveats come from the model cards.
 MODELS_FIGURES_URL = "https://github.com/SpineSeg/SlicerSpineSeg#bundled-models"
@@ -197,15 +196,16 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for choice in self.logic.modelChoices(task):
                 self.ui.modelComboBox.addItem(choice.text, choice.name)
         self.ui.modelCaveatLabel.text = self.logic.modelCaveat(node.model, task)
-        self.ui.outputSegmentationSelector.enabled = task is Task.VERTEBRAE
-        self.ui.outputMarkupsSelector.enabled = task is Task.DISCS
-        self.ui.minimumConfidenceSlider.enabled = task is Task.DISCS
-        self.ui.smoothingFactorSlider.enabled = task is Task.VERTEBRAE and node.show3D
+        panel = tasks.get(task).panel  # what the task's results become decides which options apply
+        self.ui.outputSegmentationSelector.enabled = panel.output == "segmentation"
+        self.ui.outputMarkupsSelector.enabled = panel.output == "markups"
+        self.ui.minimumConfidenceSlider.enabled = panel.output == "markups"
+        self.ui.smoothingFactorSlider.enabled = panel.output == "segmentation" and node.show3D
         if self._job is not None:
             self.ui.applyButton.text = "Cancel"
             self.ui.applyButton.enabled = True
         else:
-            self.ui.applyButton.text = APPLY_TEXT[task]
+            self.ui.applyButton.text = panel.apply_text
             self.ui.applyButton.enabled = bool(node.inputVolume)
             self.ui.applyButton.toolTip = "Run the task in the background" if node.inputVolume else "Select an input volume"
 
@@ -278,7 +278,7 @@ class SpineSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 smoothingFactor=node.smoothingFactor,
                 minimumConfidence=node.minimumConfidence,
             )
-            if job.task is Task.VERTEBRAE:
+            if handoff.panel_output(job.task) == "segmentation":
                 node.outputSegmentation = output
                 slicer.util.setSliceViewerLayers(background=job.input_node)
             else:

@@ -15,7 +15,6 @@ sys.path.insert(0, str(EXTENSION))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from SpineSegLib import batch  # noqa: E402  (imports no slicer at module level)
-from spineseg.choices import Task  # noqa: E402
 from spineseg.io import read_volume, write_volume  # noqa: E402
 from spineseg.jobs import output_names  # noqa: E402
 from spineseg.phantoms.ct import make_ct_phantom  # noqa: E402
@@ -221,7 +220,7 @@ def test_ctrl_c_prints_the_summary_so_far_and_exits_130(cases, tmp_path, monkeyp
             raise KeyboardInterrupt
         return fake_vertebrae(volume, **kwargs)
 
-    monkeypatch.setattr("spineseg.jobs._predictors", lambda: {Task.VERTEBRAE: interrupted_at_the_second_case})
+    monkeypatch.setattr("spineseg.jobs._predictor", lambda spec: interrupted_at_the_second_case)
     out = tmp_path / "out"
     assert batch.main(["--task", "vertebrae", "--input", str(cases), "--output", str(out), "--device", "cpu"]) == 130
     assert "1 done, 0 skipped, 0 failed" in capsys.readouterr().out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineseg.discs.metrics import score_discs
+from spineseg.evaluation.disc_metrics import score_discs
 from spineseg.choices import Task
 from spineseg.discs.pipeline import label_discs
 from spineseg.model_store import load_model
@@ -45,7 +45,7 @@ def test_a_spine_leaning_to_one_side_is_read_on_a_slab_tilted_with_it(monkeypatc
     """A patient lying 8 degrees off: a sagittal slab grazes the spine's ends and misses half its discs; the slab
     is cut again along the line of the discs' centres and finds them all, named right."""
     from spineseg.discs import pipeline
-    from spineseg.discs.real_scans import Perturbation, RealScan, perturbed_scan
+    from spineseg.evaluation.real_mris import Perturbation, RealScan, perturbed_scan
 
     model = load_model(Task.DISCS, None, "cpu")
     phantom = make_mri_phantom("thoracolumbar", contrast="T2", spacing=(2.0, 1.0, 1.0), seed=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineseg.discs.metrics import score_discs, summarise
+from spineseg.evaluation.disc_metrics import score_discs, summarise
 from spineseg.results import DiscRecord
 
 REFERENCE = {20: np.array([0.0, 0.0, 0.0]), 21: np.array([0.0, 0.0, -35.0]), 22: np.array([0.0, 0.0, -70.0])}

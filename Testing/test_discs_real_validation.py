@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import require_real_data
-from spineseg.discs.real_scans import (PERTURBATIONS, REAL_SCAN_NAMES, Perturbation, RealScan, RealScore,
+from spineseg.evaluation.real_mris import (PERTURBATIONS, REAL_SCAN_NAMES, Perturbation, RealScan, RealScore,
                                       is_lumbar_exam, load_real_scans, lumbar_summary, perturbed_scan,
                                       score_real_scan)
 from spineseg.choices import Task

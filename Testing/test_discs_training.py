@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from spineseg.discs.loss import heatmap_loss
+from spineseg.training.disc_loss import heatmap_loss
 from spineseg.networks.hourglass import AttentionHourglassNet, HourglassConfig
 from spineseg.discs.targets import N_CHANNELS, channel_of, output_to_input, render_heatmaps
 from spineseg.training.tasks.discs import Acquisition, SlabSample, acquisition_effects, augment_batch, phantom_sample

@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spineseg.publish  # noqa: E402
 from spineseg.cli import main  # noqa: E402
-from spineseg.choices import Task  # noqa: E402
 from spineseg.errors import EXIT_INPUT, EXIT_OK, InputError  # noqa: E402
 from spineseg.io import read_input, read_volume, write_volume  # noqa: E402
 from spineseg.publish import STAGING_PREFIX, output_directory  # noqa: E402
@@ -195,7 +194,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatc
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr("spineseg.pictures.write_vertebrae_picture", disk_full)
-    monkeypatch.setattr("spineseg.jobs._predictors", lambda: {Task.VERTEBRAE: fake_vertebrae})
+    monkeypatch.setattr("spineseg.jobs._predictor", lambda spec: fake_vertebrae)
     arguments = ["vertebrae", str(ct), "-o", str(tmp_path / "out"), "--device", "cpu", "--progress-format", "json"]
     assert main(arguments) == EXIT_INPUT  # progress on stdout: stderr holds the error alone
     line = one_error_line(capsys)
@@ -216,7 +215,7 @@ def _race(out: Path, ct: Path, name: str, overwrite: bool, ready: Path) -> None:
 
     import spineseg.jobs
 
-    spineseg.jobs._predictors = lambda: {Task.VERTEBRAE: slow}
+    spineseg.jobs._predictor = lambda spec: slow
     sys.stderr = sys.stdout = open(out.parent / f"{name}.err", "w")
     arguments = ["vertebrae", str(ct), "-o", str(out), "--no-picture", "--device", "cpu", "--input-name", name]
     code = main(arguments + (["--overwrite"] if overwrite else []))

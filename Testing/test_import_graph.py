@@ -96,11 +96,70 @@ def test_the_graph_is_read_from_the_source():
     assert _imports("spineseg.training", "spineseg.vertebrae") and _imports("spineseg.training", "spineseg.discs")
     assert _cycle_from("a", [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")]) == ["a", "b", "c", "a"]
     assert _cycle_from("a", [("a", "b"), ("b", "c"), ("c", "b")]) is None  # b and c form the cycle, not a
+    cli = PACKAGE_ROOT / "cli.py"
+    assert "spineseg.training.command" in _module_level_imports(cli)
+    assert "spineseg.jobs" not in _module_level_imports(cli) and "spineseg.jobs" in _imported_modules(cli)
 
 
 @pytest.mark.parametrize("task", ["spineseg.vertebrae", "spineseg.discs"])
 def test_task_packages_do_not_import_training(task):
     assert _imports(task, "spineseg.training") == []
+
+
+# What a prediction runs: the task packages, the networks and the modules of the job path.
+INFERENCE = ["spineseg.vertebrae", "spineseg.discs", "spineseg.networks", "spineseg.tasks", "spineseg.jobs",
+             "spineseg.cli", "spineseg.writers", "spineseg.pictures", "spineseg.model_store", "spineseg.checks",
+             "spineseg.io", "spineseg.publish", "spineseg.results", "spineseg.summary", "spineseg.geometry",
+             "spineseg.volume", "spineseg.labels", "spineseg.anatomy", "spineseg.progress", "spineseg.errors"]
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """The spineseg modules ``path`` imports when it is imported: statements outside functions (the lazy imports
+    of a command, such as ``spineseg train`` in cli.py, run only when it is chosen)."""
+    tree = ast.parse(path.read_text(), str(path))
+    functions = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    inner = {id(statement) for function in functions for statement in ast.walk(function)}
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for statement in ast.walk(tree):
+        if id(statement) in inner:
+            continue
+        if isinstance(statement, ast.Import):
+            found.update(alias.name for alias in statement.names)
+        elif isinstance(statement, ast.ImportFrom):
+            base = statement.module or ""
+            if statement.level:
+                parent = ".".join(package.split(".")[:len(package.split(".")) - statement.level + 1])
+                base = f"{parent}.{base}" if base else parent
+            found.update(f"{base}.{alias.name}" for alias in statement.names)
+            found.add(base)
+    return found
+
+
+@pytest.mark.parametrize("node", INFERENCE)
+def test_inference_does_not_import_training_or_evaluation_when_loaded(node):
+    # Training and evaluation code (losses, samplers, scores, the real validation scans) is not what a prediction
+    # runs; a lazy import inside a command (cli.py's `spineseg train`) is allowed, a module-level one is not.
+    paths = [path for path in PACKAGE_ROOT.rglob("*.py") if _node(_module_name(path)) == node]
+    assert paths, node
+    found = {f"{_module_name(path)} -> {name}" for path in paths for name in _module_level_imports(path)
+             if name.startswith(("spineseg.training", "spineseg.evaluation"))}
+    assert found - COMMAND_LINE_OF_TRAINING == set()
+
+
+# The CLI defines `spineseg train`'s arguments with the training command's own function; that module loads
+# nothing of training but argparse (the trainer is imported when `train` is chosen).
+COMMAND_LINE_OF_TRAINING = {"spineseg.cli -> spineseg.training.command",
+                            "spineseg.cli -> spineseg.training.command.add_arguments"}
+
+
+def test_the_training_command_line_loads_no_training_code():
+    loaded = _module_level_imports(PACKAGE_ROOT / "training" / "command.py")
+    assert {name for name in loaded if name.startswith("spineseg.")} <= {
+        "spineseg.choices", "spineseg.choices.DeviceChoice", "spineseg.choices.Task", "spineseg.errors",
+        *(f"spineseg.errors.{name}" for name in ("EXIT_OK", "CancelledError", "InputError", "SpineSegError",
+                                                  "error_line", "exit_code"))}
 
 
 def test_training_does_not_import_the_cli():
@@ -136,3 +195,19 @@ def test_no_import_cycles_between_files():
     nodes = sorted({node for edge in edges for node in edge})
     cycles = {node: " -> ".join(cycle) for node in nodes if (cycle := _cycle_from(node, edges))}
     assert not cycles, cycles
+
+
+def test_the_task_packages_hold_only_what_a_prediction_runs():
+    # Every module of the task packages and the networks is loaded by a prediction (from the tasks' specs and
+    # pipelines); losses, samplers, scores and real-scan readers belong to spineseg.training and spineseg.evaluation.
+    edges = list(_module_edges())
+    reached, queue = set(), ["spineseg.vertebrae.task", "spineseg.vertebrae.pipeline", "spineseg.discs.task",
+                             "spineseg.discs.pipeline", "spineseg.model_store"]
+    while queue:
+        module = queue.pop()
+        if module not in reached:
+            reached.add(module)
+            queue += [target for source, target in edges if source == module]
+    held = {_module_name(path) for package in ("vertebrae", "discs", "networks")
+            for path in (PACKAGE_ROOT / package).glob("*.py") if path.name != "__init__.py"}
+    assert held - reached == set()

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from spineseg.model_store import BUNDLED_MODELS_DIR, DEFAULT_MODELS, find_model, list_models, read_card
+from spineseg import tasks
+from spineseg.model_store import BUNDLED_MODELS_DIR, find_model, list_models, read_card
 
 
 def bundled() -> list:
@@ -22,8 +23,8 @@ def test_every_bundled_model_is_listed_with_a_summary_and_a_caveat_from_its_card
         assert card is not None and card.summary and card.caveat, entry.name
         text = " ".join(card.path.read_text().replace("**", "").replace("`", "").split())
         assert card.caveat in text and card.summary in text  # read from the card, not written in code
-    assert "not good enough on real scans" in read_card(find_model(DEFAULT_MODELS["vertebrae"], "vertebrae")).caveat
-    assert "real MRIs" in read_card(find_model(DEFAULT_MODELS["discs"], "discs")).caveat
+    assert "not good enough on real scans" in read_card(find_model(tasks.get("vertebrae").default_model, "vertebrae")).caveat
+    assert "real MRIs" in read_card(find_model(tasks.get("discs").default_model, "discs")).caveat
 
 
 def trained_with_verse(name: str, task: str) -> bool:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from spineseg import tasks
 from spineseg.choices import Task
 from spineseg.networks.disc_model import DiscModel
 from spineseg.errors import ModelError
-from spineseg.model_store import BUNDLED_MODELS_DIR, DEFAULT_MODELS, find_model, load_model
+from spineseg.model_store import BUNDLED_MODELS_DIR, find_model, load_model
 from spineseg.networks.vertebra_model import VertebraModel
 
 
@@ -19,15 +20,17 @@ from spineseg.networks.vertebra_model import VertebraModel
 def copied_model(tmp_path) -> Path:
     """The bundled disc model copied into a folder of the user's; returns its manifest."""
     for suffix in (".json", ".safetensors"):
-        shutil.copy(BUNDLED_MODELS_DIR / f"{DEFAULT_MODELS[Task.DISCS]}{suffix}", tmp_path)
-    return tmp_path / f"{DEFAULT_MODELS[Task.DISCS]}.json"
+        shutil.copy(BUNDLED_MODELS_DIR / f"{tasks.get(Task.DISCS).default_model}{suffix}", tmp_path)
+    return tmp_path / f"{tasks.get(Task.DISCS).default_model}.json"
 
 
-def edit_manifest(path: Path, **changes) -> None:
+def edit_manifest(path: Path, section: str = "", **changes) -> None:
+    """Change keys of a manifest (of its ``section``, e.g. "input", when given); None removes a key."""
     manifest = json.loads(path.read_text())
-    manifest.update(changes)
+    edited = manifest[section] if section else manifest
+    edited.update(changes)
     for key in [k for k, v in changes.items() if v is None]:
-        del manifest[key]
+        del edited[key]
     path.write_text(json.dumps(manifest))
 
 
@@ -35,7 +38,7 @@ def test_one_loader_for_both_tasks_by_name_manifest_and_weights(copied_model):
     vertebrae = load_model("vertebrae", None, "cpu")
     assert isinstance(vertebrae, VertebraModel) and vertebrae.name == "vertebrae-ct-synth-v7"
     assert vertebrae.settings.spacing_mm == 3.0 and vertebrae.settings.patch_size == 40
-    for reference in (None, DEFAULT_MODELS[Task.DISCS], copied_model, copied_model.with_suffix(".safetensors")):
+    for reference in (None, tasks.get(Task.DISCS).default_model, copied_model, copied_model.with_suffix(".safetensors")):
         discs = load_model(Task.DISCS, reference, "cpu")
         assert isinstance(discs, DiscModel) and discs.name == "discs-mri-synth-v3"
         assert (discs.settings.input_size, discs.settings.output_stride) == (256, 4)
@@ -65,6 +68,18 @@ def test_malformed_manifests_and_unhashed_or_special_weights_are_refused(copied_
         find_model(copied_model, Task.DISCS)
 
 
+def test_the_manifest_names_the_network_its_task_runs(copied_model):
+    # Both tasks' manifests share one layout: architecture (type: the network class, and its settings), input.
+    for task in ("vertebrae", "discs"):
+        manifest = json.loads(find_model(None, task).manifest_path.read_text())
+        assert manifest["architecture"]["type"] == tasks.get(task).network_class.rpartition(":")[2]
+        assert isinstance(manifest["input"], dict)
+    edit_manifest(copied_model, "architecture", type="IterativeFCN")
+    with pytest.raises(ModelError, match="names the architecture 'IterativeFCN'; the discs task runs "
+                                         "'AttentionHourglassNet'"):
+        load_model(Task.DISCS, copied_model)
+
+
 @pytest.mark.parametrize("changes, words", [
     ({"input_size": [100, 100]}, "multiple of"),
     ({"input_size": [65536, 65536]}, "2048"),  # would end in "out of memory", not in a model error
@@ -72,7 +87,7 @@ def test_malformed_manifests_and_unhashed_or_special_weights_are_refused(copied_
     ({"output_stride": 10_000}, "output_stride"),
 ])
 def test_absurd_settings_are_a_model_error(copied_model, changes, words):
-    edit_manifest(copied_model, **changes)
+    edit_manifest(copied_model, "input", **changes)
     with pytest.raises(ModelError, match="lacks valid input settings") as refused:
         load_model(Task.DISCS, copied_model)
     assert words in str(refused.value)
@@ -80,7 +95,7 @@ def test_absurd_settings_are_a_model_error(copied_model, changes, words):
 
 @pytest.mark.parametrize("changes, words", [({"spacing_mm": 0.001}, "spacing_mm"), ({"patch_size": 80_000}, "patch_size")])
 def test_absurd_vertebra_settings_are_a_model_error_not_out_of_memory(tmp_path, changes, words):
-    name = DEFAULT_MODELS[Task.VERTEBRAE]
+    name = tasks.get(Task.VERTEBRAE).default_model
     for suffix in (".json", ".safetensors"):
         shutil.copy(BUNDLED_MODELS_DIR / f"{name}{suffix}", tmp_path)
     manifest = json.loads((tmp_path / f"{name}.json").read_text())

@@ -144,7 +144,7 @@ def test_unwritable_outputs_exit_2_with_one_line_before_predicting(tmp_path, ct,
             raise PermissionError(13, "Permission denied", str(out))
 
         monkeypatch.setattr(spineseg.publish.tempfile, "mkdtemp", refuse)
-    monkeypatch.setattr("spineseg.jobs._predictors", lambda: pytest.fail("predicted before checking the output"))
+    monkeypatch.setattr("spineseg.jobs._predictor", lambda spec: pytest.fail("predicted before checking the output"))
     assert main(["vertebrae", str(ct), "-o", str(out), "--overwrite", "--device", "cpu"]) == EXIT_INPUT
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "Traceback" not in lines[0], lines

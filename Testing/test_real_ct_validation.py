@@ -5,12 +5,13 @@ import pytest
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
-from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
-                                          score_real_ct)
+from spineseg.evaluation.real_cts import CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts, score_real_ct
 from spineseg.volume import Volume
 
-needs_real_data = pytest.mark.skipif(not (DEFAULT_REAL_FOLDER / "ct_totalseg_example").is_dir(),
-                                     reason=f"the real scans are not beside the checkout ({DEFAULT_REAL_FOLDER})")
+from conftest import REAL_DATA
+
+needs_real_data = pytest.mark.skipif(not (REAL_DATA / "ct_totalseg_example").is_dir(),
+                                     reason=f"the real scans are not beside the checkout ({REAL_DATA})")
 
 
 def test_a_perturbed_ct_keeps_its_labels_on_its_voxels_and_changes_soft_tissue_and_bone_only():
@@ -32,7 +33,7 @@ def test_a_perturbed_ct_keeps_its_labels_on_its_voxels_and_changes_soft_tissue_a
 
 @needs_real_data
 def test_the_real_cts_are_scored_on_the_levels_their_reference_holds_whole():
-    scans = {scan.name: scan for scan in read_real_cts(DEFAULT_REAL_FOLDER)}
+    scans = {scan.name: scan for scan in read_real_cts(REAL_DATA)}
     nifti = scans["real CT 3 mm (T11-sacrum)"]
     assert nifti.scored_levels == (19, 20, 21, 22, 23, 24)  # T12-L5: T11 is cut by the top of the scan
     assert set(np.unique(nifti.reference)) == {0, 18, 19, 20, 21, 22, 23, 24, 26}
@@ -48,7 +49,7 @@ def test_the_real_cts_are_scored_on_the_levels_their_reference_holds_whole():
 @needs_real_data
 def test_each_real_reference_lies_on_the_bone_of_its_own_scan():
     """The DICOM series' label file stores its rows in the opposite order: it must be placed by geometry."""
-    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+    for scan in read_real_cts(REAL_DATA):
         hounsfield = scan.image.array[scan.reference > 0]
         assert np.median(hounsfield) > 150, scan.name  # vertebrae, not the soft tissue a mirrored map would cover
         assert set(scan.scored_levels) <= set(np.unique(scan.reference).tolist())

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SpineSegExtension"
 
 from spineseg.choices import Task  # noqa: E402
 from spineseg.labels import disc_name, vertebra_segment_name, vertebra_terminology  # noqa: E402
-from spineseg.model_store import DEFAULT_MODELS, find_model, list_models, read_card  # noqa: E402
+from spineseg import tasks  # noqa: E402
+from spineseg.model_store import find_model, list_models, read_card  # noqa: E402
 
 from conftest import require_real_data  # noqa: E402
 
@@ -116,14 +117,14 @@ def test_the_model_list_shows_every_bundled_model_with_its_card_summary_and_the_
     from SpineSegLib.logic import TaskLogic
 
     choices = TaskLogic.modelChoices(task)
-    assert [choice.name for choice in choices][0] == DEFAULT_MODELS[task]
+    assert [choice.name for choice in choices][0] == tasks.get(task).default_model
     assert sorted(choice.name for choice in choices) == sorted(entry.name for entry in list_models(task))
     for choice in choices:
         card = read_card(find_model(choice.name, task))
         assert choice.summary == card.summary and choice.summary in choice.text
         assert TaskLogic.modelCaveat(choice.name, task) == f"Check every result: {card.caveat}"
     # the default, left empty or typed out, keeps its caveat (it used to vanish once the field named a model)
-    assert TaskLogic.modelCaveat("", task) == TaskLogic.modelCaveat(DEFAULT_MODELS[task], task) != ""
+    assert TaskLogic.modelCaveat("", task) == TaskLogic.modelCaveat(tasks.get(task).default_model, task) != ""
 
 
 def test_a_series_of_a_dicom_folder_loads_as_the_input_volume(context):

@@ -11,7 +11,8 @@ from spineseg.phantoms.ct_appearance import CT_APPEARANCE, METAL, ct_generation_
 from spineseg.phantoms.ct_tissue import Tissue
 from spineseg.phantoms.synth import OUTSIDE_CLASS, AppearanceModel, ClassPrior, synthesize
 from spineseg.training.tasks.vertebrae import phantom_cases
-from spineseg.vertebrae.sampler import PatchSampler, SamplerConfig
+from spineseg.training.vertebra_sampler import PatchSampler, SamplerConfig
+from conftest import REAL_DATA
 
 BONE = (Tissue.CORTEX, Tissue.CANCELLOUS, Tissue.ENDPLATE)
 
@@ -104,10 +105,11 @@ def test_synthetic_training_patches_stay_aligned_with_their_targets(warp):
 
 
 def test_phantoms_with_real_shapes_differ_from_analytic_ones_but_keep_their_levels():
-    from spineseg.phantoms.real_shapes import DEFAULT_SAMPLE_DIR, load_sample_folder
-    if not DEFAULT_SAMPLE_DIR.is_dir():
-        pytest.skip(f"the VerSe sample is not beside the checkout ({DEFAULT_SAMPLE_DIR})")
-    library = load_sample_folder(DEFAULT_SAMPLE_DIR)
+    from spineseg.phantoms.real_shapes import load_sample_folder
+    sample = REAL_DATA / "ct_verse_sample"
+    if not sample.is_dir():
+        pytest.skip(f"the VerSe sample is not beside the checkout ({sample})")
+    library = load_sample_folder(sample)
     for seed in range(4):
         analytic = random_ct_phantom(np.random.default_rng(seed), spacing=3.0)
         real = random_ct_phantom(np.random.default_rng(seed), spacing=3.0, real_shapes=library)
@@ -131,7 +133,7 @@ def test_background_patches_lie_anywhere_and_ask_for_nothing():
 
 def test_the_sampler_and_the_generator_mark_outside_voxels_alike():
     """The sampler keeps its own copy (inference must not import phantoms); the two must agree."""
-    from spineseg.vertebrae.sampler import OUTSIDE_CLASS as SAMPLER_OUTSIDE_CLASS
+    from spineseg.training.vertebra_sampler import OUTSIDE_CLASS as SAMPLER_OUTSIDE_CLASS
     assert SAMPLER_OUTSIDE_CLASS == OUTSIDE_CLASS
 
 

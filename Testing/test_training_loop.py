@@ -282,7 +282,7 @@ def test_two_gloo_processes_train_together(tmp_path):
 def _bundled_vertebra_task(validation_scans: int):
     """The vertebra task at the bundled model's geometry, validating on one T5-L4 phantom (3 mm)."""
     from spineseg.phantoms.ct import make_ct_phantom
-    from spineseg.vertebrae.sampler import TrainingCase
+    from spineseg.training.vertebra_sampler import TrainingCase
 
     config = load_config("vertebrae", None, ['device="cpu"', "validation.patches=8", f"validation.scans={validation_scans}"])
     phantom = make_ct_phantom(list(range(12, 24)), spacing=(3.0, 3.0, 3.0), seed=2024)

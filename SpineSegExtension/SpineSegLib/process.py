@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Sequence
 
-from spineseg.choices import DeviceChoice, Task
+from spineseg import tasks
+from spineseg.choices import DeviceChoice
 from spineseg.progress import parse_protocol_line
 
 __all__ = [
@@ -234,7 +235,7 @@ def kill_process_tree(process: subprocess.Popen) -> None:
 
 def cli_command(
     python_executable: str,
-    task: Task | str,
+    task: tasks.TaskSpec | str,
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     device: DeviceChoice | str = DeviceChoice.AUTO,
@@ -250,12 +251,12 @@ def cli_command(
     record as the input (Slicer hands over a temporary copy). ``force_modality`` runs an image that does
     not look like the task's modality.
     """
-    task, device = Task(task), DeviceChoice(device)
+    task, device = tasks.get(task), DeviceChoice(device)
     command = [
         python_executable,
         "-c",
         "import sys; from spineseg.entry import main; sys.exit(main())",
-        task.value,
+        task.name,
         str(input_path),
         "-o",
         str(output_dir),

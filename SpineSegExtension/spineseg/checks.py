@@ -5,13 +5,12 @@ Both task functions (:func:`spineseg.vertebrae.pipeline.segment_vertebrae`,
 so the CLI, the batch script and Slicer refuse the same images with the same
 one-line reason, and write the same warnings into their JSON.
 
-Refused: an image too small to hold a vertebra (or a disc chain), or for vertebrae too narrow across two
-axes (a wrong voxel size); for
-vertebrae, intensities that cannot be Hounsfield units, including an MRI or a
-CT without its rescale (no fat or air below -50 HU); for discs, a CT (fat and
-air in Hounsfield units). ``force_modality`` turns the modality refusals into
-warnings. Warned about: strongly anisotropic voxels. Repaired (with a
-warning): a few CT voxels no scanner produces (:func:`repair_impossible_hounsfield`).
+What a task demands is its :class:`~spineseg.tasks.InputProfile`. Refused: an image too small or too
+narrow for the task's anatomy (for vertebrae a narrow image is a wrong voxel size); for a CT task,
+intensities that cannot be Hounsfield units, including an MRI or a CT without its rescale (no fat or air
+below -50 HU); for an MRI task, a CT (fat and air in Hounsfield units). ``force_modality`` turns the
+modality refusals into warnings. Warned about: thick or (where the profile says) strongly anisotropic
+voxels. Repaired (with a warning): a few CT voxels no scanner produces (:func:`repair_impossible_hounsfield`).
 """
 
 from __future__ import annotations
@@ -20,11 +19,12 @@ import logging
 
 import numpy as np
 
-from .choices import Task
+from . import tasks
 from .errors import InputError
+from .tasks import InputProfile
 from .volume import Volume
 
-__all__ = ["check_input", "repair_impossible_hounsfield", "fat_or_air_share", "MIN_VERTEBRA_EXTENT_MM", "MIN_CROSS_SECTION_MM", "MIN_SPINE_EXTENT_MM"]
+__all__ = ["check_input", "repair_impossible_hounsfield", "fat_or_air_share"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,53 +44,37 @@ MIN_INTENSITY_SPREAD_HU = 50.0
 # Fat (-150 to -50 HU) and air (-1000 HU) lie below this; MRI magnitudes and uncalibrated CT (0-255,
 # 0-4095) never do.
 FAT_HU = -50.0
-# A CT of the spine has at least this share of voxels of fat or air (measured: real CTs 0.64 and 0.73,
-# the CT phantom 0.25); the real MRIs have none (0.000 in all three).
+# A CT of the spine has at least this share of voxels of fat or air; an MRI has none (the shares measured on
+# the real scans and the phantom: docs/bad_input.md).
 MIN_FAT_OR_AIR_SHARE = 0.01
 
-# The smallest vertebra (C3: body about 15 mm wide and deep, 12 mm tall) with a little tissue around it
-# needs this much along every axis; a thinner image shows at most a slice through one, which the network
-# would still name.
-MIN_VERTEBRA_EXTENT_MM = 20.0
-# A CT of the spine spans at least this much across two axes: the smallest vertebra with its processes (C3)
-# is about 45 mm wide, lumbar ones 70-80 mm. A narrower image is a wrong voxel size (a PixelSpacing or pixdim
-# that shrinks the scan), on which the walk finds no vertebra at all.
-MIN_CROSS_SECTION_MM = 40.0
-# Two discs are at least ~15 mm apart; an image shorter than this cannot show a labelled spine.
-MIN_SPINE_EXTENT_MM = 30.0
-# CT voxels longer than this many times their shortest side, or thicker than MAX_SLICE_MM, blur end plates
-# and discs along that axis: vertebrae merge or split and names shift.
-MAX_CT_ANISOTROPY = 3.0
+# Voxels thicker than this blur end plates and discs along that axis (each task's profile may also limit
+# how elongated a voxel may be: spineseg.tasks.InputProfile.max_anisotropy).
 MAX_SLICE_MM = 5.0
 
 
-def check_input(volume: Volume, task: Task | str, force_modality: bool = False) -> list[str]:
+def check_input(volume: Volume, task: "tasks.TaskSpec | str", force_modality: bool = False) -> list[str]:
     """Refuse an image the task cannot use; return warnings (also logged) about doubtful ones.
 
     Args:
         volume: the input image.
-        task: vertebrae (CT in Hounsfield units) or discs (MRI).
+        task: the task (its name or spec), whose :class:`~spineseg.tasks.InputProfile` says what it needs.
         force_modality: run even if the intensities say the image is of the other modality.
 
     Raises:
         InputError: the image is too small, is not of the task's modality (unless forced), or for
-            vertebrae its values cannot be Hounsfield units.
+            a CT task its values cannot be Hounsfield units.
     """
-    task = Task(task)
+    profile = tasks.get(task).input_checks
     if sum(n > 1 for n in volume.shape) < 3:
         raise InputError(f"the image is 2D (size {volume.shape} voxels); SpineSeg needs a 3D image")
     extent = volume.spacing * np.array(volume.shape)
-    if task is Task.VERTEBRAE and extent.min() < MIN_VERTEBRA_EXTENT_MM:
-        raise InputError(f"the image is too small to hold a vertebra: {np.round(extent, 1).tolist()} mm; "
-                         f"it must span at least {MIN_VERTEBRA_EXTENT_MM:.0f} mm along every axis")
-    if task is Task.VERTEBRAE and np.sort(extent)[-2] < MIN_CROSS_SECTION_MM:
-        raise InputError(f"the image is too narrow to hold a vertebra: {np.round(extent, 1).tolist()} mm; a CT of "
-                         f"the spine spans at least {MIN_CROSS_SECTION_MM:.0f} mm across two axes (the smallest "
-                         "vertebra is about 45 mm wide): check its voxel size (PixelSpacing, pixdim)")
-    if task is Task.DISCS and np.sort(extent)[-2] < MIN_SPINE_EXTENT_MM:
-        raise InputError(f"the image is too small to hold a spine: {np.round(extent, 1).tolist()} mm; "
-                         f"it must span at least {MIN_SPINE_EXTENT_MM:.0f} mm along two axes")
-    warnings = _modality_warnings(volume, task, force_modality) + _spacing_warnings(volume, task)
+    shown = np.round(extent, 1).tolist()
+    if extent.min() < profile.min_extent_mm:
+        raise InputError(profile.extent_refusal.format(extent=shown, minimum=profile.min_extent_mm))
+    if np.sort(extent)[-2] < profile.min_cross_section_mm:
+        raise InputError(profile.cross_section_refusal.format(extent=shown, minimum=profile.min_cross_section_mm))
+    warnings = _modality_warnings(volume, profile, force_modality) + _spacing_warnings(volume, profile)
     for warning in warnings:
         logger.warning("%s", warning)
     return warnings
@@ -142,21 +126,21 @@ def fat_or_air_share(volume: Volume) -> float:
     return float(np.mean(_intensity_sample(volume) < FAT_HU))
 
 
-def _modality_warnings(volume: Volume, task: Task, force: bool) -> list[str]:
-    """Refuse (or, when forced, warn about) an image of the other modality; for vertebrae, then refuse values
+def _modality_warnings(volume: Volume, profile: InputProfile, force: bool) -> list[str]:
+    """Refuse (or, when forced, warn about) an image of the other modality; for a CT task, then refuse values
     that cannot be Hounsfield units at all."""
     share = fat_or_air_share(volume)
     warnings = []
-    if task is Task.DISCS and share >= MIN_FAT_OR_AIR_SHARE:
+    if profile.modality == "MR" and share >= MIN_FAT_OR_AIR_SHARE:
         warnings.append(f"this looks like a CT, not an MRI: {100 * share:.0f} % of voxels are below {FAT_HU:.0f} "
                         "(fat or air in Hounsfield units)")
-    elif task is Task.VERTEBRAE and share < MIN_FAT_OR_AIR_SHARE:
+    elif profile.modality == "CT" and share < MIN_FAT_OR_AIR_SHARE:
         warnings.append(f"this does not look like a CT in Hounsfield units: only {100 * share:.1f} % of voxels are "
                         f"below {FAT_HU:.0f} (a CT shows fat and air there); an MRI, or a CT without its rescale "
                         "slope and intercept")
     if warnings and not force:
         raise InputError(f"{warnings[0]}; pass --force-modality to run anyway")
-    if task is Task.VERTEBRAE:
+    if profile.modality == "CT":
         _check_hounsfield_range(volume)
     return [f"{warning}; run anyway (--force-modality)" for warning in warnings]
 
@@ -173,14 +157,14 @@ def _check_hounsfield_range(volume: Volume) -> None:
         raise InputError(f"the image is nearly uniform ({low:.1f} to {high:.1f}); it holds no anatomy to segment")
 
 
-def _spacing_warnings(volume: Volume, task: Task) -> list[str]:
+def _spacing_warnings(volume: Volume, profile: InputProfile) -> list[str]:
     """Warn about voxels too thick or too elongated for reliable boundaries and names."""
     spacing = volume.spacing
     thickest, finest = float(spacing.max()), float(spacing.min())
     shown = " x ".join(f"{s:.2f}" for s in spacing)
     if thickest > MAX_SLICE_MM:
         return [f"voxels of {shown} mm are thicker than {MAX_SLICE_MM:.0f} mm: boundaries and names may be wrong"]
-    if task is Task.VERTEBRAE and thickest > MAX_CT_ANISOTROPY * finest:
-        return [f"voxels of {shown} mm are more than {MAX_CT_ANISOTROPY:.0f} times longer than wide: "
+    if profile.max_anisotropy and thickest > profile.max_anisotropy * finest:
+        return [f"voxels of {shown} mm are more than {profile.max_anisotropy:.0f} times longer than wide: "
                 "boundaries and names may be wrong"]
     return []

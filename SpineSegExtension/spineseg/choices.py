@@ -21,14 +21,17 @@ class _Choice(enum.StrEnum):
 
 
 class Task(_Choice):
-    """What to do: segment vertebrae in a CT, or label discs in an MRI."""
+    """The built-in tasks, for typed settings (Slicer's parameter node, training): segment vertebrae in a CT, or
+    label discs in an MRI. What a task is lives in its spec (:mod:`spineseg.tasks`), which knows other tasks too."""
 
     VERTEBRAE = "vertebrae"
     DISCS = "discs"
 
     def label(self) -> str:
         """The words a user picks this by (Slicer's combo box shows them)."""
-        return {"vertebrae": "Segment vertebrae (CT)", "discs": "Label discs (MRI)"}[self.value]
+        from . import tasks
+
+        return tasks.get(self.value).label
 
 
 class DeviceChoice(_Choice):

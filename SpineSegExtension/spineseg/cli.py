@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__
-from .choices import DeviceChoice, Task
+from . import __version__, tasks
+from .choices import DeviceChoice
 from .errors import EXIT_OK, CancelledError, InputError, SpineSegError, error_line, exit_code
 from .exits import NOTHING_WRITTEN
 from .io import read_volume
@@ -73,15 +73,13 @@ class _LineHandler(logging.Handler):
 def _run_task(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
     from .jobs import run_job
 
+    spec = tasks.get(args.command)
     reference = read_volume(args.reference, VolumeKind.LABEL) if getattr(args, "reference", None) else None
-    job = run_job(args.command, args.input, args.output, model=args.model, device=args.device,
+    job = run_job(spec, args.input, args.output, model=args.model, device=args.device,
                   overwrite=args.overwrite, picture=not args.no_picture, input_name=args.input_name,
                   reference=reference, progress=progress, force_modality=args.force_modality, series=args.series)
     if reference is not None:
-        from .demo import print_vertebra_scores
-        from .metrics import score_vertebrae
-
-        print_vertebra_scores(score_vertebrae(job.result.label_map.array, reference.array, job.image.spacing))
+        spec.load("reference_scorer")(job.image, job.result, reference)
     return {name: str(path) for name, path in job.outputs.items()}
 
 
@@ -101,14 +99,14 @@ def _run_demo(args: argparse.Namespace, progress: ProgressCallback) -> dict[str,
 
 def _run_models(args: argparse.Namespace, progress: ProgressCallback) -> dict[str, str]:
     """Print every model SpineSeg can load (bundled, then those under the given folders) with its summary."""
-    from .model_store import BUNDLED_MODELS_DIR, DEFAULT_MODELS, list_models, model_summary, read_card
+    from .model_store import BUNDLED_MODELS_DIR, list_models, model_summary, read_card
 
     for folder in args.folders:
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder; give folders that hold models (e.g. a training run's --out)")
     for entry in list_models(None, args.folders):
         bundled = entry.manifest_path.parent == BUNDLED_MODELS_DIR
-        default = " (default)" if bundled and DEFAULT_MODELS.get(Task(entry.task)) == entry.name else ""
+        default = " (default)" if bundled and tasks.get(entry.task).default_model == entry.name else ""
         reference = entry.name if bundled else str(entry.manifest_path)
         print(f"{entry.task:9} {reference}{default}: {model_summary(entry)}")
         card = read_card(entry)
@@ -133,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = [choice.value for choice in DeviceChoice]
 
-    def task_parser(task: Task, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(task.value, help=help_text, description=help_text)
+    for spec in tasks.specs():  # one subcommand per task
+        sub = commands.add_parser(spec.name, help=spec.help, description=spec.help)
         sub.add_argument("input", type=Path, help="image file (NIfTI, NRRD, MHA) or DICOM folder")
         sub.add_argument("-o", "--output", type=Path, required=True, help="output folder")
         sub.add_argument("--model", default=None,
@@ -146,17 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--input-name", default=None, help="what the JSON output records as the input "
                                                             "(default: the INPUT path)")
         sub.add_argument("--force-modality", action="store_true",
-                         help=f"run even if the image does not look like {'a CT' if task is Task.VERTEBRAE else 'an MRI'}")
+                         help=f"run even if the image does not look like {spec.image}")
         sub.add_argument("--series", default=None, metavar="UID",
                          help="for a DICOM folder holding several series: the one to read (the error lists them)")
         sub.add_argument("--progress-format", default="text", choices=["text", "json"],
                          help="'json' prints one JSON object per line (used by the Slicer module)")
+        if spec.reference_scorer is not None:
+            sub.add_argument("--reference", type=Path, help="reference label map (the task's label numbers) to score against")
         sub.set_defaults(runner=_run_task)
-        return sub
-
-    vertebrae = task_parser(Task.VERTEBRAE, "segment and name every vertebra in a CT")
-    vertebrae.add_argument("--reference", type=Path, help="reference label map (VerSe numbers) to score against")
-    task_parser(Task.DISCS, "find and name every intervertebral disc in an MRI")
 
     phantom = commands.add_parser("phantom", help="write a CT spine phantom and its reference labels")
     phantom.add_argument("-o", "--output", type=Path, required=True)
@@ -233,7 +228,7 @@ def _run(args: argparse.Namespace, reporter: _ProgressReporter) -> int:
         return exit_code(error)
     reporter.finish(outputs)
     if args.progress_format == "text":
-        if args.command in {task.value for task in Task}:
+        if args.command in tasks.names():
             from .summary import RunSummary
 
             for line in RunSummary.from_folder(args.command, args.output).lines():

@@ -77,7 +77,7 @@ def run_demo(output_dir: str | os.PathLike, seed: int = 1000, device: DeviceChoi
 def _disc_demo(out: Path, seed: int, device: DeviceChoice | str, overwrite: bool,
                progress: ProgressCallback) -> dict[str, Path]:
     """Phantom MRI -> discs, then the distance of each found disc to the phantom's true disc centre."""
-    from .discs.metrics import score_discs
+    from .evaluation.disc_metrics import score_discs
     from .phantoms.mri import make_mri_phantom
 
     phantom = make_mri_phantom(contrast="T2", seed=seed)

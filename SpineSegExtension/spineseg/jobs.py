@@ -15,59 +15,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import tasks
 from .checks import repair_impossible_hounsfield
-from .choices import DeviceChoice, Task
+from .choices import DeviceChoice
 from .errors import InputError
-from .io import read_input, write_volume
+from .io import read_input
 from .publish import output_directory
-from .labels import vertebra_name
 from .progress import ProgressCallback, no_progress, scaled
-from .results import DiscsResult, VertebraeResult
+from .tasks import TaskSpec
 from .volume import Volume
 
-__all__ = ["OUTPUT_NAMES", "PICTURE_NAMES", "JobResult", "output_names", "run_job", "run_vertebrae", "run_discs"]
+__all__ = ["JobResult", "output_names", "run_job", "run_vertebrae", "run_discs"]
 
-# The JSON comes last: it is published last and marks a complete set (see spineseg.publish.output_directory).
-OUTPUT_NAMES: dict[Task, tuple[str, ...]] = {
-    Task.VERTEBRAE: ("vertebrae.nii.gz", "vertebrae.seg.nrrd", "vertebrae.png", "vertebrae.json"),
-    Task.DISCS: ("discs.mrk.json", "discs.png", "discs.json"),
-}
-PICTURE_NAMES = {Task.VERTEBRAE: "vertebrae.png", Task.DISCS: "discs.png"}
-# The DICOM modality (0008,0060) each task reads from a folder holding several series.
-DICOM_MODALITY = {Task.VERTEBRAE: "CT", Task.DISCS: "MR"}
-
-# (volume, model=, device=, progress=, force_modality=) -> result; the core's segment_vertebrae / label_discs by default.
+# (volume, model=, device=, progress=, force_modality=) -> result; the task spec's predictor by default.
 Predictor = Callable[..., Any]
 
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a job produced: the result in memory, the input it read and the files it wrote."""
+    """What a job produced: the result in memory, the input it read and the files it wrote.
 
-    task: Task
+    ``task`` is the task's name (a :class:`~spineseg.choices.Task` for the built-in ones)."""
+
+    task: str
     image: Volume
-    result: VertebraeResult | DiscsResult
+    result: Any
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def output_names(task: Task | str, picture: bool = True) -> list[str]:
-    """The files a job of ``task`` writes, with or without its picture; the JSON, which marks a complete set, last."""
-    task = Task(task)
-    return [name for name in OUTPUT_NAMES[task] if picture or name != PICTURE_NAMES[task]]
+def output_names(task: TaskSpec | str, picture: bool = True) -> list[str]:
+    """The files a job of ``task`` writes, with or without its picture; the JSON, which marks a complete set
+    (see :func:`spineseg.publish.output_directory`), last."""
+    spec = tasks.get(task)
+    return [name for name in spec.output_names if picture or name != spec.picture_name]
 
 
 def run_vertebrae(input_path: str | os.PathLike, output_dir: str | os.PathLike, **options: Any) -> JobResult:
     """Segment and name the vertebrae of a CT file; see :func:`run_job` for the options."""
-    return run_job(Task.VERTEBRAE, input_path, output_dir, **options)
+    return run_job("vertebrae", input_path, output_dir, **options)
 
 
 def run_discs(input_path: str | os.PathLike, output_dir: str | os.PathLike, **options: Any) -> JobResult:
     """Find and name the discs of an MRI file; see :func:`run_job` for the options."""
-    return run_job(Task.DISCS, input_path, output_dir, **options)
+    return run_job("discs", input_path, output_dir, **options)
 
 
 def run_job(
-    task: Task | str,
+    task: TaskSpec | str,
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
@@ -85,7 +79,7 @@ def run_job(
     """Read, load the model, predict (the task checks its input first) and write the outputs into ``output_dir``.
 
     Args:
-        task: vertebrae (CT) or discs (MRI).
+        task: a task's name or spec (vertebrae in CT, discs in MRI, or one registered in spineseg.tasks).
         input_path: anything :func:`spineseg.io.read_input` reads (its warnings go into the JSON).
         output_dir: created if missing; existing outputs need ``overwrite``.
         model: None (bundled), a bundled name, a manifest or weights path, or a loaded model.
@@ -108,50 +102,30 @@ def run_job(
     """
     from .model_store import load_model
 
-    task = Task(task)
+    spec = tasks.get(task)
     # No progress report before the task has checked its input, so that a bad input's error prints alone.
-    image, input_warnings = read_input(input_path, modality=DICOM_MODALITY[task], series=series)
-    if task is Task.VERTEBRAE:
+    image, input_warnings = read_input(input_path, modality=spec.dicom_modality, series=series)
+    if spec.input_checks.modality == "CT":
         image, repaired = repair_impossible_hounsfield(image)
         input_warnings += repaired
     if reference is not None and not reference.same_grid(image):
         raise InputError("the reference label map is not on the input's grid (shape or geometry differ)")
-    loaded = load_model(task, model, device)
-    names = output_names(task, picture)
-    older = [name for name in OUTPUT_NAMES[task] if name not in names]  # an old picture must not outlive its set
+    loaded = load_model(spec, model, device)
+    names = output_names(spec, picture)
+    older = [name for name in spec.output_names if name not in names]  # an old picture must not outlive its set
     with output_directory(output_dir, names, overwrite, stale=older) as staging:
-        result = (predict or _predictors()[task])(image, model=loaded, device=device,
-                                                    progress=scaled(progress, 0.03, 0.9),
-                                                    force_modality=force_modality)
+        result = (predict or _predictor(spec))(image, model=loaded, device=device,
+                                               progress=scaled(progress, 0.03, 0.9),
+                                               force_modality=force_modality)
         if input_warnings:  # what was corrected (a gantry tilt, hot pixels) belongs with the input's other warnings
             result = dataclasses.replace(result, warnings=[*input_warnings, *result.warnings])
         progress(0.9, f"writing {', '.join(names)}")
         source = str(input_path) if input_name is None else input_name
-        _write_outputs(task, image, result, staging, names, source, loaded.provenance())
+        spec.load("writer")(image, result, staging, names, source, loaded.provenance())
     progress(1.0, f"wrote {len(names)} files to {output_dir}")
-    return JobResult(task, image, result, {name: Path(output_dir) / name for name in names})
+    return JobResult(spec.name, image, result, {name: Path(output_dir) / name for name in names})
 
 
-def _write_outputs(task: Task, image: Volume, result: Any, folder: Path, names: list[str], source: str,
-                   model: dict[str, Any]) -> None:
-    from . import pictures, writers
-
-    writers.write_json(writers.result_table(result, source, model), folder / f"{task.value}.json")
-    if task is Task.VERTEBRAE:
-        write_volume(result.label_map, folder / "vertebrae.nii.gz")
-        writers.write_segmentation_nrrd(result, folder / "vertebrae.seg.nrrd")
-        if "vertebrae.png" in names:
-            found = ", ".join(vertebra_name(level) for level in result.levels) or "no vertebra found"
-            pictures.write_vertebrae_picture(image, result, folder / "vertebrae.png", title=found)
-    else:
-        writers.write_markups(result, folder / "discs.mrk.json")
-        if "discs.png" in names:
-            title = f"{Path(source).name}: {len(result.discs)} discs"
-            pictures.write_discs_picture(result, folder / "discs.png", title=title)
-
-
-def _predictors() -> dict[Task, Predictor]:
-    from .discs.pipeline import label_discs
-    from .vertebrae.pipeline import segment_vertebrae
-
-    return {Task.VERTEBRAE: segment_vertebrae, Task.DISCS: label_discs}
+def _predictor(spec: TaskSpec) -> Predictor:
+    """The task's predictor (tests replace this to run a fast stand-in everywhere a job runs)."""
+    return spec.load("predictor")

@@ -1,9 +1,10 @@
 """Finding, checking and loading model files: safetensors weights plus a JSON manifest.
 
 A model is two files side by side: ``NAME.safetensors`` (weights only, which
-load without running code) and ``NAME.json`` (the manifest: task,
-architecture, input spacing, patch size, channels, sha256 of the weights,
-training data and measured scores). Bundled models are package data in
+load without running code) and ``NAME.json`` (the manifest: ``task``,
+``architecture`` (``type``: the network class, and its settings), ``input``
+(the input geometry), channels, sha256 of the weights, training data and
+measured scores; one layout for every task). Bundled models are package data in
 ``spineseg/models`` (found through ``importlib.resources``, so they are there
 in a wheel install and in the Slicer extension alike); users pass a name from
 there or a path to their own manifest or weights. :func:`load_model` is the one
@@ -21,18 +22,17 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .choices import DeviceChoice, Task
+from . import tasks
+from .choices import DeviceChoice
 from .errors import ModelError
 
 if TYPE_CHECKING:  # torch loads with the first model, not with this module
     import torch
 
-    from .networks.disc_model import DiscModel
-    from .networks.vertebra_model import VertebraModel
+    from .networks.loaded import LoadedModel
 
 __all__ = [
     "BUNDLED_MODELS_DIR",
-    "DEFAULT_MODELS",
     "ModelCard",
     "ModelEntry",
     "find_model",
@@ -46,7 +46,6 @@ __all__ = [
 ]
 
 BUNDLED_MODELS_DIR = Path(str(resources.files("spineseg") / "models"))
-DEFAULT_MODELS = {Task.VERTEBRAE: "vertebrae-ct-synth-v7", Task.DISCS: "discs-mri-synth-v3"}
 
 
 class ModelEntry:
@@ -82,10 +81,10 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def find_model(name_or_path: str | os.PathLike | None, task: Task | str) -> ModelEntry:
+def find_model(name_or_path: str | os.PathLike | None, task: tasks.TaskSpec | str) -> ModelEntry:
     """Resolve a bundled model name, a manifest path or a weights path into a :class:`ModelEntry`.
 
-    A bundled name is a plain name (no folders); anything else must be an
+    None is the task's default model. A bundled name is a plain name (no folders); anything else must be an
     existing ``.json`` manifest or ``.safetensors`` file, whose manifest sits
     beside it. The manifest's ``weights`` must name a file in the manifest's
     own folder.
@@ -93,8 +92,8 @@ def find_model(name_or_path: str | os.PathLike | None, task: Task | str) -> Mode
     Raises:
         ModelError: nothing found, the manifest is unreadable or malformed, or it is for another task.
     """
-    task = Task(task)
-    reference = str(name_or_path) if name_or_path else DEFAULT_MODELS[task]
+    spec = tasks.get(task)
+    reference = str(name_or_path) if name_or_path else spec.default_model
     path = Path(reference)
     if path.suffix in {".json", ".safetensors"} and path.is_file():
         manifest_path = path.with_suffix(".json")
@@ -114,8 +113,8 @@ def find_model(name_or_path: str | os.PathLike | None, task: Task | str) -> Mode
         raise ModelError(f"cannot read model manifest {manifest_path}: {error}") from None
     if not isinstance(manifest, dict):
         raise ModelError(f"model manifest {manifest_path} must hold a JSON object, not {type(manifest).__name__}")
-    if manifest.get("task") != task.value:
-        raise ModelError(f"model {manifest_path.name} is for task {manifest.get('task')!r}, not {task.value!r}")
+    if manifest.get("task") != spec.name:
+        raise ModelError(f"model {manifest_path.name} is for task {manifest.get('task')!r}, not {spec.name!r}")
     weights_name = manifest.get("weights", manifest_path.stem + ".safetensors")
     if not isinstance(weights_name, str) or Path(weights_name).name != weights_name or weights_name in {"", ".", ".."}:
         raise ModelError(f"model manifest {manifest_path} names weights {weights_name!r}; it must be a file name "
@@ -148,38 +147,40 @@ def load_state_dict(entry: ModelEntry) -> "dict[str, torch.Tensor]":
 
 
 def load_model(
-    task: Task | str,
-    model: "str | os.PathLike | VertebraModel | DiscModel | None" = None,
+    task: tasks.TaskSpec | str,
+    model: "str | os.PathLike | LoadedModel | None" = None,
     device: DeviceChoice | str = DeviceChoice.AUTO,
-) -> "VertebraModel | DiscModel":
+) -> "LoadedModel":
     """The model a task runs: a loaded model is passed through, anything else is found and loaded.
 
+    The task's spec names the model, settings and network classes; the manifest's ``architecture.type`` must
+    name that network, ``architecture`` holds its settings and ``input`` the input geometry.
+
     Args:
-        task: which task's model.
-        model: None (the bundled default), a bundled name, a manifest or weights path, or a loaded model.
+        task: which task's model (its name or spec).
+        model: None (the task's default), a bundled name, a manifest or weights path, or a loaded model.
         device: where to run a model loaded here.
 
     Raises:
         ModelError: the model cannot be found, is for another task, or its weights do not fit its manifest.
     """
-    from .networks.disc_model import DiscModel, DiscModelSettings
-    from .networks.hourglass import AttentionHourglassNet
     from .networks.loaded import LoadedModel
-    from .networks.unet3d import IterativeFCN
-    from .networks.vertebra_model import VertebraModel, VertebraModelSettings
 
-    task = Task(task)
-    model_class, settings_class, network_class, settings_of = {
-        Task.VERTEBRAE: (VertebraModel, VertebraModelSettings, IterativeFCN, lambda m: m["input"]),
-        Task.DISCS: (DiscModel, DiscModelSettings, AttentionHourglassNet, lambda m: m),
-    }[task]
+    spec = tasks.get(task)
+    model_class, settings_class, network_class = (spec.load(name) for name in
+                                                  ("model_class", "settings_class", "network_class"))
     if isinstance(model, LoadedModel):
         if not isinstance(model, model_class):
-            raise ModelError(f"a {type(model).__name__} cannot run the {task.value} task")
+            raise ModelError(f"a {type(model).__name__} cannot run the {spec.name} task")
         return model
-    entry = find_model(model, task)
+    entry = find_model(model, spec)
+    architecture = entry.manifest.get("architecture")
+    named = architecture.get("type") if isinstance(architecture, dict) else architecture
+    if named != network_class.__name__:
+        raise ModelError(f"manifest {entry.manifest_path.name} names the architecture {named!r}; the {spec.name} "
+                         f"task runs {network_class.__name__!r}")
     try:
-        settings = settings_class.from_dict(settings_of(entry.manifest))
+        settings = settings_class.from_manifest(entry.manifest)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise ModelError(f"manifest {entry.manifest_path.name} lacks valid input settings: {error}") from None
     try:
@@ -192,20 +193,20 @@ def load_model(
 
 
 def save_model(state_dict: "dict[str, torch.Tensor]", manifest: dict, directory: str | os.PathLike, name: str) -> ModelEntry:
-    """Write ``name.safetensors`` and ``name.json`` atomically; the manifest gains the sha256."""
+    """Write ``name.safetensors``, then ``name.json`` (each atomically, :func:`spineseg.publish.atomic_path`); the
+    manifest gains the sha256 of the weights, so a manifest never names weights that are not complete."""
     from safetensors.torch import save_file
 
+    from .publish import atomic_path
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / f"{name}.safetensors"
     manifest_path = directory / f"{name}.json"
-    temporary = weights_path.with_name(f".partial-{weights_path.name}")
-    save_file({key: value.detach().cpu().contiguous() for key, value in state_dict.items()}, str(temporary))
-    os.replace(temporary, weights_path)
+    with atomic_path(weights_path) as temporary:
+        save_file({key: value.detach().cpu().contiguous() for key, value in state_dict.items()}, str(temporary))
     manifest = {**manifest, "name": name, "weights": weights_path.name, "sha256": sha256_of(weights_path)}
-    temporary = manifest_path.with_name(f".partial-{manifest_path.name}")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(temporary, manifest_path)
+    with atomic_path(manifest_path) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n")
     return ModelEntry(manifest, weights_path, manifest_path)
 
 
@@ -250,7 +251,7 @@ def read_card(entry: ModelEntry) -> ModelCard | None:
     return ModelCard(summary, caveat, path)
 
 
-def list_models(task: Task | str | None = None, folders: "list[str | os.PathLike]" = ()) -> list[ModelEntry]:
+def list_models(task: tasks.TaskSpec | str | None = None, folders: "list[str | os.PathLike]" = ()) -> list[ModelEntry]:
     """The models SpineSeg can load: the bundled ones, then those in ``folders`` (searched recursively, e.g. a
     training run's folder), each with a manifest naming a task and its weights' sha256; sorted by task and name."""
     found: list[ModelEntry] = []
@@ -260,9 +261,9 @@ def list_models(task: Task | str | None = None, folders: "list[str | os.PathLike
                 manifest = json.loads(path.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 continue
-            if not isinstance(manifest, dict) or manifest.get("task") not in {t.value for t in Task}:
+            if not isinstance(manifest, dict) or manifest.get("task") not in tasks.names():
                 continue
-            if "sha256" not in manifest or (task is not None and manifest["task"] != Task(task).value):
+            if "sha256" not in manifest or (task is not None and manifest["task"] != tasks.get(task).name):
                 continue
             entry = find_model(path, manifest["task"])
             if entry.weights_path.is_file():

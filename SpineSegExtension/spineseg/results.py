@@ -99,6 +99,22 @@ class VertebraeResult:
     naming: NamingRecord | None = None
     canal_line_ras: np.ndarray | None = None  # the spinal canal's centre line (n x 3, RAS mm, head to foot)
 
+    def table(self) -> dict:
+        """The task's part of ``vertebrae.json``: how the names were fixed (``naming``, or null), the spine's
+        frame read from the CT (``spine_frame``: the canal's centre line, or null), one record per vertebra."""
+        return {
+            "naming": self.naming.to_dict() if self.naming is not None else None,
+            "spine_frame": None if self.canal_line_ras is None else {
+                "canal_centre_line": [[round(float(x), 1) for x in point] for point in self.canal_line_ras]},
+            "vertebrae": [record.to_dict() for record in self.vertebrae],
+        }
+
+    @staticmethod
+    def naming_summary(naming: dict) -> tuple[str, bool]:
+        """How a run's names were fixed, read back from its JSON's ``naming``: a phrase and whether anchored."""
+        record = NamingRecord.from_dict(naming)
+        return record.summary(), record.anchored
+
     @property
     def levels(self) -> list[int]:
         return [record.level for record in self.vertebrae]
@@ -162,6 +178,17 @@ class DiscsResult:
     slab_to_ras: np.ndarray | None = None  # 3x3: (row, column, 1) of the slab image -> RAS mm
     warnings: list[str] = field(default_factory=list)
     naming: DiscNaming = field(default_factory=DiscNaming)
+
+    def table(self) -> dict:
+        """The task's part of ``discs.json``: how the names were fixed (``naming``: {"anchor": "C2", "sacrum",
+        ... or null, "anchored": bool}) and one record per disc."""
+        return {"naming": self.naming.to_dict(), "discs": [disc.to_dict() for disc in self.discs]}
+
+    @staticmethod
+    def naming_summary(naming: dict) -> tuple[str, bool]:
+        """How a run's names were fixed, read back from its JSON's ``naming``: a phrase and whether anchored."""
+        record = DiscNaming(naming.get("anchor") if naming.get("anchored") else None)
+        return record.summary, record.anchored
 
     @property
     def numbers(self) -> list[int]:

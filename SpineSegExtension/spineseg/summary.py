@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .choices import Task
+from . import tasks
 from .errors import ModelError
 from .model_store import find_model, read_card
 
 __all__ = ["RunSummary", "model_caveat"]
 
 
-def model_caveat(model: str | os.PathLike | None, task: Task | str) -> str:
+def model_caveat(model: str | os.PathLike | None, task: tasks.TaskSpec | str) -> str:
     """The caveat of a model's card ("" when the model has no card, or cannot be found)."""
     try:
         card = read_card(find_model(model, task))
@@ -38,7 +38,7 @@ class RunSummary:
     """One run's findings.
 
     Attributes:
-        task: which task ran.
+        task: which task ran (its name).
         names: the vertebrae or discs found, head to foot, as named in the output.
         naming: how the names were fixed ("named by the sacrum", "unanchored: ..."), from the output.
         anchored: whether an anatomical anchor fixed the names.
@@ -49,7 +49,7 @@ class RunSummary:
         outputs: the files written, by name.
     """
 
-    task: Task
+    task: str
     names: list[str]
     naming: str
     anchored: bool
@@ -60,36 +60,26 @@ class RunSummary:
     outputs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_folder(cls, task: Task | str, folder: str | os.PathLike) -> "RunSummary":
+    def from_folder(cls, task: tasks.TaskSpec | str, folder: str | os.PathLike) -> "RunSummary":
         """Read ``TASK.json`` in ``folder`` (and the card of the model it names)."""
-        from .results import DiscNaming, NamingRecord
-
-        task = Task(task)
+        spec = tasks.get(task)
         folder = Path(folder)
-        document = json.loads((folder / f"{task.value}.json").read_text())
-        items = document.get(task.value, [])
+        document = json.loads((folder / f"{spec.name}.json").read_text())
+        items = document.get(spec.name, [])
         names = [str(item.get("name") or item.get("label")) for item in items]  # older discs.json: "label"
-        naming_data = document.get("naming") or {}
-        if task is Task.VERTEBRAE:
-            naming = NamingRecord.from_dict(naming_data)
-            phrase, anchored = naming.summary(), naming.anchored
-        else:
-            naming = DiscNaming(naming_data.get("anchor") if naming_data.get("anchored") else None)
-            phrase, anchored = naming.summary, naming.anchored
+        phrase, anchored = spec.load("result_type").naming_summary(document.get("naming") or {})
         model = str((document.get("model") or {}).get("name", ""))
-        outputs = {path.name: str(path) for path in sorted(folder.iterdir()) if path.name.startswith(task.value)}
-        return cls(task, names, phrase, anchored, [str(w) for w in document.get("warnings", [])], model,
-                   model_caveat(model or None, task), str(folder), outputs)
+        outputs = {path.name: str(path) for path in sorted(folder.iterdir()) if path.name.startswith(spec.name)}
+        return cls(spec.name, names, phrase, anchored, [str(w) for w in document.get("warnings", [])], model,
+                   model_caveat(model or None, spec), str(folder), outputs)
 
     @property
     def found(self) -> str:
         """"6 vertebrae (T10-L3)", "no discs"."""
-        noun = "vertebrae" if self.task is Task.VERTEBRAE else "discs"
+        one, many = tasks.get(self.task).items
         if not self.names:
-            return f"no {noun}"
-        if len(self.names) == 1:
-            noun = noun[:-1] if self.task is Task.DISCS else "vertebra"
-        return f"{len(self.names)} {noun} ({_span(self.names)})"
+            return f"no {many}"
+        return f"{len(self.names)} {one if len(self.names) == 1 else many} ({_span(self.names)})"
 
     def headline(self) -> str:
         """One line: what was found and how it was named."""

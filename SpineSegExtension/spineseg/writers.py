@@ -117,28 +117,19 @@ def write_markups(result: DiscsResult, path: str | os.PathLike) -> None:
     write_json(markups_document(result), path)
 
 
-def result_table(result: VertebraeResult | DiscsResult, source: str, model: dict[str, Any]) -> dict[str, Any]:
-    """The document of ``vertebrae.json`` or ``discs.json``: where it came from, warnings about the input, how
-    the names were fixed (``naming``; for discs {"anchor": "C2", "sacrum", ... or null, "anchored": bool}), for
-    vertebrae the spine's frame read from the CT (``spine_frame``: the canal's centre line, or null), then one
-    record per item."""
-    document = {
+def result_table(result: Any, source: str, model: dict[str, Any]) -> dict[str, Any]:
+    """The document of a task's JSON (``vertebrae.json``, ``discs.json``): where it came from, warnings about the
+    input, then the task's own part from ``result.table()`` (how the names were fixed, ``naming``, and one record
+    per item; see :meth:`spineseg.results.VertebraeResult.table`)."""
+    return {
         "input": source,
         "model": model,
         "spineseg_version": __version__,
         "coordinate_system": "RAS",
         "units": "mm",
         "warnings": list(result.warnings),
+        **result.table(),
     }
-    if isinstance(result, VertebraeResult):
-        document["naming"] = result.naming.to_dict() if result.naming is not None else None
-        document["spine_frame"] = None if result.canal_line_ras is None else {
-            "canal_centre_line": [[round(float(x), 1) for x in point] for point in result.canal_line_ras]}
-        document["vertebrae"] = [record.to_dict() for record in result.vertebrae]
-    else:
-        document["naming"] = result.naming.to_dict()
-        document["discs"] = [disc.to_dict() for disc in result.discs]
-    return document
 
 
 def write_json(document: Any, path: str | os.PathLike) -> None:

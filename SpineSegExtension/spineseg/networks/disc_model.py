@@ -43,25 +43,25 @@ class DiscModelSettings:
             raise ValueError(f"slab_thickness_mm must be above 0 and at most {MAX_SLAB_THICKNESS_MM}, "
                              f"got {self.slab_thickness_mm}")
 
-    def to_dict(self) -> dict:
-        """The manifest keys that rebuild the model (the layout the bundled manifests use)."""
+    def to_manifest(self) -> dict:
+        """The manifest keys that rebuild the model: the network (``architecture``, its class named by ``type``)
+        and the input geometry (``input``); the layout both tasks' manifests share."""
         return {
-            "architecture": {"type": "AttentionHourglassNet", **self.network.to_dict()},
-            "input_size": [self.input_size, self.input_size],
-            "output_stride": self.output_stride,
-            "slab_thickness_mm": self.slab_thickness_mm,
+            "architecture": {"type": AttentionHourglassNet.__name__, **self.network.to_dict()},
+            "input": {"input_size": [self.input_size, self.input_size], "output_stride": self.output_stride,
+                      "slab_thickness_mm": self.slab_thickness_mm},
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DiscModelSettings":
+    def from_manifest(cls, manifest: dict) -> "DiscModelSettings":
         """Read the settings from a manifest (other keys are ignored)."""
-        architecture = {key: value for key, value in values["architecture"].items() if key != "type"}
+        values = manifest["input"]
         size = values["input_size"]
         return cls(
             input_size=int(size[0] if isinstance(size, (list, tuple)) else size),
             output_stride=int(values.get("output_stride", cls.output_stride)),
             slab_thickness_mm=float(values.get("slab_thickness_mm", cls.slab_thickness_mm)),
-            network=HourglassConfig(**architecture),
+            network=HourglassConfig(**{k: v for k, v in manifest["architecture"].items() if k != "type"}),
         )
 
 

@@ -44,15 +44,20 @@ class VertebraModelSettings:
         if self.patch_size % self.network.divisor:
             raise ValueError(f"patch_size must be a multiple of {self.network.divisor}, got {self.patch_size}")
 
-    def to_dict(self) -> dict:
-        return {"spacing_mm": self.spacing_mm, "patch_size": self.patch_size, "network": self.network.to_dict()}
+    def to_manifest(self) -> dict:
+        """The manifest keys that rebuild the model: the network (``architecture``, its class named by ``type``)
+        and the input geometry (``input``); the layout both tasks' manifests share."""
+        return {"architecture": {"type": IterativeFCN.__name__, **self.network.to_dict()},
+                "input": {"spacing_mm": self.spacing_mm, "patch_size": self.patch_size}}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "VertebraModelSettings":
+    def from_manifest(cls, manifest: dict) -> "VertebraModelSettings":
+        """Read the settings from a manifest (other keys are ignored)."""
+        values = manifest["input"]
         return cls(
             spacing_mm=float(values["spacing_mm"]),
             patch_size=int(values["patch_size"]),
-            network=IterativeFCNConfig(**values["network"]),
+            network=IterativeFCNConfig(**{k: v for k, v in manifest["architecture"].items() if k != "type"}),
         )
 
 

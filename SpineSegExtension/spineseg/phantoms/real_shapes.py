@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -35,15 +34,12 @@ from ..volume import Volume, VolumeKind, orientation_code
 from .layout import PlacedVertebra
 
 __all__ = [
-    "DEFAULT_SAMPLE_DIR", "DEFAULT_LABEL_MAP", "DEFAULT_CENTROIDS", "FAR_MM",
-    "RealShape", "RealShapeLibrary", "default_library", "load_sample_folder", "load_shape_folders",
+    "FAR_MM",
+    "RealShape", "RealShapeLibrary", "load_sample_folder", "load_shape_folders",
     "REAL_SHAPE_RANGE", "REAL_SHAPE_PROBABILITY", "real_stand_ins",
 ]
 
 # The VerSe sample beside the checkout: <checkout>/../shared/data/real/ct_verse_sample.
-DEFAULT_SAMPLE_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "real" / "ct_verse_sample"
-DEFAULT_LABEL_MAP = DEFAULT_SAMPLE_DIR / "sub-verse004_seg-vert_msk.nii.gz"
-DEFAULT_CENTROIDS = DEFAULT_SAMPLE_DIR / "sub-verse004_seg-subreg_ctd.json"
 
 # Signed distance (mm) returned outside a level's cropped field: far outside any bone.
 FAR_MM = 1000.0
@@ -238,17 +234,16 @@ class RealShapeLibrary:
         Without ``centroids``, each label's own centroid sets the axial direction.
 
         Raises:
-            FileNotFoundError: a file is missing (the default sample lives beside the checkout).
+            FileNotFoundError: a file is missing.
             ValueError: the label map holds no vertebra labels, or the files disagree.
         """
         label_map = Path(label_map)
         for path in (label_map, None if centroids is None else Path(centroids)):
             if path is not None and not path.is_file():
                 raise FileNotFoundError(
-                    f"real vertebra shapes: {path} not found. The VerSe sample belongs in "
-                    f"{DEFAULT_SAMPLE_DIR} (../shared/data/real/ct_verse_sample beside the checkout; see "
-                    "../shared/data/real/README.md); put it there or pass the paths of a VerSe label map "
-                    "and centroid file")
+                    f"real vertebra shapes: {path} not found. The project's VerSe sample is "
+                    "../shared/data/real/ct_verse_sample beside the checkout (see ../shared/data/real/README.md); "
+                    "pass the paths of a VerSe label map and centroid file")
         volume = read_volume(label_map, VolumeKind.LABEL)
         volume = volume.with_array(np.rint(volume.array).astype(np.int16))
         present = [int(label) for label in np.unique(volume.array) if 1 <= label <= 28]
@@ -346,7 +341,8 @@ def load_sample_folder(folder: str | Path) -> RealShapeLibrary:
     if not masks:
         raise FileNotFoundError(
             f"real vertebra shapes: expected VerSe label maps (*_msk.nii.gz) in {folder}, found none; "
-            f"the project's sample is {DEFAULT_SAMPLE_DIR} (see ../shared/data/real/README.md)")
+            "the project's sample is ../shared/data/real/ct_verse_sample beside the checkout (see "
+            "../shared/data/real/README.md)")
     libraries = []
     for mask in masks:
         stem = mask.name.split("_seg")[0]
@@ -362,9 +358,3 @@ def load_shape_folders(folders: str) -> RealShapeLibrary:
     names = [name.strip() for name in folders.split(",") if name.strip()]
     libraries = [load_sample_folder(name) for name in names]
     return libraries[0] if len(libraries) == 1 else RealShapeLibrary.merged(libraries)
-
-
-@lru_cache(maxsize=1)
-def default_library() -> RealShapeLibrary:
-    """The library of the VerSe sample beside the checkout, loaded once per process."""
-    return RealShapeLibrary.load(DEFAULT_LABEL_MAP, DEFAULT_CENTROIDS)

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from ..choices import DeviceChoice, Task
 from ..errors import InputError
 from ..publish import atomic_path
-from ..vertebrae.sampler import SamplerConfig
+from .vertebra_sampler import SamplerConfig
 
 __all__ = [
     "Task",
@@ -162,7 +162,7 @@ class ValidationConfig:
     patches: int = 32  # vertebrae: fixed validation patches
     scans: int = 0  # vertebrae: validation cases also segmented whole; when > 0, their mean Dice is the score
     real_folder: str = ""  # folder of the real validation scans (../shared/data/real); "" = none. Never trained on.
-    # Discs: read each real scan again under every spineseg.discs.real_scans.PERTURBATIONS change (tilted,
+    # Discs: read each real scan again under every spineseg.evaluation.real_mris.PERTURBATIONS change (tilted,
     # resized, re-contrasted) and score the mean, so that the export is not chosen on one lucky reading.
     real_perturbed: bool = False
 

@@ -21,18 +21,18 @@ slab averages). Variety then comes from on-the-fly augmentation:
 
 Validation decodes each validation slab exactly as inference does
 (:func:`spineseg.discs.decode.decode_chain`, anchors included) and scores the
-discs with :func:`spineseg.discs.metrics.score_discs` in the slab plane (8 mm
+discs with :func:`spineseg.evaluation.disc_metrics.score_discs` in the slab plane (8 mm
 threshold). The phantom score is the number of discs found with the right
 label divided by the larger of the reference and predicted counts, so misses,
 spurious discs and wrong labels all lower it. With ``validation.real_folder``
-set, the real MRIs of :mod:`spineseg.discs.real_scans` (validation only,
+set, the real MRIs of :mod:`spineseg.evaluation.real_mris` (validation only,
 never trained on) are labelled whole, slab and all, and scored as in their
 done-when (named right within 5 mm / 3 mm head to foot); the real score is
 the mean over scans of the share of their discs named right, and the score
 that picks the exported model is the mean of the phantom and real scores.
 Both, and each scan's share, are columns of ``metrics.csv``. With
 ``validation.real_perturbed`` each real scan is also read tilted, resized and
-re-contrasted (:data:`spineseg.discs.real_scans.PERTURBATIONS`) and its share
+re-contrasted (:data:`spineseg.evaluation.real_mris.PERTURBATIONS`) and its share
 is the mean over these readings: one reading of a few scans can be luck (the
 bundled v3 names 11 of PAM50's 18 discs as it lies, none leaning 4 degrees). Where the folder holds the
 real lumbar exams, two more columns pool them over all their readings: ``real_lumbar_named`` (the share of
@@ -60,11 +60,12 @@ from tqdm import tqdm
 
 from ...anatomy import STANDARD_LEVELS
 from ...discs.decode import decode_chain
-from ...discs.loss import heatmap_loss
-from ...discs.metrics import DiscScores, score_discs, summarise
+from ..disc_loss import heatmap_loss
+from ...evaluation.disc_metrics import DiscScores, score_discs, summarise
 from ...discs.pipeline import read_discs
+from ...networks.disc_model import DiscModel, DiscModelSettings
 from ...networks.hourglass import AttentionHourglassNet, HourglassConfig
-from ...discs.real_scans import (PERTURBATIONS, RealScan, is_lumbar_exam, load_real_scans, lumbar_summary,
+from ...evaluation.real_mris import (PERTURBATIONS, RealScan, is_lumbar_exam, load_real_scans, lumbar_summary,
                                  perturbed_scan, score_real_scan)
 from ...discs.slab import extract_slab, find_midsagittal_x, slab_planes
 from ...discs.targets import N_CHANNELS, channel_of, render_heatmaps
@@ -81,7 +82,7 @@ from ..config import Layout, TrainingConfig
 from ..datasets import DataSplit
 
 __all__ = ["Acquisition", "acquisition_effects", "SlabSample", "phantom_sample", "make_training_set", "slab_sample_from_files", "augment_batch",
-           "disc_manifest", "DiscTask"]
+           "disc_settings", "disc_manifest", "DiscTask"]
 
 OUTPUT_STRIDE = 4  # input pixels per heatmap pixel
 SLAB_THICKNESS_MM = 6.0
@@ -358,17 +359,20 @@ def slab_sample_from_files(image_path: Path, labels_path: Path, size: int = 256,
     return SlabSample(slab.image, points, slab.slab_to_ras, points_ras, contrast)
 
 
+def disc_settings(network: HourglassConfig, input_size: int) -> DiscModelSettings:
+    """The input settings of a disc network trained here (the slab geometry is fixed for training)."""
+    return DiscModelSettings(input_size, OUTPUT_STRIDE, SLAB_THICKNESS_MM, network)
+
+
 def disc_manifest(network: HourglassConfig, input_size: int, sigma: float) -> dict:
-    """The manifest part :class:`~spineseg.networks.disc_model.DiscModel` needs to rebuild and run a network."""
+    """The manifest part :class:`~spineseg.networks.disc_model.DiscModel` needs to rebuild and run a network,
+    with what it was trained to output."""
     return {
         "task": "discs",
-        "architecture": {"type": "AttentionHourglassNet", **network.to_dict()},
-        "input_size": [input_size, input_size],
-        "output_stride": OUTPUT_STRIDE,
+        **disc_settings(network, input_size).to_manifest(),
         "heatmap_sigma_px": sigma,
         "channels": {"input": [f"mid-sagittal slab, {SLAB_THICKNESS_MM:g} mm mean, z-scored"],
                      "output": [f"disc {n}" for n in DISC_NUMBERS]},
-        "slab_thickness_mm": SLAB_THICKNESS_MM,
     }
 
 
@@ -460,12 +464,8 @@ class DiscTask:
 
     @torch.inference_mode()
     def validate(self, network: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        network.eval()
-
-        def heatmaps(image: np.ndarray) -> np.ndarray:
-            tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
-            return network(tensor)[-1][0].float().cpu().numpy()
-
+        settings = disc_settings(self.network_config, self.config.model.input_size)
+        heatmaps = DiscModel(network, settings, device).heatmaps  # as inference runs it
         scores: list[DiscScores] = []
         for sample in self.validation_samples:
             pixel_mm = float(np.linalg.norm(sample.slab_to_ras[:, 0]))

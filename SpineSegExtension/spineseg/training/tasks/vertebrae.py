@@ -1,7 +1,7 @@
 """The vertebra task adapter of :mod:`spineseg.training`: cases, batches, loss, validation and manifest.
 
 Training follows the paper: batch size 1 by default, the published sampler
-(:mod:`spineseg.vertebrae.sampler`) and loss (:mod:`spineseg.vertebrae.loss`). Cases are CT phantoms generated on
+(:mod:`spineseg.training.vertebra_sampler`) and loss (:mod:`spineseg.training.vertebra_loss`). Cases are CT phantoms generated on
 the model's grid, or CTs with VerSe label maps resampled onto it exactly as
 inference does (:func:`~spineseg.vertebrae.pipeline.prepare_working_image`).
 
@@ -14,7 +14,7 @@ is the mean of Dice, identification and completeness accuracy. With
 segmented whole by the inference walk and naming, and the score becomes
 their mean level-matched Dice (a vertebra named wrong scores 0): what a user
 gets from a scan, where patch scores are a noisy guide to it. With
-``validation.real_folder`` set, the real CTs there (:mod:`spineseg.vertebrae.real_scans`) are
+``validation.real_folder`` set, the real CTs there (:mod:`spineseg.evaluation.real_cts`) are
 segmented by the whole pipeline too, and the score is the mean of the phantom
 and the real score, so real scans help choose the exported model. They are
 never trained on.
@@ -43,17 +43,17 @@ from ...networks.unet3d import IterativeFCN, IterativeFCNConfig
 from ...phantoms.ct import random_ct_phantom
 from ...phantoms.ct_appearance import CT_APPEARANCE, synthesize_ct
 from ...phantoms.real_shapes import RealShapeLibrary, load_shape_folders
-from ...vertebrae.loss import IterativeFCNLoss
+from ..vertebra_loss import IterativeFCNLoss
 from ...networks.vertebra_model import VertebraModel, VertebraModelSettings
 from ...vertebrae.pipeline import find_vertebrae, label_working_grid, prepare_working_image, segment_vertebrae
-from ...vertebrae.sampler import PatchSampler, TrainingCase, TrainingPatch
+from ..vertebra_sampler import PatchSampler, TrainingCase, TrainingPatch
 from ...volume import VolumeKind
 from ...publish import atomic_path
 from ..cache import cache_folder, case_key
 from ..config import Layout, Task, TrainingConfig
 from ..datasets import DataSplit, Subject, read_dataset
 from ..label_mapping import apply_mapping, describe_mapping, resolve_mapping
-from ...vertebrae.real_scans import read_real_cts, score_real_ct
+from ...evaluation.real_cts import read_real_cts, score_real_ct
 
 __all__ = ["phantom_cases", "case_from_files", "cached_vertebra_case", "prepare_cases", "stack_patches", "VertebraTask"]
 
@@ -117,7 +117,7 @@ def cached_vertebra_case(
 
     ``label_mapping`` (``data.label_mapping``) renumbers the labels first; the numbers it maps are part of the key.
 
-    Returns the :class:`~spineseg.vertebrae.sampler.TrainingCase`, or None for a case that is skipped (L6 or
+    Returns the :class:`~spineseg.training.vertebra_sampler.TrainingCase`, or None for a case that is skipped (L6 or
     T13); the skip is cached too. Errors (unreadable files, bad labels) are raised and not cached.
     """
     mapping = resolve_mapping(label_mapping) if label_mapping else None
@@ -333,8 +333,7 @@ class VertebraTask:
     def manifest(self) -> dict:
         return {
             "task": "vertebrae",
-            "architecture": "IterativeFCN (Lessmann et al. 2018/2019), 3D U-Net with completeness and level heads",
-            "input": self.settings.to_dict(),
+            **self.settings.to_manifest(),
             "channels": ["CT (HU clipped to [-1000, 3096], divided by 1000; outside scan -2)", "instance memory"],
         }
 

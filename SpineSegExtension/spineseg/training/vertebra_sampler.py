@@ -25,8 +25,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..anatomy import level_to_position
-from .loss import boundary_weights
-from .patches import OUTSIDE_VALUE, extract_patch, normalise_ct
+from .vertebra_loss import boundary_weights
+from ..vertebrae.patches import OUTSIDE_VALUE, extract_patch, normalise_ct
 
 __all__ = ["TrainingCase", "TrainingPatch", "PatchSampler", "SamplerConfig", "Appearance", "OUTSIDE_CLASS"]
 

@@ -28,10 +28,9 @@ from ..metrics import score_vertebrae
 from ..perturbation import POSE_CHANGES, Perturbation, perturbed_volume
 from ..volume import Volume, VolumeKind
 
-__all__ = ["DEFAULT_REAL_FOLDER", "TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS",
+__all__ = ["TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS",
            "perturbed_ct"]
 
-DEFAULT_REAL_FOLDER = Path(__file__).resolve().parents[4] / "shared" / "data" / "real"
 # TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
 TOTALSEG_TO_VERSE = {25: 26, 26: 26, 27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18}
 
