@@ -73,7 +73,7 @@ def _bone_with_marrow(
 
 def divide_bone(
     labels: np.ndarray, probability: np.ndarray, hounsfield: np.ndarray, spacing_mm: tuple[float, float, float],
-    superior_axis: int, canal: np.ndarray | None = None,
+    superior_axis: int, canal: np.ndarray | None = None, seeds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The label map that gives each bone voxel near the painted vertebrae to one of them.
 
@@ -84,16 +84,19 @@ def divide_bone(
         spacing_mm: voxel size along the three axes.
         superior_axis: the array axis closest to head-foot (slices across it are axial).
         canal: voxels of the spinal canal's centre line (see :mod:`.frame`), never bone; None where not found.
+        seeds: where each flood starts (VerSe numbers, 0 elsewhere); by default the network's confident voxels
+            (see :func:`.body_chain.regroup_at_discs` for seeds placed by the chain of bodies).
 
     Returns:
         A new label map: the watershed of the bone from the network's confident voxels, plus those confident
         voxels themselves where the CT shows no bone (dark marrow on an open slice); and the bone it divided
         (with the marrow its slices enclose).
     """
-    seeds = np.where(probability >= SEED_PROBABILITY, labels, 0).astype(np.int32)
+    confident = (probability >= SEED_PROBABILITY) & (labels > 0)
+    seeds = (np.where(confident, labels, 0) if seeds is None else seeds).astype(np.int32)
     if not seeds.any():
         return labels.copy(), np.zeros(labels.shape, bool)
-    near = ndimage.distance_transform_edt(seeds == 0, sampling=spacing_mm) <= BONE_REACH_MM
+    near = ndimage.distance_transform_edt(~(confident | (seeds > 0)), sampling=spacing_mm) <= BONE_REACH_MM
     canal = np.zeros(labels.shape, bool) if canal is None else canal
     bone, marrow = _bone_with_marrow(hounsfield, spacing_mm, superior_axis, canal)
     # A body's marrow joins whole where any of it is near (its middle lies farther from the cortex seen).

@@ -25,6 +25,7 @@ from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import find_anchors
+from .body_chain import DiscPlane, regroup_at_discs
 from .bone_division import divide_bone
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
 from .frame import find_spine_frame
@@ -434,6 +435,18 @@ def _naming_warnings(record: NamingRecord, found_any: bool) -> list[str]:
     return warnings
 
 
+def _translation(offset: list[int]) -> np.ndarray:
+    """The 4 x 4 matrix that moves voxel indices by ``offset``."""
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
+
+
+def _anchored_level(naming: Naming) -> int | None:
+    """The level of the piece the naming's anchor marks (None when unanchored)."""
+    return None if naming.anchor is None else naming.levels[naming.found[naming.anchor]]
+
+
 def label_working_grid(found: list[FoundVertebra], levels: list[int], shape: tuple[int, int, int]) -> np.ndarray:
     """The label map of named vertebrae on the working grid itself (no bone refinement): for validation."""
     grid = Grid(shape, np.eye(4))  # painting onto its own grid: only the shape matters
@@ -448,6 +461,7 @@ def segment_vertebrae(
     settings: TraversalSettings | None = None,
     refine_with_bone: bool = True,
     force_modality: bool = False,
+    disc_planes: "list[DiscPlane] | None" = None,
 ) -> VertebraeResult:
     """Find, outline and name every vertebra of a CT.
 
@@ -461,6 +475,8 @@ def segment_vertebrae(
             :func:`.bone_division.divide_bone`), snap boundaries to bone in the full-resolution CT (see
             ``_refine_with_bone``) and fill the marrow each vertebra's cortex encloses (see ``_fill_enclosed_marrow``).
         force_modality: run even if the intensities say this is not a CT in Hounsfield units.
+        disc_planes: the CT's intervertebral discs head to foot; with them each vertebra's body is seeded between
+            two discs (see :func:`.body_chain.regroup_at_discs`).
 
     Returns:
         The label map in the input's grid (VerSe numbers), one record per vertebra head to foot, and the
@@ -507,7 +523,15 @@ def segment_vertebrae(
         progress(0.92, "dividing the bone between the vertebrae")
         canal = None if frame is None else frame.canal_voxels(volume.affine, volume.shape, region)
         superior_axis = int(closest_ras_axes(volume.direction)[0][2])
-        labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal)
+        seeds = None
+        if disc_planes and frame is not None:
+            box_to_ras = volume.affine @ _translation([s.start for s in region])
+            seeds, origin = regroup_at_discs(labels, best >= MASK_PROBABILITY, hounsfield, box_to_ras, disc_planes,
+                                             frame.canal, _anchored_level(naming))
+            # A vertebra of the chain is as complete as the piece it came from; a body the walk missed lies
+            # between two found ones, inside the scan.
+            completeness_by_level = {new: completeness_by_level.get(old, 1.0) for new, old in sorted(origin.items())}
+        labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds)
         boxes = ndimage.find_objects(labels) if labels.size else []
     for index, (level, completeness) in enumerate(completeness_by_level.items()):
         box = boxes[level - 1] if level <= len(boxes) else None

@@ -1,0 +1,229 @@
+"""The chain of vertebrae: the walk's pieces regrouped between the disc planes, one vertebra per slab.
+
+A spine is a chain: one body in front of the canal, a disc between two
+bodies. The walk's pieces do not know that: on a real chest CT each piece took
+the lower half of one body and the upper half of the next. Given the disc
+planes, the bone falls into slabs, one vertebra each: carried on backwards, a
+disc's plane passes between two arches too (on the chest CT's reference labels
+84 % of each arch lies between its own two planes, as many as with any shift
+or tilt tried). Each piece is matched to one slab (in order head to foot, by
+the overlap of their bodies), the slabs are named by their place in the chain,
+and the pieces' confident voxels take the name of the slab they lie in; near a
+plane the bone division (:mod:`.bone_division`) finds the boundary. A slab
+between two matched ones that no piece took is a vertebra the walk missed: it
+is named by the count and seeded from its own bone.
+
+Where the planes and the pieces disagree (a disc the planes missed, a plane
+inside a body) nothing is regrouped. C1, C2 and the sacrum keep their pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DiscPlane", "in_body_region", "body_slabs", "match_in_order", "regroup_at_discs"]
+
+# The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
+# within BODY_HALF_WIDTH_MM of it across (adult bodies: 15-50 mm wide, 15-35 mm deep, plus the cortex's blur).
+CANAL_RADIUS_MM = 6.0
+BODY_DEPTH_MM = 70.0
+BODY_HALF_WIDTH_MM = 30.0
+# The canal's line often ends inside the last vertebra it passes (the ring of bone opens below a body); the
+# chain reaches this far beyond its ends (about one body).
+CANAL_END_REACH_MM = 30.0
+# A vertebra the walk missed is seeded from its slab's bone (HU) within this distance of the canal's centre (a
+# lumbar transverse process reaches about 40 mm from it, a spinous process about 50 mm behind it).
+MISSED_BONE_HU = 150.0
+MISSED_REACH_MM = 50.0
+# Seeds stay this far from a disc plane (the plane's error and the endplates' thickness): the bone division
+# finds the boundary there.
+SEED_MARGIN_MM = 3.0
+# The chain is not believed when a piece holds this share of its body in a slab another piece took (a disc the
+# planes missed), or a slab's height is outside this range of the median slab's (a plane inside a body).
+MERGED_BODY_SHARE = 0.6
+SLAB_HEIGHT_RANGE = (0.5, 1.7)
+# Levels that regrouping may give: C3-L5 (C1-C2 and the sacrum keep their pieces).
+FIRST_CHAIN_LEVEL, LAST_CHAIN_LEVEL = 3, 24
+
+
+@dataclass(frozen=True)
+class DiscPlane:
+    """An intervertebral disc: its centre on the body line (RAS mm) and the body line's direction there (a unit
+    vector towards the head), which is the disc's normal."""
+
+    centre: np.ndarray
+    normal: np.ndarray
+
+
+def _canal_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """The canal's centre (RAS mm) at each superior coordinate in ``heights`` (clamped at the line's ends)."""
+    order = np.argsort(canal[:, 2])
+    line = canal[order]
+    return np.stack([np.interp(heights, line[:, 2], line[:, a]) for a in range(3)], axis=1)
+
+
+def _along_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """Whether each point lies between the canal's ends, or beyond them by at most ``CANAL_END_REACH_MM``."""
+    return (ras[:, 2] >= canal[:, 2].min() - CANAL_END_REACH_MM) & (ras[:, 2] <= canal[:, 2].max() + CANAL_END_REACH_MM)
+
+
+def in_body_region(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """Whether each point of ``ras`` (n x 3) lies in front of the canal within a body's reach, beside the canal's
+    line (between its ends)."""
+    centre = _canal_at(ras[:, 2], canal)
+    forward = ras[:, 1] - centre[:, 1]
+    across = np.abs(ras[:, 0] - centre[:, 0])
+    inside = (forward > CANAL_RADIUS_MM) & (forward < BODY_DEPTH_MM) & (across < BODY_HALF_WIDTH_MM)
+    return inside & _along_canal(ras, canal)
+
+
+def _slab_and_distance(ras: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, np.ndarray]:
+    """For points ``ras`` (n x 3): how many of the ``planes`` lie above each, and its distance to the nearest."""
+    below = np.zeros(len(ras), int)
+    nearest = np.full(len(ras), np.inf)
+    for plane in planes:
+        height = (ras - plane.centre) @ plane.normal
+        below += (height < 0).astype(int)
+        nearest = np.minimum(nearest, np.abs(height))
+    return below, nearest
+
+
+def body_slabs(ras: np.ndarray, planes: list[DiscPlane], canal: np.ndarray) -> np.ndarray:
+    """For points ``ras`` (n x 3), the body slab each lies in (0 above the first disc, i below the i-th), or -1
+    where the point is not in front of the canal within a body's reach or lies beyond the canal's ends."""
+    return np.where(in_body_region(ras, canal), _slab_and_distance(ras, planes)[0], -1)
+
+
+def match_in_order(overlap: np.ndarray) -> list[int | None]:
+    """Match rows (pieces, head to foot) to columns (slabs, head to foot) one to one and in order, maximising the
+    summed ``overlap``; a row with no overlap worth matching gets None."""
+    rows, columns = overlap.shape
+    best = np.zeros((rows + 1, columns + 1))
+    for r in range(1, rows + 1):
+        for c in range(1, columns + 1):
+            best[r, c] = max(best[r - 1, c], best[r, c - 1], best[r - 1, c - 1] + overlap[r - 1, c - 1])
+    matched: list[int | None] = [None] * rows
+    r, c = rows, columns
+    while r > 0 and c > 0:
+        if best[r, c] == best[r - 1, c]:
+            r -= 1
+        elif best[r, c] == best[r, c - 1]:
+            c -= 1
+        else:
+            matched[r - 1] = c - 1 if overlap[r - 1, c - 1] > 0 else None
+            r, c = r - 1, c - 1
+    return matched
+
+
+def _chain_is_consistent(overlap: np.ndarray, matched: list[int | None], planes: list[DiscPlane]) -> bool:
+    """Whether the disc planes and the pieces tell one story: every piece matched, no piece with a large share
+    of its body in a slab another piece took (a disc the planes missed), and every slab of the chain between the
+    first and the last matched one about as tall as the others (a plane inside a body makes two short slabs)."""
+    if any(s is None for s in matched):
+        return False
+    shares = overlap / overlap.sum(axis=1, keepdims=True)
+    for row, s in enumerate(matched):
+        for other, t in enumerate(matched):
+            if other != row and shares[row, t] >= MERGED_BODY_SHARE:
+                return False
+    first, last = min(matched), max(matched)
+    heights = np.array([np.linalg.norm(planes[s].centre - planes[s - 1].centre) for s in range(max(first, 1),
+                                                                                              min(last + 1,
+                                                                                                  len(planes)))])
+    if len(heights) == 0:
+        return True
+    typical = float(np.median(heights))
+    return bool(np.all((heights >= SLAB_HEIGHT_RANGE[0] * typical) & (heights <= SLAB_HEIGHT_RANGE[1] * typical)))
+
+
+def regroup_at_discs(
+    labels: np.ndarray, sure: np.ndarray, hounsfield: np.ndarray, ras_of: np.ndarray, planes: list[DiscPlane],
+    canal: np.ndarray | None, anchored_level: int | None = None,
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Seeds for the bone division, one vertebra between each two disc planes.
+
+    Args:
+        labels: the painted vertebrae (VerSe numbers) over a box of the CT's grid.
+        sure: where the painted label is confident (the network's mask).
+        hounsfield: the CT over the same box.
+        ras_of: 4 x 4 matrix from the box's voxel indices to RAS mm.
+        planes: the disc planes, head to foot.
+        canal: the spinal canal's centre line (n x 3, RAS mm), or None.
+        anchored_level: the level an anatomical anchor fixed, if any: the chain keeps it (else the names most
+            pieces already carry).
+
+    Returns:
+        The seed label map and, for each vertebra in it, the level of the piece it came from (a body the walk
+        missed: its own level). Between the canal's ends each confident voxel of the chain's pieces takes the
+        name of its slab (body and arch alike: a disc plane carried on backwards passes between two arches),
+        except within ``SEED_MARGIN_MM`` of a plane, where the bone division finds the boundary; a body the walk
+        missed is seeded from its bone. Where the planes and the pieces disagree (see
+        ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
+    """
+    seeds = np.where(sure, labels, 0).astype(labels.dtype)
+    unchanged = {int(level): int(level) for level in np.unique(seeds) if level > 0}
+    if len(planes) < 2 or canal is None or len(canal) < 2:
+        return seeds, unchanged
+    where = np.argwhere(seeds > 0)
+    ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
+    slab = body_slabs(ras, planes, canal)
+    values = seeds[tuple(where.T)]
+    pieces = [int(v) for v in np.unique(values) if FIRST_CHAIN_LEVEL <= v <= LAST_CHAIN_LEVEL]
+    overlap = np.array([[np.count_nonzero((values == level) & (slab == s)) for s in range(len(planes) + 1)]
+                        for level in pieces], float).reshape(len(pieces), len(planes) + 1)
+    # Pieces with no voxel in a body region (beyond the canal's ends) stay as the walk found them.
+    judged = overlap.sum(axis=1) > 0
+    pieces = [level for level, j in zip(pieces, judged) if j]
+    if len(pieces) < 2:
+        return seeds, unchanged
+    matched = match_in_order(overlap[judged])
+    if not _chain_is_consistent(overlap[judged], matched, planes):
+        return seeds, unchanged
+    pairs = list(zip(pieces, [int(s) for s in matched]))
+    # The chain's names: slab s is vertebra first + s. Keep the anchored level where a piece carries it, else the
+    # offset most pieces agree with.
+    offsets = np.array([level - s for level, s in pairs])
+    anchor_offsets = [level - s for level, s in pairs if level == anchored_level]
+    first = anchor_offsets[0] if anchor_offsets else int(np.bincount(offsets - offsets.min()).argmax() + offsets.min())
+    slab_everywhere, plane_distance = _slab_and_distance(ras, planes)
+    along = _along_canal(ras, canal)
+    chain_piece = np.isin(values, pieces)
+    renamed = {level: first + s for level, s in pairs}
+    new_values = values.copy()
+    outside = chain_piece & ~along
+    new_values[outside] = [renamed[int(v)] for v in values[outside]]
+    inside = chain_piece & along
+    new_values[inside] = np.where(plane_distance[inside] > SEED_MARGIN_MM, first + slab_everywhere[inside], 0)
+    valid = ((new_values >= FIRST_CHAIN_LEVEL) & (new_values <= LAST_CHAIN_LEVEL)) | ~chain_piece
+    new_values[~valid] = 0
+    seeds[tuple(where.T)] = new_values
+    # Bodies the walk missed: slabs between the first and last matched ones.
+    taken = {s for _, s in pairs}
+    missed = [s for s in range(min(taken), max(taken)) if s not in taken]
+    seeds = _seed_missed_vertebrae(seeds, hounsfield, ras_of, planes, canal, missed, first)
+    origin = {level: level for level in unchanged if level not in pieces}
+    origin.update({first + s: level for level, s in pairs if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
+    origin.update({first + s: first + s for s in missed if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
+    return seeds, origin
+
+
+def _seed_missed_vertebrae(
+    seeds: np.ndarray, hounsfield: np.ndarray, ras_of: np.ndarray, planes: list[DiscPlane], canal: np.ndarray,
+    missed: list[int], first: int,
+) -> np.ndarray:
+    """Seed each missed slab's vertebra from its own bone: voxels of at least ``MISSED_BONE_HU`` between its two
+    disc planes (and ``SEED_MARGIN_MM`` from them), within ``MISSED_REACH_MM`` of the canal's centre across."""
+    missed = [s for s in missed if 0 < s < len(planes) and FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL]
+    if not missed:
+        return seeds
+    where = np.argwhere((hounsfield >= MISSED_BONE_HU) & (seeds == 0))
+    ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
+    slab, distance = _slab_and_distance(ras, planes)
+    across = np.linalg.norm((ras - _canal_at(ras[:, 2], canal))[:, :2], axis=1)
+    reach = (across < MISSED_REACH_MM) & (distance > SEED_MARGIN_MM)
+    for s in missed:
+        inside = reach & (slab == s)
+        seeds[tuple(where[inside].T)] = first + s
+    return seeds

@@ -1,0 +1,100 @@
+"""The chain of bodies: pieces regrouped between the disc planes (issue 28, items 2-4).
+
+The disc planes here are the phantoms' own (their layout), so that these tests judge the regrouping alone;
+the planes' detection from the CT is judged in its own tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spineseg.phantoms.ct import make_ct_phantom
+from spineseg.vertebrae.body_chain import DiscPlane, regroup_at_discs
+from spineseg.vertebrae.bone_division import divide_bone
+from spineseg.vertebrae.frame import find_spine_frame
+
+LEVELS = list(range(17, 25))  # T10-L5
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_ct_phantom(LEVELS, spacing=1.5, seed=7, field_of_view_cut=False)
+
+
+def true_planes(phantom, shift_mm: float = 0.0) -> list[DiscPlane]:
+    """The phantom's discs as planes, head to foot, moved ``shift_mm`` towards the head."""
+    planes = []
+    for disc in phantom.layout.discs:
+        normal = disc.frame[:, 2] * np.sign(disc.frame[2, 2])
+        planes.append(DiscPlane(disc.centre + shift_mm * normal, normal))
+    return sorted(planes, key=lambda plane: -plane.centre[2])
+
+
+def pieces_between(phantom, planes: list[DiscPlane], first_level: int) -> np.ndarray:
+    """The phantom's bone cut into pieces at ``planes``, named ``first_level`` onwards head to foot."""
+    where = np.argwhere(phantom.labels.array > 0)
+    ras = phantom.image.ijk_to_ras(where)
+    below = sum(((ras - p.centre) @ p.normal < 0).astype(int) for p in planes)
+    pieces = np.zeros(phantom.labels.shape, np.uint8)
+    pieces[tuple(where.T)] = first_level + below
+    return pieces
+
+
+def regroup(phantom, pieces: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, dict[int, int]]:
+    canal = find_spine_frame(phantom.image).canal
+    hounsfield = phantom.image.array.astype(np.float32)
+    return regroup_at_discs(pieces, pieces > 0, hounsfield, phantom.image.affine, planes, canal)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def divide(phantom, pieces: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    probability = np.where(pieces > 0, 0.9, 0.0).astype(np.float32)
+    return divide_bone(pieces, probability, phantom.image.array.astype(np.float32), phantom.image.spacing,
+                       superior_axis=2, seeds=seeds)[0]
+
+
+def test_pieces_that_each_hold_one_body_and_the_next_one_are_regrouped_at_the_discs(phantom):
+    """Each piece holds the lower half of one vertebra and the upper half of the next (the fault seen on a real
+    chest CT); between the true disc planes each vertebra gets its own seeds, and the bone division then
+    outlines each vertebra as well as from pieces the walk had cut right."""
+    truth = phantom.labels.array
+    planes = true_planes(phantom)
+    straddling = pieces_between(phantom, true_planes(phantom, shift_mm=-15.0), LEVELS[0])
+    seeds, origin = regroup(phantom, straddling, planes)
+    seeded = seeds > 0
+    assert (seeds[seeded] == truth[seeded]).mean() > 0.95
+    as_found = divide(phantom, straddling)
+    regrouped = divide(phantom, straddling, seeds)
+    cut_right = divide(phantom, truth)
+    gaps = []
+    for level in LEVELS:
+        best = dice(cut_right == level, truth == level)
+        assert dice(as_found == level, truth == level) < best - 0.15
+        gaps.append(best - dice(regrouped == level, truth == level))
+    assert max(gaps) < 0.1 and np.mean(gaps) < 0.05, gaps
+    assert set(origin) == set(LEVELS)
+
+
+def test_a_vertebra_the_walk_missed_is_seeded_and_named_by_the_count_along_the_chain(phantom):
+    truth = phantom.labels.array
+    pieces = truth.copy()
+    pieces[pieces == 21] = 0  # the walk missed L2
+    seeds, origin = regroup(phantom, pieces, true_planes(phantom))
+    assert origin[21] == 21 and (seeds == 21).any()
+    divided = divide(phantom, pieces, seeds)
+    cut_right = divide(phantom, truth)
+    for level in (20, 21, 22):
+        assert dice(divided == level, truth == level) > dice(cut_right == level, truth == level) - 0.05
+
+
+def test_planes_that_miss_a_disc_leave_the_pieces_as_they_are(phantom):
+    pieces = pieces_between(phantom, true_planes(phantom, shift_mm=-15.0), LEVELS[0])
+    planes = true_planes(phantom)
+    del planes[3]  # a disc the planes missed: two bodies in one slab
+    seeds, origin = regroup(phantom, pieces, planes)
+    assert np.array_equal(seeds, pieces)
+    assert all(new == old for new, old in origin.items())
