@@ -6,15 +6,27 @@ Measured with vertebrae-ct-synth-v7 (L1-sacrum, the top cut by the scan):
 names identical everywhere; volumes against the 1 mm scan within 8 % at
 0.7 mm, within 11 % (L1, cut: 29 %) at 2 mm and up to 48 % at 1 x 1 x 2.5 mm,
 where bone refinement sees each boundary through 2.5 mm slices.
+
+The shared real CT (3 mm, ../shared/data/real) runs as it is and as copies made
+from it (:func:`spineseg.perturbation.resampled_scan`): names identical and
+volumes within 10 % is the target (issue 32). Where a copy does not meet it yet,
+the case is a strict xfail whose reason holds the figure measured with
+``tools/sampling_invariance.py`` (2026-12-07), so that a fix shows up as a failure
+to be turned into a pass.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from spineseg.model_store import load_model
+from conftest import require_real_data
 from spineseg.choices import Task
+from spineseg.io import read_volume
+from spineseg.labels import vertebra_name
+from spineseg.model_store import load_model
+from spineseg.perturbation import mirrored_scan, resampled_scan
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.vertebrae.pipeline import segment_vertebrae
 from spineseg.volume import Volume
@@ -32,12 +44,23 @@ def volumes(image: Volume, model) -> dict[int, float]:
     return {record.level: record.volume_ml for record in result.vertebrae}
 
 
-def mirrored(image: Volume) -> Volume:
-    """The same image stored with its first axis reversed: a left-handed grid, the same anatomy."""
-    affine = image.affine.copy()
-    affine[:3, 3] = image.affine[:3, 3] + image.affine[:3, 0] * (image.shape[0] - 1)
-    affine[:3, 0] *= -1
-    return Volume(image.array[::-1].copy(), affine)
+def test_a_resampled_copy_holds_the_same_anatomy_in_the_same_place():
+    """Coarser axes keep each region's mean HU (area-preserving), finer ones interpolate, and the copy lies where
+    the scan lies (the same first face, the same point at the same voxel centre)."""
+    rng = np.random.default_rng(5)
+    image = Volume(rng.normal(0.0, 300.0, (12, 10, 8)).astype(np.float32), np.diag([3.0, 3.0, 3.0, 1.0]))
+    coarse = resampled_scan(image, (4.0, 4.0, 6.0))
+    assert coarse.shape == (9, 7, 4)
+    # The first 4 x 4 x 6 mm voxel holds 3/4 and 1/4 of the first two 3 mm voxels across, half of each along.
+    weights = np.einsum("i,j,k", [3.0, 1.0], [3.0, 1.0], [1.0, 1.0])
+    assert coarse.array[0, 0, 0] == pytest.approx(np.average(image.array[:2, :2, :2], weights=weights), rel=1e-5)
+    np.testing.assert_allclose(coarse.ijk_to_ras([-0.5, -0.5, -0.5]), image.ijk_to_ras([-0.5, -0.5, -0.5]))
+    fine = resampled_scan(image, (1.5, 1.5, 1.5))
+    assert fine.shape == (24, 20, 16)
+    # Each 1.5 mm voxel takes the trilinear value of the 3 mm scan at its own centre.
+    centre = image.ras_to_ijk(fine.ijk_to_ras([5, 6, 7]))[0]
+    expected = ndimage.map_coordinates(image.array, centre[:, None], order=1)[0]
+    assert fine.array[5, 6, 7] == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +72,7 @@ def reference(model) -> tuple[Volume, dict[int, float]]:
 def test_a_finer_scan_and_a_mirrored_grid_give_the_same_names_and_volumes(model, reference):
     image, at_1mm = reference
     assert list(at_1mm) == LEVELS
-    for copy in (make_ct_phantom(LEVELS, spacing=0.7, orientation="LPS", seed=1010).image, mirrored(image)):
+    for copy in (make_ct_phantom(LEVELS, spacing=0.7, orientation="LPS", seed=1010).image, mirrored_scan(image)):
         found = volumes(copy, model)
         assert list(found) == LEVELS
         for level in LEVELS:
@@ -65,3 +88,40 @@ def test_a_coarser_or_anisotropic_scan_gives_the_same_names(model, reference, sp
     for level in LEVELS[1:]:
         assert found[level] == pytest.approx(at_1mm[level], rel=0.5), level
     assert np.median([found[level] / at_1mm[level] for level in LEVELS]) < 1.2
+
+
+@pytest.fixture(scope="module")
+def real_ct(model) -> tuple[Volume, dict[int, float]]:
+    image = read_volume(require_real_data("ct_totalseg_example", "example_ct.nii.gz"))
+    return image, volumes(image, model)
+
+
+# Each copy of the real CT: how it is made, and why it fails today (None: it passes).
+REAL_COPIES = {
+    "mirrored": (mirrored_scan, None),
+    "finer, 1.5 mm": (
+        lambda image: resampled_scan(image, (1.5, 1.5, 1.5)),
+        "names identical, but volumes 73-87 % of the 3 mm run's: bone refinement judges a 1.5 mm surface band "
+        "against the vertebra's 99th-percentile HU and never judges 3 mm voxels (docs/vertebrae-physics.md, 3)"),
+    "coarser, 4 mm": (
+        lambda image: resampled_scan(image, (4.0, 4.0, 4.0)),
+        "T11-L5 instead of T12-sacrum: no slice of the last piece joins the iliac wings at >= 150 HU (pelvis run "
+        "0 mm against 12 mm on the 3 mm scan, exactly the sacrum's threshold), so no sacrum anchor"),
+    "anisotropic, 1 x 1 x 5 mm": (
+        lambda image: resampled_scan(image, (1.0, 1.0, 5.0)),
+        "T10-L4 instead of T12-sacrum: the sacrum anchor is lost as at 4 mm and the network's own estimates name "
+        "the run two levels higher"),
+}
+
+
+@pytest.mark.parametrize("copy", [
+    pytest.param(name, marks=[] if why is None else pytest.mark.xfail(strict=True, reason=why))
+    for name, (_, why) in REAL_COPIES.items()
+])
+def test_the_real_ct_at_another_sampling_gives_the_same_names_and_volumes(model, real_ct, copy):
+    image, plain = real_ct
+    make, _ = REAL_COPIES[copy]
+    found = volumes(make(image), model)
+    assert [vertebra_name(level) for level in found] == [vertebra_name(level) for level in plain]
+    for level, volume_ml in plain.items():
+        assert found[level] == pytest.approx(volume_ml, rel=0.10), vertebra_name(level)

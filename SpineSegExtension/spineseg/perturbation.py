@@ -12,7 +12,7 @@ import numpy as np
 from .geometry import turned_about_centre
 from .volume import Volume
 
-__all__ = ["Perturbation", "POSE_CHANGES", "perturbed_volume"]
+__all__ = ["Perturbation", "POSE_CHANGES", "perturbed_volume", "resampled_scan", "mirrored_scan"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,48 @@ def perturbed_volume(volume: Volume, change: Perturbation) -> tuple[Volume, np.n
     if change.hounsfield_factor != 1.0:
         values = np.where(values > 0.0, values * np.float32(change.hounsfield_factor), values)
     return Volume(values, moved @ volume.affine, volume.kind), moved
+
+
+def _axis_weights(count: int, spacing: float, new_spacing: float) -> np.ndarray:
+    """The (new voxels x old voxels) weights that resample one axis of ``count`` voxels: linear interpolation
+    between voxel centres onto a finer axis (the nearest voxel beyond the outermost centres), the average over
+    each new voxel's extent (every old voxel weighed by the length it shares with it) onto a coarser one. The
+    new axis starts at the old one's first face and ends at or before its last."""
+    new_count = max(int(np.floor(count * spacing / new_spacing + 1e-6)), 1)
+    if new_spacing < spacing:
+        centres = ((np.arange(new_count) + 0.5) * new_spacing / spacing - 0.5).clip(0, count - 1)
+        low = np.minimum(np.floor(centres).astype(int), count - 2) if count > 1 else np.zeros(new_count, int)
+        weights = np.zeros((new_count, count))
+        upper = centres - low
+        weights[np.arange(new_count), low] = 1.0 - upper
+        if count > 1:
+            weights[np.arange(new_count), low + 1] += upper
+        return weights
+    new_faces = np.arange(new_count + 1) * new_spacing
+    old_faces = np.arange(count + 1) * spacing
+    shared = (np.minimum(new_faces[1:, None], old_faces[None, 1:]) - np.maximum(new_faces[:-1, None], old_faces[None, :-1]))
+    return np.clip(shared, 0.0, None) / new_spacing
+
+
+def resampled_scan(volume: Volume, spacing_mm: tuple[float, float, float]) -> Volume:
+    """The same anatomy as a scan of voxel size ``spacing_mm`` (along ``volume``'s own axes) would hold it,
+    made from ``volume``: finer axes interpolated linearly, coarser ones averaged over each new voxel's extent
+    (what a scanner's wider voxel integrates; no value is lost or invented), in float32. The new grid's first
+    face is the old one's; it ends where a whole new voxel still fits."""
+    values = volume.array.astype(np.float32)
+    for axis, (count, spacing, new_spacing) in enumerate(zip(volume.shape, volume.spacing, spacing_mm)):
+        weights = _axis_weights(count, float(spacing), float(new_spacing)).astype(np.float32)
+        values = np.moveaxis(np.tensordot(weights, values, axes=([1], [axis])), 0, axis)
+    ratio = np.asarray(spacing_mm, float) / volume.spacing
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, :3] * ratio
+    affine[:3, 3] = volume.ijk_to_ras(ratio / 2.0 - 0.5)[0]
+    return Volume(np.ascontiguousarray(values), affine, volume.kind)
+
+
+def mirrored_scan(volume: Volume) -> Volume:
+    """The same image stored with its first axis reversed: a left-handed grid holding the same anatomy."""
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.affine[:3, 3] + volume.affine[:3, 0] * (volume.shape[0] - 1)
+    affine[:3, 0] *= -1
+    return Volume(volume.array[::-1].copy(), affine, volume.kind)
