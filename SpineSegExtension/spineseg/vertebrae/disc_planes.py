@@ -29,7 +29,7 @@ from scipy import ndimage
 from ..volume import Volume
 from .frame import SpineFrame
 
-__all__ = ["DiscPlane", "find_disc_planes", "body_line", "label_transitions"]
+__all__ = ["DiscPlane", "DiscScore", "find_disc_planes", "body_line", "label_transitions", "score_disc_planes"]
 
 # The body line: the centroid of bone in a strip in front of the canal, smoothed along the spine.
 BODY_BONE_HU = 150.0
@@ -40,6 +40,8 @@ TANGENT_SMOOTHING_MM = 5.0
 # The canal line is carried on this far beyond each of its ends (a disc at the line's end has an endplate
 # beyond it), where the scan holds the section.
 EXTENSION_MM = 15.0
+END_TRIM_MM = 8.0
+END_FIT_MM = 15.0
 # The profile: mean HU of a disc of this radius across the body line, every STEP_MM.
 SECTION_RADIUS_MM = 8.0
 STEP_MM = 1.0
@@ -69,6 +71,8 @@ TYPICAL_PEAK_PERCENTILE = 75.0
 # Neighbouring pitches may differ by 10 % freely; beyond, each unit of log ratio costs this much.
 PITCH_TOLERANCE = 0.1
 PITCH_CHANGE_COST = 5.0
+# A plane this close (along the body line) to a reference disc found it.
+SCORE_WITHIN_MM = 4.0
 # A section with less than this share inside the scan is not profiled.
 MIN_INSIDE_SHARE = 0.5
 
@@ -114,26 +118,31 @@ class _Sampler:
 
 
 def _canal_every_mm(canal: np.ndarray) -> np.ndarray:
-    """The canal's centre line resampled every ``STEP_MM`` along its length, carried on straight for
-    ``EXTENSION_MM`` beyond each end."""
+    """The canal's centre line resampled every ``STEP_MM`` along its length, carried on straight beyond each
+    end to ``EXTENSION_MM``. The frame's smoothing bends the line's last few millimetres towards the scan's
+    long axis, so those are replaced by the straight line through the next ``END_FIT_MM``."""
     length = np.linalg.norm(np.diff(canal, axis=0), axis=1)
     at = np.concatenate([[0.0], np.cumsum(length)])
-    s = np.arange(0.0, at[-1] + 1e-6, STEP_MM)
+    # A short line (a few vertebrae) keeps its ends and fits over what it has.
+    trim = END_TRIM_MM if at[-1] >= 2 * (END_TRIM_MM + END_FIT_MM) else 0.0
+    fit = min(END_FIT_MM, at[-1] / 2)
+    if fit <= 0:
+        return canal[:1].copy()
+    s = np.arange(-EXTENSION_MM, at[-1] + EXTENSION_MM + 1e-6, STEP_MM)
     line = np.stack([np.interp(s, at, canal[:, a]) for a in range(3)], axis=1)
-    if len(line) < 2:
-        return line
-    reach = min(10.0, at[-1])
-    head = line[0] - np.stack([np.interp(reach, at, canal[:, a]) for a in range(3)])
-    foot = line[-1] - np.stack([np.interp(at[-1] - reach, at, canal[:, a]) for a in range(3)])
-    steps = np.arange(STEP_MM, EXTENSION_MM + 1e-6, STEP_MM)[:, None]
-    before = line[0] + steps[::-1] * head / np.linalg.norm(head)
-    after = line[-1] + steps * foot / np.linalg.norm(foot)
-    return np.concatenate([before, line, after])
+    for end, inwards in ((trim, 1.0), (at[-1] - trim, -1.0)):
+        anchor = np.array([np.interp(end, at, canal[:, a]) for a in range(3)])
+        further = np.array([np.interp(end + inwards * fit, at, canal[:, a]) for a in range(3)])
+        slope = (anchor - further) / fit  # per mm of line, outwards
+        beyond = (s < end) if inwards > 0 else (s > end)
+        line[beyond] = anchor + np.abs(s[beyond] - end)[:, None] * slope
+    return line
 
 
 def body_line(volume: Volume, frame: SpineFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The line through the vertebral bodies in front of the canal and its unit direction (head to foot), one
-    point per ``STEP_MM`` of the canal (RAS mm, n x 3 each); empty where no bone lies in front of the canal."""
+    """The line through the vertebral bodies in front of the canal and the spine's unit direction (head to
+    foot) along it, one point per ``STEP_MM`` of the canal (RAS mm, n x 3 each); empty where no bone lies in
+    front of the canal."""
     sample = _Sampler(volume)
     canal = _canal_every_mm(frame.canal)
     forward = np.arange(0.0, BODY_SEARCH_MM[1] + STEP_MM, STEP_MM)
@@ -150,7 +159,9 @@ def body_line(volume: Volume, frame: SpineFrame) -> tuple[np.ndarray, np.ndarray
     depth = np.interp(rows, rows[has_bone], centroid[has_bone])
     line = canal.copy()
     line[:, 1] += ndimage.gaussian_filter1d(depth, BODY_SMOOTHING_MM / STEP_MM, mode="nearest")
-    smooth = ndimage.gaussian_filter1d(line, TANGENT_SMOOTHING_MM / STEP_MM, axis=0, mode="nearest")
+    # The column of bodies runs beside the canal, and the canal is the better drawn of the two (the bone in
+    # front of a vertebra that the scan cuts shifts the body line there), so the direction is the canal's.
+    smooth = ndimage.gaussian_filter1d(canal, TANGENT_SMOOTHING_MM / STEP_MM, axis=0, mode="nearest")
     direction = np.gradient(smooth, axis=0)
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     return line, direction
@@ -296,3 +307,31 @@ def label_transitions(labels: Volume, line: np.ndarray) -> np.ndarray:
                 middles.append((last_at + at) / 2)
             last, last_at = label, at
     return np.array(middles, float)
+
+
+@dataclass(frozen=True)
+class DiscScore:
+    """Disc planes against a reference label map: reference discs, those with a plane within
+    ``SCORE_WITHIN_MM`` along the body line, planes inside the labelled stretch farther than that from every
+    reference disc (false), and the median distance (mm) from a reference disc to its nearest plane."""
+
+    reference: int
+    within: int
+    false: int
+    median_error_mm: float
+
+
+def score_disc_planes(planes: list[DiscPlane], volume: Volume, frame: SpineFrame, labels: Volume) -> DiscScore:
+    """How well ``planes`` (of ``volume``) match the vertebra changes of a reference label map ``labels``."""
+    line, _ = body_line(volume, frame)
+    reference = label_transitions(labels, line) * STEP_MM
+    found = np.array([np.argmin(np.linalg.norm(line - plane.centre, axis=1)) for plane in planes], float) * STEP_MM
+    errors = np.array([np.min(np.abs(found - r)) if len(found) else np.inf for r in reference])
+    inverse = np.linalg.inv(labels.affine)
+    ijk = np.round(line @ inverse[:3, :3].T + inverse[:3, 3]).astype(int)
+    held = np.all((ijk >= 0) & (ijk < labels.shape), axis=1)
+    labelled = np.flatnonzero(held & (labels.array[tuple(np.where(held[:, None], ijk, 0).T)] > 0)) * STEP_MM
+    inside = [f for f in found if len(labelled) and labelled[0] <= f <= labelled[-1]]
+    false = sum(1 for f in inside if not len(reference) or np.min(np.abs(reference - f)) > SCORE_WITHIN_MM)
+    return DiscScore(len(reference), int(np.sum(errors <= SCORE_WITHIN_MM)), false,
+                     float(np.median(errors)) if len(errors) else float("nan"))
