@@ -179,7 +179,9 @@ def _section_profile(sample: _Sampler, line: np.ndarray, direction: np.ndarray) 
     points = line[:, None, :] + uv[None, :, :1] * first[:, None, :] + uv[None, :, 1:] * second[:, None, :]
     values, inside = sample(points.reshape(-1, 3))
     values, inside = values.reshape(len(line), len(uv)), inside.reshape(len(line), len(uv))
-    return values.mean(axis=1), inside.mean(axis=1) >= MIN_INSIDE_SHARE
+    count = inside.sum(axis=1)
+    mean = np.where(inside, values, 0.0).sum(axis=1) / np.maximum(count, 1)  # over the scan's part only
+    return mean, count >= MIN_INSIDE_SHARE * len(uv)
 
 
 def _endplate_peaks(profile: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -294,16 +296,16 @@ def find_disc_planes(volume: Volume, frame: SpineFrame) -> list[DiscPlane]:
 
 
 def label_transitions(labels: Volume, line: np.ndarray) -> np.ndarray:
-    """Where a label map's vertebrae change along ``line`` (RAS mm, n x 3, one point per ``STEP_MM``): for each
-    pair of neighbouring labelled runs with different labels, the index half-way between them (the disc of a
-    reference label map, for scoring)."""
+    """Where a label map's vertebrae change along ``line`` (RAS mm, n x 3, one point per ``STEP_MM``, head to
+    foot): for each pair of neighbouring labelled runs whose label grows (the next vertebra down, in VerSe
+    numbers), the index half-way between them (the disc of a reference label map, for scoring)."""
     inverse = np.linalg.inv(labels.affine)
     ijk = line @ inverse[:3, :3].T + inverse[:3, 3]
     along = ndimage.map_coordinates(labels.array, ijk.T, order=0, mode="constant", cval=0)
     middles, last, last_at = [], 0, 0
     for at, label in enumerate(along):
         if label > 0:
-            if last > 0 and label != last:
+            if last > 0 and label > last:
                 middles.append((last_at + at) / 2)
             last, last_at = label, at
     return np.array(middles, float)
