@@ -2,7 +2,7 @@
 
 The bodies lie in front of the spinal canal (:mod:`.frame`). The body line runs through them: from each point
 of the canal's centre line, the middle of the bone in front of it. Along that line, the mean Hounsfield units
-of a small cross-section (radius ``SECTION_RADIUS_MM``, perpendicular to the line) make a profile whose bright
+of a small cross-section (radius ``SECTION_RADIUS_MM``, across the spine) make a profile whose bright
 peaks are the endplates: each disc lies between the lower endplate of one body and the upper endplate of the
 next. Whether the disc itself reads darker than marrow (dense marrow, thick lumbar discs) or not (fatty
 marrow, thin thoracic discs at coarse slices, where the two endplates blur into one bright peak), the
@@ -16,7 +16,8 @@ endplates are there, so the detector models their sequence rather than the disc'
 - neighbouring vertebrae have similar heights, so the distance from disc to disc changes slowly.
 
 A dynamic programme over the peaks picks the chain of discs that uses the brightest endplates under these
-rules. Every rule is anatomical; none depends on the scan's slice thickness or marrow density.
+rules. The rules come from anatomy (the heights of discs and bodies); none is set by one scan's slice thickness
+or marrow density. Measured figures: docs/vertebrae-physics.md, section 2.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ BODY_STRIP_HALF_WIDTH_MM = 4.0
 BODY_SMOOTHING_MM = 10.0
 TANGENT_SMOOTHING_MM = 5.0
 # The canal line is carried on this far beyond each of its ends (a disc at the line's end has an endplate
-# beyond it), where the scan holds the section.
+# beyond it), where the scan holds the section: straight on from the line through its last END_FIT_MM,
+# leaving out its last END_TRIM_MM (the frame's smoothing bends them towards the scan's long axis).
 EXTENSION_MM = 15.0
 END_TRIM_MM = 8.0
 END_FIT_MM = 15.0
@@ -80,7 +82,7 @@ MIN_INSIDE_SHARE = 0.5
 @dataclass(frozen=True)
 class DiscPlane:
     """One intervertebral disc: its centre on the body line (RAS mm) and the unit normal of its plane (the
-    body line's direction there, pointing to the foot)."""
+    spine's direction there, that of the canal beside it, pointing to the foot)."""
 
     centre: np.ndarray
     normal: np.ndarray
