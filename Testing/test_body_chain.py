@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from spineseg.phantoms.ct import make_ct_phantom
-from spineseg.vertebrae.body_chain import DiscPlane, regroup_at_discs
+from spineseg.vertebrae.body_chain import regroup_at_discs
+from spineseg.vertebrae.disc_planes import DiscPlane
 from spineseg.vertebrae.bone_division import divide_bone
 from spineseg.vertebrae.frame import find_spine_frame
 
@@ -26,8 +27,8 @@ def true_planes(phantom, shift_mm: float = 0.0) -> list[DiscPlane]:
     """The phantom's discs as planes, head to foot, moved ``shift_mm`` towards the head."""
     planes = []
     for disc in phantom.layout.discs:
-        normal = disc.frame[:, 2] * np.sign(disc.frame[2, 2])
-        planes.append(DiscPlane(disc.centre + shift_mm * normal, normal))
+        towards_head = disc.frame[:, 2] * np.sign(disc.frame[2, 2])
+        planes.append(DiscPlane(disc.centre + shift_mm * towards_head, -towards_head))
     return sorted(planes, key=lambda plane: -plane.centre[2])
 
 
@@ -35,7 +36,7 @@ def pieces_between(phantom, planes: list[DiscPlane], first_level: int) -> np.nda
     """The phantom's bone cut into pieces at ``planes``, named ``first_level`` onwards head to foot."""
     where = np.argwhere(phantom.labels.array > 0)
     ras = phantom.image.ijk_to_ras(where)
-    below = sum(((ras - p.centre) @ p.normal < 0).astype(int) for p in planes)
+    below = sum(((ras - p.centre) @ p.normal > 0).astype(int) for p in planes)
     pieces = np.zeros(phantom.labels.shape, np.uint8)
     pieces[tuple(where.T)] = first_level + below
     return pieces
@@ -98,3 +99,20 @@ def test_planes_that_miss_a_disc_leave_the_pieces_as_they_are(phantom):
     seeds, origin = regroup(phantom, pieces, planes)
     assert np.array_equal(seeds, pieces)
     assert all(new == old for new, old in origin.items())
+
+
+def test_the_pipeline_reports_the_disc_planes_it_found_in_vertebrae_json():
+    """The discs the chain was built on are in the result and its table (``spine_frame.disc_planes``): each one
+    within 3 mm of a true disc of the phantom along the spine, its normal pointing to the foot."""
+    from spineseg.vertebrae.pipeline import segment_vertebrae
+
+    phantom = make_ct_phantom([20, 21, 22, 23], spacing=1.5, seed=11)
+    result = segment_vertebrae(phantom.image)
+    truth = np.array([disc.centre for disc in phantom.layout.discs])
+    table = result.table()["spine_frame"]["disc_planes"]
+    assert len(table) == len(result.disc_planes_ras) >= 2
+    for entry in table:
+        centre, normal = np.array(entry["centre_ras"]), np.array(entry["normal_to_foot"])
+        assert np.min(np.abs((truth - centre) @ normal)) < 3.0
+        assert normal[2] < -0.8
+    assert len(result.levels) == 4

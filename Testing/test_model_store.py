@@ -103,3 +103,22 @@ def test_absurd_vertebra_settings_are_a_model_error_not_out_of_memory(tmp_path, 
     (tmp_path / f"{name}.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=words):
         load_model(Task.VERTEBRAE, tmp_path / f"{name}.json")
+
+
+@pytest.mark.parametrize("name", ["vertebrae-ct-synth-v7", "discs-mri-synth-v3"])
+def test_a_model_saved_in_the_former_manifest_layout_still_loads(tmp_path, name):
+    """Models users trained before the task registry keep loading: their manifests are read in the former
+    layout (the vertebra network's settings under input.network, the disc geometry at the top level)."""
+    manifest = json.loads((BUNDLED_MODELS_DIR / f"{name}.json").read_text())
+    task = Task(manifest["task"])
+    if task is Task.VERTEBRAE:
+        network = {k: v for k, v in manifest["architecture"].items() if k != "type"}
+        manifest["architecture"] = "IterativeFCN (Lessmann et al.), 3D U-Net with completeness and level heads"
+        manifest["input"] = {**manifest["input"], "network": network}
+    else:
+        manifest.update(manifest.pop("input"))
+    shutil.copy(BUNDLED_MODELS_DIR / manifest["weights"], tmp_path / manifest["weights"])
+    (tmp_path / f"{name}.json").write_text(json.dumps(manifest))
+    old = load_model(task, tmp_path / f"{name}.json", "cpu")
+    bundled = load_model(task, name, "cpu")
+    assert old.settings == bundled.settings

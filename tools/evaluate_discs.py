@@ -11,7 +11,7 @@ which carry no anchor, are scored separately.
 
 Real MRIs (skipped if ../shared/data/real is absent) have no disc-centre
 ground truth, so they are scored head to foot only, as in issue 15's
-done-when (see spineseg.discs.real_scans): discs named right within 5 mm
+done-when (see spineseg.evaluation.real_mris): discs named right within 5 mm
 (PAM50, 18 discs; thoraco-lumbar T2, T9/T10) or 3 mm (SCT cervical T2,
 C3/C4 and C4/C5 half-way between the marked bodies), and the 18 real
 lumbar exams (104 discs, 5 mm) pooled: discs named right and exams entirely
@@ -77,7 +77,7 @@ def evaluate_phantoms(model: DiscModel, count: int, seed: int, fields: list[str]
 
 
 def evaluate_real(model: DiscModel, picture_dir: Path | None, settings: DecodeSettings = DecodeSettings()) -> dict:
-    """Each real MRI labelled whole and scored as in issue 15's done-when (see spineseg.discs.real_scans)."""
+    """Each real MRI labelled whole and scored as in issue 15's done-when (see spineseg.evaluation.real_mris)."""
     if not REAL.is_dir():
         return {"skipped": f"{REAL} not found"}
     cases, scores = {}, []
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="name discs as before anchored decoding (the network's names), for comparison")
     parser.add_argument("--perturb", action="store_true",
                         help="also read each real MRI tilted 4 degrees, 8 %% smaller or larger and with another "
-                             "contrast (spineseg.discs.real_scans.PERTURBATIONS), and report the counts")
+                             "contrast (spineseg.evaluation.real_mris.PERTURBATIONS), and report the counts")
     parser.add_argument("--lean", type=float, default=0.0, metavar="DEGREES",
                         help="also score the held-out phantoms leaning this many degrees to the left and to the right")
     args = parser.parse_args(argv)

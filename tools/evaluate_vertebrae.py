@@ -63,12 +63,12 @@ MORE_HELD_OUT = [
 ]
 
 
-def evaluate_phantoms(model: VertebraModel, cases: list, refine: bool = True) -> list[dict]:
+def evaluate_phantoms(model: VertebraModel, cases: list, options: dict | None = None) -> list[dict]:
     rows = []
     for levels, spacing, orientation, seed in cases:
         phantom = make_ct_phantom(levels, spacing=spacing, orientation=orientation, seed=seed)
         started = time.time()
-        result = segment_vertebrae(phantom.image, model, refine_with_bone=refine)
+        result = segment_vertebrae(phantom.image, model, **(options or {}))
         scores = score_vertebrae(result.label_map.array, phantom.labels.array, phantom.image.spacing)
         rows.append({
             "case": f"phantom seed {seed}, {orientation}, spacing {spacing}",
@@ -80,12 +80,12 @@ def evaluate_phantoms(model: VertebraModel, cases: list, refine: bool = True) ->
     return rows
 
 
-def evaluate_real_ct(model: VertebraModel, real_folder: Path, refine: bool = True,
+def evaluate_real_ct(model: VertebraModel, real_folder: Path, options: dict | None = None,
                      pictures: Path | None = None) -> list[dict]:
     """The whole pipeline on each real CT of ``real_folder`` (none when that folder is absent)."""
     if not real_folder.is_dir():
         return []
-    return [evaluate_scan(scan, model, refine, pictures) for scan in read_real_cts(real_folder)]
+    return [evaluate_scan(scan, model, options, pictures) for scan in read_real_cts(real_folder)]
 
 
 # The real scans and the chest CT, relative to the current folder (the checkout) as in the training recipes.
@@ -122,11 +122,12 @@ def trained_on_chest(model_name: str | None) -> bool:
     return "chest_ct" in json.dumps(training.get("data", "")) + json.dumps(training.get("config", {}).get("data", {}))
 
 
-def evaluate_scan(scan: RealCT, model: VertebraModel, refine: bool = True, pictures: Path | None = None) -> dict:
+def evaluate_scan(scan: RealCT, model: VertebraModel, options: dict | None = None,
+                  pictures: Path | None = None) -> dict:
     """The whole pipeline on a real CT, scored over its scored levels by level and by best overlap (each reference
     vertebra against the predicted one that overlaps it most, names aside); every level's Dice beside."""
     started = time.time()
-    result = segment_vertebrae(scan.image, model, refine_with_bone=refine)
+    result = segment_vertebrae(scan.image, model, **(options or {}))
     scores = score_vertebrae(result.label_map.array, scan.reference, scan.image.spacing)
     row = {"case": scan.name, "scored": True, "seconds": round(time.time() - started, 1),
            "predicted_levels": result.levels, "anchor": result.naming.anchor if result.naming else None,
@@ -140,7 +141,7 @@ def evaluate_scan(scan: RealCT, model: VertebraModel, refine: bool = True, pictu
     return row
 
 
-def evaluate_chest_ct(model: VertebraModel, model_name: str | None, folder: Path, refine: bool = True,
+def evaluate_chest_ct(model: VertebraModel, model_name: str | None, folder: Path, options: dict | None = None,
                       pictures: Path | None = None) -> dict:
     """The chest CT, scored over T1-L2 (leave-out only: not scored when the model trained on it)."""
     scan = read_chest_ct(folder)
@@ -148,7 +149,7 @@ def evaluate_chest_ct(model: VertebraModel, model_name: str | None, folder: Path
         return {"case": "chest CT", "scored": False, "why": f"not found in {folder}"}
     if trained_on_chest(model_name):
         return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
-    return evaluate_scan(scan, model, refine, pictures)
+    return evaluate_scan(scan, model, options, pictures)
 
 
 def write_picture(scan: RealCT, result: VertebraeResult, folder: Path) -> None:
@@ -158,7 +159,7 @@ def write_picture(scan: RealCT, result: VertebraeResult, folder: Path) -> None:
     write_vertebrae_picture(scan.image, result, folder / f"{stem}.png", title=scan.name)
 
 
-def evaluate_real_ct_perturbed(model: VertebraModel, real_folder: Path, refine: bool = True) -> dict:
+def evaluate_real_ct_perturbed(model: VertebraModel, real_folder: Path, options: dict | None = None) -> dict:
     """Each real CT read under every ``CT_PERTURBATIONS`` change: the scored levels' mean Dice and share named
     right each time, and their means (one reading of two scans can be luck)."""
     if not real_folder.is_dir():
@@ -168,7 +169,7 @@ def evaluate_real_ct_perturbed(model: VertebraModel, real_folder: Path, refine: 
         readings = {}
         for change in CT_PERTURBATIONS:
             changed = perturbed_ct(scan, change)
-            result = segment_vertebrae(changed.image, model, refine_with_bone=refine)
+            result = segment_vertebrae(changed.image, model, **(options or {}))
             readings[change.name] = {k: round(v, 3) for k, v in score_real_ct(result.label_map.array, changed).items()}
             print(changed.name, readings[change.name], flush=True)
         cases[scan.name] = {"mean_dice": round(float(np.mean([r["dice"] for r in readings.values()])), 4),
@@ -189,6 +190,8 @@ def main() -> None:
     parser.add_argument("--pictures", type=Path, help="write each real CT's picture to this folder")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-bone-refinement", action="store_true")
+    parser.add_argument("--no-disc-chain", action="store_true",
+                        help="do not regroup the vertebrae between the disc planes read from the CT")
     parser.add_argument("--more", action="store_true", help="also score five more held-out phantoms")
     parser.add_argument("--perturb", action="store_true",
                         help="also read each real CT tilted 4 degrees, 8 %% smaller or larger and with soft tissue "
@@ -199,24 +202,25 @@ def main() -> None:
                         help="score the held-out phantoms (--no-phantoms: the real CTs only)")
     args = parser.parse_args()
     model = load_model(Task.VERTEBRAE, args.model, "cpu")
-    refine = not args.no_bone_refinement
-    summary = {"model": model.name, "bone_refinement": refine}
+    # segment_vertebrae's options, as the command line's --no-bone-refinement and --no-disc-chain set them
+    options = {"refine_with_bone": not args.no_bone_refinement, "chain_at_discs": not args.no_disc_chain}
+    summary = {"model": model.name, **options}
     groups = {"phantoms": HELD_OUT, "more_phantoms": MORE_HELD_OUT} if args.more else {"phantoms": HELD_OUT}
     if not args.phantoms:
         groups = {}
     for group, cases in groups.items():
-        rows = evaluate_phantoms(model, cases, refine)
+        rows = evaluate_phantoms(model, cases, options)
         summary[group] = rows
         summary[f"{group}_mean_dice"] = round(float(np.mean([r["mean_dice"] for r in rows])), 4)
         summary[f"{group}_identification_rate"] = round(float(np.mean([r["identification_rate"] for r in rows])), 4)
-    summary["real_ct"] = evaluate_real_ct(model, args.real_folder, refine, args.pictures)
+    summary["real_ct"] = evaluate_real_ct(model, args.real_folder, options, args.pictures)
     if args.chest:
-        summary["chest_ct"] = evaluate_chest_ct(model, args.model, args.chest_folder, refine, args.pictures)
+        summary["chest_ct"] = evaluate_chest_ct(model, args.model, args.chest_folder, options, args.pictures)
     cta = read_cta_crop(args.cta_folder)
     if cta is not None:
-        summary["cta_crop"] = evaluate_scan(cta, model, refine, args.pictures)
+        summary["cta_crop"] = evaluate_scan(cta, model, options, args.pictures)
     if args.perturb:
-        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, args.real_folder, refine)
+        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, args.real_folder, options)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
     if "chest_ct" in summary:
         chest = summary["chest_ct"]

