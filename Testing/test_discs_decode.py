@@ -190,3 +190,30 @@ def test_network_anchors_at_a_confident_l5_s1_with_the_sacrum_in_view():
     decoded = decode_chain(_heatmaps(POINTS), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
     assert decoded.anchor == "sacrum"
     assert [d.number for d in decoded.discs] == list(range(20, 26))
+
+
+def test_a_faint_disc_above_the_chain_top_is_counted_by_its_spacing():
+    # A real lumbar scan often shows the disc at its top edge only faintly (the network answers 0.1-0.16 there,
+    # below the decoder's threshold): it is the next disc up when it lies one disc spacing above the top disc,
+    # in the chain's direction; a faint site half a spacing up, or beside the spine, is not.
+    rows = _disc_rows(list(range(19, 26)), first_row=20.0)
+    points = {n: (r, 120.0) for n, r in rows.items() if n != 19}
+    heatmaps = _with_anchor_channel(_heatmaps(points), rows[25], 25)
+    faint = render_heatmaps({19: np.array([rows[19], 121.0]), 18: np.array([rows[20] - 16.0, 200.0])}, 256, STRIDE,
+                            sigma=1.25)[0]
+    heatmaps = np.maximum(heatmaps, 0.15 * faint)
+    decoded = decode_chain(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
+    assert decoded.anchor == "sacrum"
+    assert _names(decoded) == ["T11/T12", "T12/L1", "L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"]
+    assert [round(128.0 - d.position_ras[2]) for d in decoded.discs] == [round(r) for r in rows.values()]
+    without = decode_chain(heatmaps, SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255),
+                           settings=DecodeSettings(extend_reach=(0.0, 0.0)))
+    assert _names(without)[0] == "T12/L1"  # the rule, not the threshold, finds it
+
+
+def test_a_faint_site_half_a_spacing_above_the_top_is_no_disc():
+    rows = _disc_rows(list(range(20, 26)), first_row=60.0)
+    heatmaps = _with_anchor_channel(_heatmaps({n: (r, 120.0) for n, r in rows.items()}), rows[25], 25)
+    faint = render_heatmaps({19: np.array([rows[20] - 16.0, 120.0])}, 256, STRIDE, sigma=1.25)[0]
+    decoded = decode_chain(np.maximum(heatmaps, 0.15 * faint), SLAB_TO_RAS, PIXEL_MM, STRIDE, inside=_inside(0, 255))
+    assert _names(decoded) == ["T12/L1", "L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"]

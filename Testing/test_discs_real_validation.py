@@ -157,6 +157,18 @@ def test_default_model_names_most_pam50_discs_counting_from_c2():
     assert result.naming.anchor == "C2"
 
 
+def test_default_model_on_the_18_real_lumbar_exams():
+    """The default on the 18 real lumbar exams as they lie (104 discs; issue 29): measured 59 discs named right
+    within 5 mm head to foot and 9 exams entirely right (2026-12-07, docs/discs_anchors.md); a change of the
+    slab, the decoder or the weights that loses more than a few discs or two exams shows here."""
+    from spineseg.discs.pipeline import label_discs
+
+    folder = require_real_data()
+    lumbar = [scan for scan in load_real_scans(folder) if is_lumbar_exam(scan.name)]
+    pooled = lumbar_summary([score_real_scan(scan, label_discs(scan.image, device="cpu").discs) for scan in lumbar])
+    assert pooled["named_right"] >= 55 and pooled["exams_all_right"] >= 7, pooled
+
+
 def test_trainer_can_judge_real_scans_on_nine_readings_each():
     """With validation.real_perturbed a scan's real score is the mean share named right over its readings as it
     is, tilted, resized and re-contrasted, as inference reads each of them."""

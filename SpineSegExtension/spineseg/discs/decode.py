@@ -57,7 +57,7 @@ from .targets import N_CHANNELS, output_to_input
 
 __all__ = ["Candidate", "find_candidates", "heatmap_peaks", "expected_spacing_mm", "label_chain", "decode_heatmaps",
            "decode_chain", "counting_scores", "find_anchors", "Anchor", "Decoded", "DecodeSettings",
-           "UNANCHORED_WARNING", "split_sacral_site", "sites_below_sacrum_disc"]
+           "UNANCHORED_WARNING", "split_sacral_site", "sites_below_sacrum_disc", "extended_upward"]
 
 UNANCHORED_WARNING = ("neither C2 nor the sacrum is in view: the disc names are the network's guess of the levels and "
                       "may be off by one or more levels (confidence lowered); check them against a scan that shows C2 "
@@ -118,6 +118,10 @@ class DecodeSettings:
     # disc-like junction in the sacrum: flagged as possible transitional anatomy.
     sacral_share: float = 0.5
     sacral_reach: tuple[float, float] = (0.7, 1.5)  # an S1 body is 0.7-0.9 of a lumbar disc spacing
+    # A site the network answers only weakly (at least min_peak, below threshold) above a chain's top disc is the
+    # disc above it when it lies extend_reach times the spacing that the chain's top gap predicts for it (the
+    # disc missed at the top of a real lumbar scan; not above a top held by the C2 anchor).
+    extend_reach: tuple[float, float] = (0.8, 1.25)
     identity_weight: float = 0.25  # counting from an anchor: weight of the channel (network's level guess)
     unanchored_confidence: float = 0.5  # confidence factor of discs named without an anchor
 
@@ -284,6 +288,39 @@ def label_chain(positions_mm: np.ndarray, scores: np.ndarray, settings: DecodeSe
         i, c = int(back[i, scale, c, 0]), int(back[i, scale, c, 1])
         chain.append((i, c))
     return chain[::-1]
+
+
+def extended_upward(chain: list[tuple[int, int]], positions_mm: np.ndarray, scores: np.ndarray,
+                    settings: DecodeSettings = DecodeSettings()) -> list[tuple[int, int]]:
+    """The chain with the discs above its top that the network answered too weakly to be chosen, named by counting.
+
+    One disc at a time: the strongest site (at least ``min_peak`` in any channel) that lies above the top disc,
+    ``extend_reach`` times the spacing the chain's top gap predicts for the disc above (typical adult spacings,
+    scaled to this spine), within the chain's direction (no cost on its step, see ``step_free_deg``), becomes
+    the disc numbered one above the top. It stops at C1/C2 or where no site fits. Real lumbar scans often show
+    the disc at their top edge only faintly; spacing and direction, not the channel, make it a disc.
+    """
+    chain = list(chain)
+    while len(chain) >= 2 and chain[0][1] > 0:
+        (top, channel), (second, second_channel) = chain[0], chain[1]
+        number, below = DISC_NUMBERS[channel], DISC_NUMBERS[second_channel]
+        gap = float(np.hypot(*(positions_mm[second] - positions_mm[top])))
+        predicted = gap * expected_spacing_mm(number - 1, number) / expected_spacing_mm(number, below)
+        chosen = {site for site, _ in chain}
+        best, best_value = None, 0.0
+        for site in range(len(positions_mm)):
+            step = positions_mm[top] - positions_mm[site]  # from the site down to the top disc
+            distance = float(np.hypot(*step))
+            if (site in chosen or step[0] <= 0 or _steepness_cost(step, settings) > 0
+                    or not settings.extend_reach[0] * predicted <= distance <= settings.extend_reach[1] * predicted):
+                continue
+            value = float(scores[site].max())
+            if value >= settings.min_peak and value > best_value:
+                best, best_value = site, value
+        if best is None:
+            break
+        chain.insert(0, (best, channel - 1))
+    return chain
 
 
 def counting_scores(scores: np.ndarray, identity_weight: float) -> np.ndarray:
@@ -480,6 +517,8 @@ def decode_chain(heatmaps: np.ndarray, slab_to_ras: np.ndarray, pixel_mm: float,
             chain = counted
         else:
             anchors = ()
+    if Anchor.C2 not in anchors:
+        chain = extended_upward(chain, positions, scores, settings)
     below = []
     if Anchor.SACRUM in anchors:
         chosen = {site for site, _ in chain}
