@@ -106,13 +106,13 @@ def read_chest_ct(folder: Path) -> RealCT | None:
 
 
 def read_cta_crop(folder: Path) -> RealCT | None:
-    """The CT angiography crop in ``folder`` with its one TotalSegmentator label (T12) in VerSe numbers (None if
+    """The CT angiography crop in ``folder`` with its one label (T12, made by TotalSegmentator) as VerSe 19 (None if
     absent)."""
     image_path = folder / "cta_crop.nii.gz"
     if not image_path.is_file():
         return None
     labels = read_volume(folder / "cta_crop_T12_totalsegmentator.nii.gz", VolumeKind.LABEL)
-    reference = apply_mapping(labels.array, TOTALSEGMENTATOR).astype(np.uint8)
+    reference = np.where(labels.array > 0, 19, 0).astype(np.uint8)  # its one label (value 1) is T12
     return RealCT("CT angiography crop 1.5 mm (T12 labelled)", read_volume(image_path), reference, (19,))
 
 
