@@ -115,31 +115,13 @@ def find_model(name_or_path: str | os.PathLike | None, task: tasks.TaskSpec | st
         raise ModelError(f"model manifest {manifest_path} must hold a JSON object, not {type(manifest).__name__}")
     if manifest.get("task") != spec.name:
         raise ModelError(f"model {manifest_path.name} is for task {manifest.get('task')!r}, not {spec.name!r}")
-    manifest = with_current_layout(manifest)
+    if spec.current_layout is not None:  # a model trained with an earlier version keeps loading
+        manifest = spec.load("current_layout")(dict(manifest))
     weights_name = manifest.get("weights", manifest_path.stem + ".safetensors")
     if not isinstance(weights_name, str) or Path(weights_name).name != weights_name or weights_name in {"", ".", ".."}:
         raise ModelError(f"model manifest {manifest_path} names weights {weights_name!r}; it must be a file name "
                          "in the manifest's own folder")
     return ModelEntry(manifest, manifest_path.with_name(weights_name), manifest_path)
-
-
-# Manifests written before the task registry (models users trained themselves with an earlier checkout): the vertebra network's settings sat
-# in ``input.network`` beside a descriptive ``architecture`` string; the disc model's geometry at the top level.
-_OLD_VERTEBRA_NETWORK = "IterativeFCN"
-_OLD_DISC_INPUT_KEYS = ("input_size", "output_stride", "slab_thickness_mm")
-
-
-def with_current_layout(manifest: dict[str, Any]) -> dict[str, Any]:
-    """``manifest`` in today's layout (``architecture`` with its ``type``, ``input``); an older one is moved over,
-    so that a model trained with an earlier version keeps loading. Its sha256 covers the weights, not this."""
-    manifest = dict(manifest)
-    if manifest.get("task") == "vertebrae" and isinstance(manifest.get("architecture"), str):
-        geometry = dict(manifest.get("input") or {})
-        manifest["architecture"] = {"type": _OLD_VERTEBRA_NETWORK, **geometry.pop("network", {})}
-        manifest["input"] = geometry
-    if manifest.get("task") == "discs" and "input" not in manifest and "input_size" in manifest:
-        manifest["input"] = {key: manifest.pop(key) for key in _OLD_DISC_INPUT_KEYS if key in manifest}
-    return manifest
 
 
 def load_state_dict(entry: ModelEntry) -> "dict[str, torch.Tensor]":

@@ -83,6 +83,8 @@ class TaskSpec:
         panel: the Slicer panel's options (None: the panel does not offer the task).
         reference_scorer: ``(image, result, reference) -> None``, prints the result's scores against a reference
             label map; when set, the CLI offers ``--reference`` (None: it does not).
+        current_layout: ``(manifest) -> manifest``, moves a manifest written in an earlier layout (a model a user
+            trained with an earlier version) to today's; None where the task never had another.
     """
 
     name: str
@@ -103,6 +105,7 @@ class TaskSpec:
     network_class: Any
     panel: PanelOptions | None = None
     reference_scorer: Any = None
+    current_layout: Any = None
 
     def load(self, field: str) -> Any:
         """The object a field names: a ``"module:name"`` reference is imported now, anything else is returned."""

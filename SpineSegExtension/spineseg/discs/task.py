@@ -7,7 +7,7 @@ from typing import Any
 
 from ..tasks import InputProfile, PanelOptions, TaskSpec
 
-__all__ = ["SPEC", "write_outputs"]
+__all__ = ["SPEC", "write_outputs", "current_layout"]
 
 
 def write_outputs(image: Any, result: Any, folder: Path, names: list[str], source: str,
@@ -20,6 +20,15 @@ def write_outputs(image: Any, result: Any, folder: Path, names: list[str], sourc
     if "discs.png" in names:
         title = f"{Path(source).name}: {len(result.discs)} discs"
         pictures.write_discs_picture(result, folder / "discs.png", title=title)
+
+
+def current_layout(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of the former layout in today's: the input geometry sat at the top level (models trained
+    before the task registry)."""
+    if "input" not in manifest and "input_size" in manifest:
+        manifest["input"] = {key: manifest.pop(key) for key in ("input_size", "output_stride", "slab_thickness_mm")
+                             if key in manifest}
+    return manifest
 
 
 SPEC = TaskSpec(
@@ -47,4 +56,5 @@ SPEC = TaskSpec(
     settings_class="spineseg.networks.disc_model:DiscModelSettings",
     network_class="spineseg.networks.hourglass:AttentionHourglassNet",
     panel=PanelOptions(apply_text="Label discs", output="markups"),
+    current_layout=current_layout,
 )

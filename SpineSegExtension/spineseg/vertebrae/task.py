@@ -8,7 +8,7 @@ from typing import Any
 from ..labels import vertebra_name
 from ..tasks import InputProfile, PanelOptions, TaskSpec
 
-__all__ = ["SPEC", "write_outputs", "print_reference_scores"]
+__all__ = ["SPEC", "write_outputs", "print_reference_scores", "current_layout"]
 
 
 def write_outputs(image: Any, result: Any, folder: Path, names: list[str], source: str,
@@ -31,6 +31,16 @@ def print_reference_scores(image: Any, result: Any, reference: Any) -> None:
     from ..metrics import score_vertebrae
 
     print_vertebra_scores(score_vertebrae(result.label_map.array, reference.array, image.spacing))
+
+
+def current_layout(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of the former layout in today's: the network's settings sat in ``input.network`` beside a
+    descriptive ``architecture`` string (models trained before the task registry)."""
+    if isinstance(manifest.get("architecture"), str):
+        geometry = dict(manifest.get("input") or {})
+        manifest["architecture"] = {"type": "IterativeFCN", **geometry.pop("network", {})}
+        manifest["input"] = geometry
+    return manifest
 
 
 SPEC = TaskSpec(
@@ -67,4 +77,5 @@ SPEC = TaskSpec(
     network_class="spineseg.networks.unet3d:IterativeFCN",
     panel=PanelOptions(apply_text="Segment vertebrae", output="segmentation"),
     reference_scorer=print_reference_scores,
+    current_layout=current_layout,
 )
