@@ -148,8 +148,8 @@ def regroup_at_discs(
 
     Returns:
         The seed label map and, for each vertebra in it, the level of the piece it came from (a body the walk
-        missed: its own level). Between the canal's ends, and between the first and the last slab a piece was
-        matched to, each confident voxel of the chain's pieces takes the name of its slab (body and arch alike: a disc plane carried on backwards passes between two arches),
+        missed: its own level). Between the canal's ends each confident voxel of the chain's pieces takes the
+        name of its slab (body and arch alike: a disc plane carried on backwards passes between two arches),
         except within ``SEED_MARGIN_MM`` of a plane, where the bone division finds the boundary; a body the walk
         missed is seeded from its bone. Where the planes and the pieces disagree (see
         ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
@@ -184,15 +184,15 @@ def regroup_at_discs(
     chain_piece = np.isin(values, pieces)
     renamed = {level: first + s for level, s in pairs}
     new_values = values.copy()
-    taken = [s for _, s in pairs]
-    inside = chain_piece & along & (slab_everywhere >= min(taken)) & (slab_everywhere <= max(taken))
-    new_values[inside] = np.where(plane_distance[inside] > SEED_MARGIN_MM, first + slab_everywhere[inside], 0)
-    outside = chain_piece & ~inside
+    outside = chain_piece & ~along
     new_values[outside] = [renamed[int(v)] for v in values[outside]]
+    inside = chain_piece & along
+    new_values[inside] = np.where(plane_distance[inside] > SEED_MARGIN_MM, first + slab_everywhere[inside], 0)
     valid = ((new_values >= FIRST_CHAIN_LEVEL) & (new_values <= LAST_CHAIN_LEVEL)) | ~chain_piece
     new_values[~valid] = 0
     seeds[tuple(where.T)] = new_values
     # Bodies the walk missed: slabs between the first and last matched ones.
+    taken = {s for _, s in pairs}
     missed = [s for s in range(min(taken), max(taken)) if s not in taken]
     seeds = _seed_missed_vertebrae(seeds, hounsfield, ras_of, planes, canal, missed, first)
     origin = {level: level for level in unchanged if level not in pieces}
