@@ -23,7 +23,7 @@ import numpy as np
 
 from .disc_planes import DiscPlane
 
-__all__ = ["in_body_region", "body_slabs", "match_in_order", "regroup_at_discs"]
+__all__ = ["in_body_region", "match_in_order", "regroup_at_discs"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
 # within BODY_HALF_WIDTH_MM of it across (adult bodies: 15-50 mm wide, 15-35 mm deep, plus the cortex's blur).
@@ -61,8 +61,8 @@ def _along_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
 
 
 def in_body_region(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
-    """Whether each point of ``ras`` (n x 3) lies in front of the canal within a body's reach, beside the canal's
-    line (between its ends)."""
+    """Whether each point of ``ras`` (n x 3) lies in front of the canal within a body's reach, along the canal's
+    line (see ``_along_canal``)."""
     centre = _canal_at(ras[:, 2], canal)
     forward = ras[:, 1] - centre[:, 1]
     across = np.abs(ras[:, 0] - centre[:, 0])
@@ -80,12 +80,6 @@ def _slab_and_distance(ras: np.ndarray, planes: list[DiscPlane]) -> tuple[np.nda
         below += (height > 0).astype(int)
         nearest = np.minimum(nearest, np.abs(height))
     return below, nearest
-
-
-def body_slabs(ras: np.ndarray, planes: list[DiscPlane], canal: np.ndarray) -> np.ndarray:
-    """For points ``ras`` (n x 3), the body slab each lies in (0 above the first disc, i below the i-th), or -1
-    where the point is not in front of the canal within a body's reach or lies beyond the canal's ends."""
-    return np.where(in_body_region(ras, canal), _slab_and_distance(ras, planes)[0], -1)
 
 
 def match_in_order(overlap: np.ndarray) -> list[int | None]:
@@ -116,18 +110,16 @@ def _chain_is_consistent(overlap: np.ndarray, matched: list[int | None], planes:
     if any(s is None for s in matched):
         return False
     shares = overlap / overlap.sum(axis=1, keepdims=True)
-    for row, s in enumerate(matched):
-        for other, t in enumerate(matched):
-            if other != row and shares[row, t] >= MERGED_BODY_SHARE:
-                return False
-    first, last = min(matched), max(matched)
-    heights = np.array([np.linalg.norm(planes[s].centre - planes[s - 1].centre) for s in range(max(first, 1),
-                                                                                              min(last + 1,
-                                                                                                  len(planes)))])
+    in_taken_slabs = shares[:, matched]  # row: a piece; column: the slab each piece took
+    np.fill_diagonal(in_taken_slabs, 0.0)
+    if (in_taken_slabs >= MERGED_BODY_SHARE).any():
+        return False
+    inner = range(max(min(matched), 1), min(max(matched) + 1, len(planes)))
+    heights = np.array([np.linalg.norm(planes[s].centre - planes[s - 1].centre) for s in inner])
     if len(heights) == 0:
         return True
-    typical = float(np.median(heights))
-    return bool(np.all((heights >= SLAB_HEIGHT_RANGE[0] * typical) & (heights <= SLAB_HEIGHT_RANGE[1] * typical)))
+    low, high = np.array(SLAB_HEIGHT_RANGE) * float(np.median(heights))
+    return bool(np.all((heights >= low) & (heights <= high)))
 
 
 def regroup_at_discs(
@@ -160,7 +152,8 @@ def regroup_at_discs(
         return seeds, unchanged
     where = np.argwhere(seeds > 0)
     ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
-    slab = body_slabs(ras, planes, canal)
+    slab_everywhere, plane_distance = _slab_and_distance(ras, planes)
+    slab = np.where(in_body_region(ras, canal), slab_everywhere, -1)  # -1: not in front of the canal
     values = seeds[tuple(where.T)]
     pieces = [int(v) for v in np.unique(values) if FIRST_CHAIN_LEVEL <= v <= LAST_CHAIN_LEVEL]
     overlap = np.array([[np.count_nonzero((values == level) & (slab == s)) for s in range(len(planes) + 1)]
@@ -179,7 +172,6 @@ def regroup_at_discs(
     offsets = np.array([level - s for level, s in pairs])
     anchor_offsets = [level - s for level, s in pairs if level == anchored_level]
     first = anchor_offsets[0] if anchor_offsets else int(np.bincount(offsets - offsets.min()).argmax() + offsets.min())
-    slab_everywhere, plane_distance = _slab_and_distance(ras, planes)
     along = _along_canal(ras, canal)
     chain_piece = np.isin(values, pieces)
     renamed = {level: first + s for level, s in pairs}
