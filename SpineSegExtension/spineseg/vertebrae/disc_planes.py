@@ -190,9 +190,11 @@ def _endplate_peaks(profile: np.ndarray) -> tuple[list[int], np.ndarray]:
     """Local maxima of the profile above its running median, and every point's height above that median in
     units of a typical endplate peak."""
     window = int(round(BASELINE_WINDOW_MM / STEP_MM)) | 1
-    height = profile - ndimage.median_filter(profile, size=window, mode="nearest")
-    peaks = [i for i in range(1, len(profile) - 1)
-             if profile[i] >= profile[i - 1] and profile[i] > profile[i + 1] and height[i] > PEAK_MIN_HU]
+    height = profile - ndimage.median_filter(profile, size=window, mode="reflect")
+    last = len(profile) - 1
+    peaks = [i for i in range(len(profile))
+             if (i == 0 or profile[i] >= profile[i - 1]) and (i == last or profile[i] > profile[i + 1])
+             and height[i] > PEAK_MIN_HU]
     if not peaks:
         return [], height
     return peaks, height / np.percentile(height[peaks], TYPICAL_PEAK_PERCENTILE)
