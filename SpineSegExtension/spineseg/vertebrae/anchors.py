@@ -68,7 +68,7 @@ RIB_DROP_LATERAL_MM = 40.0
 # reading (issue 32): in this share of the head-most axial slices of the piece's own slab, as many as one vertebra
 # of this scan spans (a share of the patient's own vertebra height, not a height in mm), bone joined to the piece
 # reaches this far out on both sides. The sacro-iliac joints run from the top of the sacrum down over more than a
-# vertebra's height, so a sacrum found whole reads like its head piece. The wings reach 78-100 mm from the midline
+# vertebra's height, so a sacrum found whole reads like its head piece. The wings reach 77-100 mm from the midline
 # on the phantoms and 105-140 mm on the real CT, lumbar transverse processes at most 48 mm: 62 mm lies inside that
 # gap at +-20 % scale. The sacrum's head piece reads 0.75-1.0, rib-bearing vertebrae at most 0.5; an L5 touches the
 # alae or the iliac crest in the lowest slices of its slab (up to 0.55 where it holds the top of S1; see
