@@ -7,7 +7,9 @@ so recognised fixes the count:
 
 * **sacrum**: the foot-most pieces, joined left and right to the iliac wings
   (the sacro-iliac joints), so that bone runs without a break from the
-  midline far out on both sides, over most of the piece's height;
+  midline far out on both sides, over most of a vertebra's height from the
+  piece's top (bone judged against the scan's own vertebrae, so that the
+  scan's scale, brightness and sampling do not move the reading);
 * **last rib**: the last vertebra whose bone continues laterally into a rib
   (bone reaching far beyond any transverse process), with a vertebra without
   ribs below it;
