@@ -8,9 +8,10 @@ import pytest
 from spineseg.anatomy import L6, SACRUM, T13, level_to_position
 from spineseg.geometry import resample_to, working_grid
 from spineseg.labels import vertebra_name
+from spineseg.perturbation import Perturbation, perturbed_volume
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.results import NamingRecord
-from spineseg.vertebrae.anchors import Anchor, AnchorFindings, find_anchors
+from spineseg.vertebrae.anchors import CLEAR_PELVIS_SHARE, Anchor, AnchorFindings, find_anchors, slab_ranges
 from spineseg.vertebrae.levels import name_run
 from spineseg.vertebrae.pipeline import UNANCHORED_WARNING, _naming_warnings, naming_record
 from spineseg.vertebrae.traversal import FoundVertebra
@@ -100,13 +101,17 @@ def test_an_anchor_off_the_run_is_refused():
         name_run([20.0, 21.0], anchors={Anchor.SACRUM: 2})
 
 
-def pieces_from_labels(levels: list[int], seed: int) -> tuple[np.ndarray, list[FoundVertebra], list[int]]:
-    """A phantom on the 3 mm working grid (HU) and its vertebrae as found pieces (exact masks), head to foot."""
+def pieces_from_labels(
+    levels: list[int], seed: int, change: Perturbation | None = None,
+) -> tuple[np.ndarray, list[FoundVertebra], list[int]]:
+    """A phantom on the 3 mm working grid (HU) and its vertebrae as found pieces (exact masks), head to foot;
+    ``change`` resizes the anatomy and scales its values above 0 HU first (see :func:`perturbed_volume`)."""
     phantom = make_ct_phantom(levels, seed=seed, spacing=(1.5, 1.5, 1.5))
-    grid = working_grid(phantom.image, 3.0)
-    image = Volume(phantom.image.array.astype(np.float32), phantom.image.affine, VolumeKind.INTENSITY)
+    values = Volume(phantom.image.array.astype(np.float32), phantom.image.affine, VolumeKind.INTENSITY)
+    image, _ = perturbed_volume(values, change or Perturbation("as it is"))
+    grid = working_grid(image, 3.0)
     hounsfield = resample_to(image, grid, fill_value=-1000.0).array
-    labels = resample_to(phantom.labels, grid).array
+    labels = resample_to(Volume(phantom.labels.array, image.affine, VolumeKind.LABEL), grid).array
     found, present = [], []
     for level in levels:
         voxels = np.argwhere(labels == level)
@@ -183,20 +188,19 @@ def test_a_sacrum_found_in_three_pieces_is_read_from_its_head_piece_past_the_low
         voxels = np.argwhere(part) + sacrum.corner
         pieces.append(FoundVertebra(sacrum.corner, part.astype(np.float16), len(voxels), 1.0, 0.0, voxels.mean(axis=0)))
     findings, anatomy = find_anchors(hounsfield, found[:-1] + pieces, 3.0)
-    assert anatomy[-1].pelvis_run_mm == 0  # the foot-end piece touches no wing
-    assert anatomy[-3].pelvis_run_mm >= 24.0  # the head piece, unmistakably joined to the wings
+    assert anatomy[-1].pelvis_share == 0  # the foot-end piece touches no wing
+    assert anatomy[-3].pelvis_share >= CLEAR_PELVIS_SHARE  # the head piece, unmistakably joined to the wings
     assert findings.sacrum == len(found) - 1
 
 
-def test_an_l5_holding_the_top_of_s1_is_not_taken_for_the_sacrum():
-    """On the real CT tilted 4 degrees the walk's L5 held part of S1 and so touched the iliac wings over 15 mm (a
-    sacrum's run by the threshold), the S1 piece below over 21 mm: the upper piece with the shorter run is L5."""
-    hounsfield, found, present = pieces_from_labels([*range(21, 25), SACRUM], 1000)
+def l5_holding_the_top_of_s1(hounsfield: np.ndarray, found: list[FoundVertebra]) -> list[FoundVertebra]:
+    """``found`` (ending L5, sacrum) with the top quarter of the sacrum's rows (its first 15 mm) moved into L5's
+    piece."""
     l5, sacrum = found[-2], found[-1]
     s1 = sacrum.probability > 0.5
     rows = np.flatnonzero(s1.any(axis=(0, 1)))  # k grows towards the head
     taken = np.zeros_like(s1)
-    taken[:, :, rows[-1] + 1 - round(0.35 * len(rows)):] = True
+    taken[:, :, rows[-1] + 1 - round(0.25 * len(rows)):] = True
     taken &= s1
     voxels = np.vstack([np.argwhere(l5.probability > 0.5) + l5.corner, np.argwhere(taken) + sacrum.corner])
     low = voxels.min(axis=0)
@@ -206,9 +210,65 @@ def test_an_l5_holding_the_top_of_s1_is_not_taken_for_the_sacrum():
     rest = np.argwhere(s1 & ~taken) + sacrum.corner
     lower_sacrum = FoundVertebra(sacrum.corner, (s1 & ~taken).astype(np.float16), len(rest), 1.0, 0.0,
                                  rest.mean(axis=0))
-    findings, anatomy = find_anchors(hounsfield, found[:-2] + [reaching_l5, lower_sacrum], 3.0)
-    assert anatomy[-2].pelvis and not anatomy[-3].pelvis  # L5 alone would pass for the sacrum's head piece
-    assert anatomy[-2].pelvis_run_mm < anatomy[-1].pelvis_run_mm
+    return found[:-2] + [reaching_l5, lower_sacrum]
+
+
+def test_an_l5_holding_the_top_of_s1_is_not_taken_for_the_sacrum():
+    """On the real CT 8 % smaller the walk's L5 held the top of S1, whose slices touch the iliac wings. The wings
+    are read in the head-most vertebra's height of each piece's slab: there that piece is L5 alone."""
+    hounsfield, found, present = pieces_from_labels([*range(21, 25), SACRUM], 1000)
+    findings, anatomy = find_anchors(hounsfield, l5_holding_the_top_of_s1(hounsfield, found), 3.0)
+    assert not anatomy[-2].pelvis and anatomy[-1].pelvis
     assert findings.sacrum == len(found) - 1
     naming = name_run(shifted(present, 2.0), anchors=findings.anchors())
     assert names(naming.levels) == names(present)
+
+
+def test_an_l5_deep_between_the_iliac_crests_is_not_taken_for_the_sacrum():
+    """An L5 whose bone touches high iliac crests over most of its height reads as joined to the wings, but in a
+    smaller share of its slices than the sacrum below it: the upper of the two is L5."""
+    hounsfield, found, present = pieces_from_labels([*range(21, 25), SACRUM], 1000)
+    slab = slab_ranges(found, hounsfield.shape[2])[-2]
+    voxels = np.argwhere(found[-2].probability > 0.5) + found[-2].corner
+    midline, front = voxels[:, :2].mean(axis=0).round().astype(int)
+    reach = round(75.0 / 3.0)  # a bar of bone 75 mm out to each side in the head-most 70 % of its slices
+    crests = hounsfield.copy()
+    crests[midline - reach:midline + reach + 1, front, slab[-round(0.7 * len(slab)):]] = 400.0
+    findings, anatomy = find_anchors(crests, found, 3.0)
+    assert anatomy[-2].pelvis and anatomy[-1].pelvis
+    assert anatomy[-2].pelvis_share < anatomy[-1].pelvis_share
+    assert findings.sacrum == len(found) - 1
+
+
+def as_on_the_real_ct(hounsfield: np.ndarray, found: list[FoundVertebra], change: Perturbation) -> list[FoundVertebra]:
+    """The phantom's sacrum as the walk finds it on the real 3 mm CT, in place: the piece's mask holds the sacrum's
+    middle (within 25 mm of its midline) and the alae beside it, fatty marrow averaged with thin cortex, read 170 HU
+    (the real sacrum piece's median) before ``change`` scales them."""
+    sacrum = found[-1]
+    mask = sacrum.probability > 0.5
+    midline = np.argwhere(mask)[:, 0].mean()
+    middle = mask & (np.abs(np.arange(mask.shape[0]) - midline) <= 25.0 / 3.0)[:, None, None]
+    alae = tuple((np.argwhere(mask & ~middle) + sacrum.corner).T)
+    hounsfield[alae] = np.minimum(hounsfield[alae], 170.0 * change.hounsfield_factor)
+    voxels = np.argwhere(middle) + sacrum.corner
+    return found[:-1] + [FoundVertebra(sacrum.corner, middle.astype(np.float16), len(voxels), 1.0, 0.0,
+                                       voxels.mean(axis=0))]
+
+
+@pytest.mark.parametrize("change", [
+    Perturbation("as it is"), Perturbation("10 % smaller", scale=0.9), Perturbation("10 % larger", scale=1.1),
+    Perturbation("bone 15 % darker", hounsfield_factor=0.85),
+    Perturbation("bone 15 % brighter", hounsfield_factor=1.15),
+    Perturbation("10 % smaller and 15 % darker", scale=0.9, hounsfield_factor=0.85),
+], ids=lambda change: change.name)
+def test_the_sacrum_is_found_whatever_the_patient_s_size_and_the_scan_s_brightness(change):
+    """The sacrum anchor reads a share of the patient's own vertebra height, with bone relative to the scan's own
+    vertebrae: a phantom whose sacrum reads as on the real CT is named from its sacrum alike when 10 % smaller or
+    larger, or 15 % darker or brighter. (A fixed run of 12 mm at 150 HU read a run of 12 mm 15 % darker and lost
+    the sacrum 10 % smaller and 15 % darker.)"""
+    hounsfield, found, present = pieces_from_labels([*range(17, 25), SACRUM], 1000, change)
+    found = as_on_the_real_ct(hounsfield, found, change)
+    findings, anatomy = find_anchors(hounsfield, found, 3.0)
+    assert anatomy[-1].pelvis and findings.sacrum == len(found) - 1
+    naming = name_run(shifted(present, 2.0), anchors=findings.anchors())
+    assert names(naming.levels) == names(present) and naming.anchor is Anchor.SACRUM

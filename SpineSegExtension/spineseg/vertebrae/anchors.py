@@ -7,7 +7,9 @@ so recognised fixes the count:
 
 * **sacrum**: the foot-most pieces, joined left and right to the iliac wings
   (the sacro-iliac joints), so that bone runs without a break from the
-  midline far out on both sides, over most of the piece's height;
+  midline far out on both sides, over most of a vertebra's height from the
+  piece's top (bone judged against the scan's own vertebrae, so that the
+  scan's scale, brightness and sampling do not move the reading);
 * **last rib**: the last vertebra whose bone continues laterally into a rib
   (bone reaching far beyond any transverse process), with a vertebra without
   ribs below it;
@@ -34,7 +36,9 @@ from scipy import ndimage
 
 from .traversal import MASK_PROBABILITY, FoundVertebra
 
-__all__ = ["Anchor", "PieceAnatomy", "AnchorFindings", "slab_ranges", "measure_piece", "find_anchors"]
+__all__ = [
+    "Anchor", "PieceAnatomy", "AnchorFindings", "slab_ranges", "pelvis_bone_hu", "measure_piece", "find_anchors",
+]
 
 
 class Anchor(str, Enum):
@@ -62,12 +66,24 @@ RIB_REACH_MM = 62.0
 # there only this far out and beyond, where its own rib runs rather than the next vertebra's rib head and neck.
 RIB_DROP_MM = 15.0
 RIB_DROP_LATERAL_MM = 40.0
-# The sacrum with the iliac wings: in a run of consecutive slices this tall (mm), bone joined to the piece
-# reaches this far out on both sides; an L5 touches the iliac crest or S1's alae in a slice or two at most.
+# The sacrum with the iliac wings, read so that neither the scan's scale, its brightness nor its sampling moves the
+# reading (issue 32): in this share of the head-most axial slices of the piece's own slab, as many as one vertebra
+# of this scan spans (a share of the patient's own vertebra height, not a height in mm), bone joined to the piece
+# reaches this far out on both sides. The sacro-iliac joints run from the top of the sacrum down over more than a
+# vertebra's height, so a sacrum found whole reads like its head piece. The wings reach 77-100 mm from the midline
+# on the phantoms and 105-140 mm on the real CT, lumbar transverse processes at most 48 mm: 62 mm lies inside that
+# gap at +-20 % scale. The sacrum's head piece reads 0.75-1.0, rib-bearing vertebrae at most 0.5; an L5 touches the
+# alae or the iliac crest in the lowest slices of its slab (up to 0.55 where it holds the top of S1; see
+# ``find_anchors``). Measured in docs/vertebrae-physics.md, section 5.
 PELVIS_REACH_MM = 62.0
-PELVIS_RUN_MM = 12.0
-# A run this tall is the sacrum's beyond doubt: on the phantoms rib-bearing vertebrae reach 9-12 mm, the sacrum 30.
-CLEAR_PELVIS_RUN_MM = 24.0
+PELVIS_SHARE = 0.6
+# A share this large is the sacrum's beyond doubt.
+CLEAR_PELVIS_SHARE = 0.7
+# Bone, for the pelvis: this share of the scan's own vertebral bone (the median HU inside the found pieces' masks),
+# so that a scan 15 % darker or brighter reads alike; the thin bone of the alae and the sacro-iliac joints, averaged
+# with the joint space on coarse grids, stays above it where a fixed 150 HU lost it. Never below soft tissue.
+PELVIS_BONE_FRACTION = 0.6
+MIN_PELVIS_BONE_HU = 80.0
 # A slab thinner than this (mm) tells nothing (a vertebra cut by the scan's end).
 MIN_SLAB_MM = 6.0
 # C2's dens: at least this much of its mask (mm^3) lies inside the height of the vertebra above, within
@@ -86,14 +102,14 @@ class PieceAnatomy:
         slab_mm: height of the axial slices that belong to the piece (where it holds most mask voxels).
         rib_reach_mm: how far out from its midline bone joined to it reaches, on its wider side, following
             the bone down to ``RIB_DROP_MM`` below its slab.
-        pelvis_run_mm: the tallest run of its slices in which bone joined to it reaches ``PELVIS_REACH_MM``
-            out on both sides.
+        pelvis_share: the share of its slab's head-most slices (one vertebra's height) in which bone joined to it
+            reaches ``PELVIS_REACH_MM`` out on both sides.
         at_scan_end: its slab reaches the scan's head end: its upper part, where ribs attach, may lie outside.
     """
 
     slab_mm: float
     rib_reach_mm: float
-    pelvis_run_mm: float
+    pelvis_share: float
     at_scan_end: bool = False
 
     @property
@@ -102,7 +118,7 @@ class PieceAnatomy:
 
     @property
     def pelvis(self) -> bool:
-        return self.readable and self.pelvis_run_mm >= PELVIS_RUN_MM
+        return self.readable and self.pelvis_share >= PELVIS_SHARE
 
     @property
     def ribs(self) -> bool | None:
@@ -197,40 +213,48 @@ def _joined_bone(bone: np.ndarray, seed: np.ndarray, gap_voxels: int) -> np.ndar
     return np.isin(components, np.unique(components[seed])) & bone
 
 
-def lateral_reach(hounsfield: np.ndarray, seed: np.ndarray, spacing_mm: float) -> tuple[float, float]:
+def lateral_reach(
+    hounsfield: np.ndarray, seed: np.ndarray, spacing_mm: float, bone_hu: float
+) -> tuple[float, float]:
     """How far (mm, towards R and towards L) bone joined to ``seed`` reaches from the seed's midline in one slice.
 
     Args:
         hounsfield: one axial slice (axes R, A) in HU.
         seed: the vertebra's mask in that slice.
         spacing_mm: pixel size.
+        bone_hu: the least HU that counts as bone.
     """
     if not seed.any():
         return 0.0, 0.0
     gap = max(1, int(round(JOINT_GAP_MM / spacing_mm)))
-    columns = np.flatnonzero(_joined_bone((hounsfield >= ANCHOR_BONE_HU) | seed, seed, gap).any(axis=1))
+    columns = np.flatnonzero(_joined_bone((hounsfield >= bone_hu) | seed, seed, gap).any(axis=1))
     midline = float(np.nonzero(seed)[0].mean())
     return float(columns.max() - midline) * spacing_mm, float(midline - columns.min()) * spacing_mm
 
 
-def _longest_run(flags: np.ndarray) -> int:
-    """Length of the longest run of True in a 1D array."""
-    best = current = 0
-    for flag in flags:
-        current = current + 1 if flag else 0
-        best = max(best, current)
-    return best
+def pelvis_bone_hu(hounsfield: np.ndarray, found: Sequence[FoundVertebra]) -> float:
+    """The least HU that counts as bone when following a piece out to the iliac wings: ``PELVIS_BONE_FRACTION`` of
+    the median HU inside the found pieces' masks (the scan's own vertebral bone), at least ``MIN_PELVIS_BONE_HU``."""
+    values = []
+    for vertebra in found:
+        mask, where = _piece_mask(vertebra, hounsfield.shape)
+        values.append(hounsfield[where][mask])
+    inside = np.concatenate(values) if values else np.zeros(0)
+    if len(inside) == 0:
+        return MIN_PELVIS_BONE_HU
+    return max(MIN_PELVIS_BONE_HU, PELVIS_BONE_FRACTION * float(np.median(inside)))
 
 
 def measure_piece(
-    hounsfield: np.ndarray, found: Sequence[FoundVertebra], index: int, slab: np.ndarray, spacing_mm: float
+    hounsfield: np.ndarray, found: Sequence[FoundVertebra], index: int, slab: np.ndarray, spacing_mm: float,
+    pelvis_bone: float, pelvis_slices: int,
 ) -> PieceAnatomy:
     """Rib and pelvis evidence around piece ``index`` of ``found``, from its ``slab`` (k indices) of the grid.
 
     Ribs: bone joined to the piece (its mask, and bone beyond ``COLUMN_HALF_WIDTH_MM`` from its midline that no
     other piece holds) is followed in 3D from its slab down to ``RIB_DROP_MM`` below it (there only beyond
-    ``RIB_DROP_LATERAL_MM``). Pelvis: slice by slice
-    (see ``lateral_reach``).
+    ``RIB_DROP_LATERAL_MM``). Pelvis: slice by slice in the head-most ``pelvis_slices`` of its slab, with
+    ``pelvis_bone`` HU as bone (see ``pelvis_bone_hu`` and ``lateral_reach``).
     """
     if len(slab) == 0:
         return PieceAnatomy(0.0, 0.0, 0.0)
@@ -263,11 +287,11 @@ def measure_piece(
     rows = np.flatnonzero(joined.any(axis=(1, 2)))
     rib_reach = float(max(rows.max() - midline, midline - rows.min())) * spacing_mm if len(rows) else 0.0
     both_sides = [
-        min(lateral_reach(hounsfield[:, :, k], own[:, :, k - window.start], spacing_mm)) >= PELVIS_REACH_MM
-        for k in slab
+        min(lateral_reach(hounsfield[:, :, k], own[:, :, k - window.start], spacing_mm, pelvis_bone))
+        >= PELVIS_REACH_MM for k in slab[-pelvis_slices:]
     ]
     at_end = k_high >= shape[2]  # cut at the head end, where its ribs attach
-    return PieceAnatomy(len(slab) * spacing_mm, rib_reach, _longest_run(np.array(both_sides)) * spacing_mm, at_end)
+    return PieceAnatomy(len(slab) * spacing_mm, rib_reach, float(np.mean(both_sides)), at_end)
 
 
 def _find_dens(found: Sequence[FoundVertebra], spacing_mm: float) -> int | None:
@@ -297,9 +321,9 @@ def find_anchors(
     """Look for the sacrum, the ribs and the dens around a head-to-foot run of pieces on the working grid.
 
     The sacrum is the head-most of the foot-end pieces (among the last ``SACRUM_PIECES``) joined to the iliac
-    wings, below a piece that is not, unless the piece below it is joined to them over a taller run (then the
-    head-most one is an L5 touching them). Ribs are not judged on the sacrum nor on the piece right above it, whose bone
-    may run into the alae and the iliac crest.
+    wings, below a piece that is not, unless the piece below it is joined to them in a larger share of its slices
+    (then the head-most one is an L5 touching them). Ribs are not judged on the sacrum nor on the piece right above
+    it, whose bone may run into the alae and the iliac crest.
 
     Args:
         hounsfield: the working-grid CT in HU (axes R, A, S).
@@ -312,24 +336,28 @@ def find_anchors(
     if not found:
         return AnchorFindings([]), []
     slabs = slab_ranges(found, hounsfield.shape[2])
-    anatomy = [measure_piece(hounsfield, found, index, slab, spacing_mm) for index, slab in enumerate(slabs)]
+    bone = pelvis_bone_hu(hounsfield, found)
+    vertebra_slices = max(1, int(round(np.median([len(slab) for slab in slabs]))))  # one vertebra of this scan
+    anatomy = [measure_piece(hounsfield, found, index, slab, spacing_mm, bone, vertebra_slices)
+               for index, slab in enumerate(slabs)]
     sacrum = None
-    clear_pelvis = any(a.pelvis_run_mm >= CLEAR_PELVIS_RUN_MM for a in anatomy[-SACRUM_PIECES:])
+    clear_pelvis = any(a.readable and a.pelvis_share >= CLEAR_PELVIS_SHARE for a in anatomy[-SACRUM_PIECES:])
     for index in range(len(found) - 1, max(len(found) - 1 - SACRUM_PIECES, 0), -1):
         if anatomy[index].pelvis and not anatomy[index - 1].pelvis:
             sacrum = index
             break
         # A foot-end piece that does not touch the wings ends the search (the scan ends above the pelvis),
         # unless a piece among the last few is unmistakably joined to them: then it is the lower sacrum,
-        # below the sacro-iliac joints (on the phantoms rib-bearing vertebrae reach as far out over 9-12 mm). A
-        # fragment of the sacrum that only touches the wings (a run too short for `pelvis`) is looked past.
-        if anatomy[index].pelvis_run_mm == 0 and not clear_pelvis:
+        # below the sacro-iliac joints. A fragment of the sacrum that only touches the wings (a share too small for
+        # `pelvis`) is looked past.
+        if anatomy[index].pelvis_share == 0 and not clear_pelvis:
             break
     # An L5 that holds a little of S1 (the walk's piece reached into it) or sits deep between the iliac crests
-    # can touch the wings over a run as tall as the sacrum's shortest; the S1 piece below it is joined to them
-    # over a taller run (the sacro-iliac joints). Of two such pieces, the upper one with the shorter run is L5.
+    # can touch the wings in as large a share of its slices as the sacrum's head piece at its least; the S1 piece
+    # below it is joined to them in a larger share (the sacro-iliac joints). Of two such pieces, the upper one with
+    # the smaller share is L5.
     if sacrum is not None and sacrum + 1 < len(found) and anatomy[sacrum + 1].pelvis \
-            and anatomy[sacrum].pelvis_run_mm < anatomy[sacrum + 1].pelvis_run_mm:
+            and anatomy[sacrum].pelvis_share < anatomy[sacrum + 1].pelvis_share:
         sacrum += 1
     pelvic = len(found) if sacrum is None else sacrum - 1
     ribs = [a.ribs if index < pelvic else None for index, a in enumerate(anatomy)]
