@@ -13,8 +13,12 @@ plane the bone division (:mod:`.bone_division`) finds the boundary. A slab
 between two matched ones that no piece took is a vertebra the walk missed: it
 is named by the count and seeded from its own bone.
 
-Where the planes and the pieces disagree (a disc the planes missed, a plane
-inside a body) nothing is regrouped. C1, C2 and the sacrum keep their pieces.
+A piece that matches no slab but lies wholly in slabs its neighbours took,
+each one body tall, is a remnant of a vertebra the walk cut in two: its voxels
+take their slabs' names like the rest. Where the planes and the pieces
+disagree otherwise (a disc the planes missed, a plane inside a body) nothing is
+regrouped. C1, C2 and the sacrum keep their pieces; other pieces beyond the
+canal's ends follow the renaming of the chain's end next to them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ SEED_MARGIN_MM = 3.0
 # planes missed), or a slab's height is outside this range of the median slab's (a plane inside a body).
 MERGED_BODY_SHARE = 0.6
 SLAB_HEIGHT_RANGE = (0.5, 1.7)
+# A piece the matching left out is a remnant of a vertebra the walk cut in two when the slabs holding
+# REMNANT_MIN_SHARE of its body were all taken, and it either holds STRADDLE_SHARE of its body on each side of one
+# plane or lies in one slab of a body's height.
+REMNANT_MIN_SHARE = 0.1
+STRADDLE_SHARE = 0.25
 # Levels that regrouping may give: C3-L5 (C1-C2 and the sacrum keep their pieces).
 FIRST_CHAIN_LEVEL, LAST_CHAIN_LEVEL = 3, 24
 
@@ -103,7 +112,33 @@ def match_in_order(overlap: np.ndarray) -> list[int | None]:
     return matched
 
 
-def _chain_is_consistent(overlap: np.ndarray, matched: list[int | None], planes: list[DiscPlane]) -> bool:
+def _one_body_tall(planes: list[DiscPlane]) -> np.ndarray:
+    """Whether each slab lies between two planes and is about as tall as the median such slab (the open slabs
+    at the chain's ends cannot be judged: they may hold several vertebrae)."""
+    heights = np.linalg.norm(np.diff([plane.centre for plane in planes], axis=0), axis=1)
+    low, high = np.array(SLAB_HEIGHT_RANGE) * float(np.median(heights))
+    return np.concatenate([[False], (heights >= low) & (heights <= high), [False]])
+
+
+def _remnants(overlap: np.ndarray, matched: list[int | None], one_body: np.ndarray) -> list[int]:
+    """Unmatched pieces that are parts of a vertebra the walk cut in two: every slab holding some of its body
+    was taken by a matched piece, and it either straddles the plane between two such slabs (``STRADDLE_SHARE``
+    of its body on each side) or lies within one slab that is one body tall (a taller or open slab may hold two
+    vertebrae: a disc the planes missed)."""
+    taken = {s for s in matched if s is not None}
+    shares = overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1.0)
+    remnants = []
+    for row, s in enumerate(matched):
+        held = np.flatnonzero(shares[row] >= REMNANT_MIN_SHARE)
+        if s is not None or not set(held) <= taken:
+            continue
+        straddles = len(held) == 2 and held[1] == held[0] + 1 and shares[row, held].min() >= STRADDLE_SHARE
+        if straddles or (len(held) == 1 and one_body[held[0]]):
+            remnants.append(row)
+    return remnants
+
+
+def _chain_is_consistent(overlap: np.ndarray, matched: list[int | None], one_body: np.ndarray) -> bool:
     """Whether the disc planes and the pieces tell one story: every piece matched, no piece with a large share
     of its body in a slab another piece took (a disc the planes missed), and every slab of the chain between the
     first and the last matched one about as tall as the others (a plane inside a body makes two short slabs)."""
@@ -114,12 +149,8 @@ def _chain_is_consistent(overlap: np.ndarray, matched: list[int | None], planes:
     np.fill_diagonal(in_taken_slabs, 0.0)
     if (in_taken_slabs >= MERGED_BODY_SHARE).any():
         return False
-    inner = range(max(min(matched), 1), min(max(matched) + 1, len(planes)))
-    heights = np.array([np.linalg.norm(planes[s].centre - planes[s - 1].centre) for s in inner])
-    if len(heights) == 0:
-        return True
-    low, high = np.array(SLAB_HEIGHT_RANGE) * float(np.median(heights))
-    return bool(np.all((heights >= low) & (heights <= high)))
+    inner = range(max(min(matched), 1), min(max(matched) + 1, len(one_body) - 1))
+    return bool(all(one_body[s] for s in inner))
 
 
 def regroup_at_discs(
@@ -155,26 +186,37 @@ def regroup_at_discs(
     slab_everywhere, plane_distance = _slab_and_distance(ras, planes)
     slab = np.where(in_body_region(ras, canal), slab_everywhere, -1)  # -1: not in front of the canal
     values = seeds[tuple(where.T)]
-    pieces = [int(v) for v in np.unique(values) if FIRST_CHAIN_LEVEL <= v <= LAST_CHAIN_LEVEL]
+    in_range = [int(v) for v in np.unique(values) if FIRST_CHAIN_LEVEL <= v <= LAST_CHAIN_LEVEL]
     overlap = np.array([[np.count_nonzero((values == level) & (slab == s)) for s in range(len(planes) + 1)]
-                        for level in pieces], float).reshape(len(pieces), len(planes) + 1)
-    # Pieces with no voxel in a body region (beyond the canal's ends) stay as the walk found them.
+                        for level in in_range], float).reshape(len(in_range), len(planes) + 1)
+    # Pieces with no voxel in a body region (beyond the canal's ends) are judged by the chain's end next to them.
     judged = overlap.sum(axis=1) > 0
-    pieces = [level for level, j in zip(pieces, judged) if j]
+    pieces = [level for level, j in zip(in_range, judged) if j]
     if len(pieces) < 2:
         return seeds, unchanged
-    matched = match_in_order(overlap[judged])
-    if not _chain_is_consistent(overlap[judged], matched, planes):
+    overlap = overlap[judged]
+    matched = match_in_order(overlap)
+    one_body = _one_body_tall(planes)
+    remnants = _remnants(overlap, matched, one_body)
+    kept = [row for row in range(len(pieces)) if row not in remnants]
+    if not _chain_is_consistent(overlap[kept], [matched[row] for row in kept], one_body):
         return seeds, unchanged
-    pairs = list(zip(pieces, [int(s) for s in matched]))
-    # The chain's names: slab s is vertebra first + s. Keep the anchored level where a piece carries it, else the
+    pairs = [(pieces[row], int(matched[row])) for row in kept]
+    # The chain's names: slab s is vertebra first + s. Keep the anchored level where a piece carries it, or the
+    # name of the piece next to an anchor beyond the chain (the sacrum, C2: names are counted from it), else the
     # offset most pieces agree with.
     offsets = np.array([level - s for level, s in pairs])
     anchor_offsets = [level - s for level, s in pairs if level == anchored_level]
+    if anchored_level is not None and not anchor_offsets:
+        next_to_anchor = pairs[-1] if anchored_level > pairs[-1][0] else pairs[0] if anchored_level < pairs[0][0] else None
+        anchor_offsets = [] if next_to_anchor is None else [next_to_anchor[0] - next_to_anchor[1]]
     first = anchor_offsets[0] if anchor_offsets else int(np.bincount(offsets - offsets.min()).argmax() + offsets.min())
     along = _along_canal(ras, canal)
     chain_piece = np.isin(values, pieces)
     renamed = {level: first + s for level, s in pairs}
+    renamed.update({pieces[row]: first + int(overlap[row].argmax()) for row in remnants})
+    beyond = {level: level + renamed[pieces[0] if level < pieces[0] else pieces[-1]]
+              - (pieces[0] if level < pieces[0] else pieces[-1]) for level in in_range if level not in renamed}
     new_values = values.copy()
     outside = chain_piece & ~along
     new_values[outside] = [renamed[int(v)] for v in values[outside]]
@@ -182,12 +224,16 @@ def regroup_at_discs(
     new_values[inside] = np.where(plane_distance[inside] > SEED_MARGIN_MM, first + slab_everywhere[inside], 0)
     valid = ((new_values >= FIRST_CHAIN_LEVEL) & (new_values <= LAST_CHAIN_LEVEL)) | ~chain_piece
     new_values[~valid] = 0
+    for level, new_level in beyond.items():
+        new_values[values == level] = new_level if FIRST_CHAIN_LEVEL <= new_level <= LAST_CHAIN_LEVEL else 0
     seeds[tuple(where.T)] = new_values
     # Bodies the walk missed: slabs between the first and last matched ones.
     taken = {s for _, s in pairs}
     missed = [s for s in range(min(taken), max(taken)) if s not in taken]
     seeds = _seed_missed_vertebrae(seeds, hounsfield, ras_of, planes, canal, missed, first)
-    origin = {level: level for level in unchanged if level not in pieces}
+    origin = {level: level for level in unchanged if level not in in_range}
+    origin.update({new_level: level for level, new_level in beyond.items()
+                   if FIRST_CHAIN_LEVEL <= new_level <= LAST_CHAIN_LEVEL})
     origin.update({first + s: level for level, s in pairs if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
     origin.update({first + s: first + s for s in missed if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
     return seeds, origin
