@@ -45,7 +45,7 @@ def pieces_between(phantom, planes: list[DiscPlane], first_level: int) -> np.nda
 def regroup(phantom, pieces: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, dict[int, int]]:
     canal = find_spine_frame(phantom.image).canal
     hounsfield = phantom.image.array.astype(np.float32)
-    return regroup_at_discs(pieces, pieces > 0, hounsfield, phantom.image.affine, planes, canal)
+    return regroup_at_discs(pieces, pieces > 0, hounsfield, phantom.image.affine, planes, canal)[:2]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
