@@ -569,8 +569,8 @@ def segment_vertebrae(
             box_to_ras = volume.affine @ _translation([s.start for s in region])
             ribs = read_ribs_along_chain(volume, frame.canal, disc_planes)
             rib_anchors, problem = ribs.judge()
-            logger.info("ribs along the chain (slabs): right %s, left %s; %s", ribs.right, ribs.left, (rib_anchors,
-                                                                                                      problem))
+            logger.info("ribs along the chain (slabs): right %s, left %s; anchors %s; %s", ribs.right, ribs.left,
+                        {a.value: slab for a, slab in rib_anchors.items()}, problem or "no contradiction")
             # The sacrum and C2 outrank the ribs; ribs read on the pieces count only where the chain's say nothing.
             keep_pieces = naming.anchor in TRUSTED_OVER_RIBS or (
                 naming.anchor is not None and not rib_anchors and problem is None)
