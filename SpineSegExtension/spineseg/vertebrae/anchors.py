@@ -348,7 +348,7 @@ RIB_GRID_MM = 1.5
 # vessel runs from the costotransverse joints out around the chest).
 RIB_BONE_HU = 150.0
 # The bone around the spine where ribs are looked for, measured from the spinal canal's centre at each height:
-# this far out to each side (a rib runs 65 mm out from the canal within 15-40 mm of its joints) ...
+# this far out to each side (beyond ``RIB_MIN_REACH_MM``, so that a rib's reach is seen whole) ...
 RIB_SEARCH_MM = 90.0
 # ... and this far forwards (negative: backwards; ribs run backwards from the joints before they turn forwards).
 RIB_FORWARD_MM = (-45.0, 40.0)
