@@ -45,7 +45,7 @@ def pieces_between(phantom, planes: list[DiscPlane], first_level: int) -> np.nda
 def regroup(phantom, pieces: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, dict[int, int]]:
     canal = find_spine_frame(phantom.image).canal
     hounsfield = phantom.image.array.astype(np.float32)
-    return regroup_at_discs(pieces, pieces > 0, hounsfield, phantom.image.affine, planes, canal)
+    return regroup_at_discs(pieces, pieces > 0, hounsfield, phantom.image.affine, planes, canal)[:2]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -103,7 +103,7 @@ def test_a_vertebra_the_walk_cut_in_two_is_one_vertebra_and_the_names_above_it_f
     pieces[tuple(l1.T)] = 20
     pieces[tuple(l1[height > np.median(height)].T)] = 19
     sacrum = 26
-    seeds, origin = regroup_at_discs(pieces, pieces > 0, phantom.image.array.astype(np.float32),
+    seeds, origin, _ = regroup_at_discs(pieces, pieces > 0, phantom.image.array.astype(np.float32),
                                      phantom.image.affine, true_planes(phantom),
                                      find_spine_frame(phantom.image).canal, anchored_level=sacrum)
     seeded = seeds > 0

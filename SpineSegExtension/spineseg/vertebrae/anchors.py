@@ -33,11 +33,16 @@ from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import watershed
 
+from ..geometry import Grid, resample_to
+from ..volume import Volume, VolumeKind
+from .disc_planes import DiscPlane
 from .traversal import MASK_PROBABILITY, FoundVertebra
 
 __all__ = [
     "Anchor", "PieceAnatomy", "AnchorFindings", "slab_ranges", "pelvis_bone_hu", "measure_piece", "find_anchors",
+    "RibReading", "read_ribs_along_chain",
 ]
 
 
@@ -362,3 +367,230 @@ def find_anchors(
     pelvic = len(found) if sacrum is None else sacrum - 1
     ribs = [a.ribs if index < pelvic else None for index, a in enumerate(anatomy)]
     return AnchorFindings(ribs, sacrum, _find_dens(found, spacing_mm)), anatomy
+
+
+# Ribs read along the chain of vertebrae (the disc planes, :mod:`.disc_planes`), on the CT at its own resolution
+# resampled to this isotropic grid (mm), aligned with the RAS axes.
+RIB_GRID_MM = 1.5
+# Rib bone: cortex and marrow of adult ribs (contrast-filled vessels beside the spine reach it too, but no
+# vessel runs from the costotransverse joints out around the chest).
+RIB_BONE_HU = 150.0
+# The bone around the spine where ribs are looked for, measured from the spinal canal's centre at each height:
+# this far out to each side (beyond ``RIB_MIN_REACH_MM``, so that a rib's reach is seen whole) ...
+RIB_SEARCH_MM = 90.0
+# ... and this far forwards (negative: backwards; ribs run backwards from the joints before they turn forwards).
+RIB_FORWARD_MM = (-45.0, 40.0)
+# A rib's root: the bone of its neck between the costotransverse joint and its tubercle, this far out from the
+# canal's centre. On the chest CT the twelve ribs a side cross this band within the slab of their own vertebra
+# (ribs 2-9, whose heads straddle the disc above, in its upper part); nearer the spine the transverse processes
+# and the heads join them to the vertebrae, farther out the lower ribs fall into the slab below.
+RIB_ROOT_MM = (30.0, 36.0)
+# ... and at most this far in front of the canal's centre (the joints lie beside and behind it: the chest CT's
+# roots lie 36 mm behind to 2 mm in front; in front of the body, vessels and the pleura's calcifications).
+RIB_ROOT_FORWARD_MM = 15.0
+# A root may straddle a disc plane (the heads of ribs 2-9 rise to the disc above their vertebra, with which
+# they articulate too); it belongs to the lowest slab that holds at least this share of it (on the chest CT the
+# upper ribs' roots put 26-54 % of their bone in their own slab, the lower ribs' at most 13 % in the one below).
+ROOT_SLAB_SHARE = 0.3
+# A root smaller than this (mm^3) is a bony fleck, not a rib's cross-section (about 50 mm^2 over 6 mm); one
+# taller than this (mm) is a plate of bone, the sacrum's ala and the ilium (rib roots: 10-16 mm, that of a
+# phantom's sacrum 50 mm).
+MIN_RIB_ROOT_MM3 = 60.0
+MAX_RIB_ROOT_MM = 30.0
+# A rib carries its bone at least this far out from the canal's centre (the first rib, the shortest, 62-70 mm
+# on the chest CT and the phantoms); a transverse process ends within about 55 mm (the widest, L3's). Bone that
+# several roots share is divided between them along its thickest paths (a watershed on its distance to soft
+# tissue), so that a transverse process touching a rib keeps only its own short bone up to the thin contact, and
+# two ribs touching each other both count.
+RIB_MIN_REACH_MM = 60.0
+# Twelve pairs of ribs: T1 carries the first, T12 the last.
+FIRST_RIB_LEVEL, LAST_RIB_LEVEL, RIB_PAIRS = 8, 19, 12
+# Ribs are read this share of a slab's height (the median between the planes) beyond the first and the last
+# plane. Below the last plane that is the upper part of the next vertebra, where its ribs would attach: it is
+# read as rib-bearing or not where the scan holds it. Above the first plane nothing is read: the vertebra there
+# attaches its ribs in its upper part, which may lie beyond a disc the planes missed (on the shared real CT the
+# slab above the first plane holds L1 and T12).
+END_SLAB_IN_VIEW = 0.6
+# Rib-like bone this many slabs or more below the last rib is the pelvis (the iliac wings beside L4-S1, five
+# lumbar vertebrae below T12), not a rib; nearer, it contradicts the ribs above.
+PELVIS_SLABS_BELOW = 4
+
+
+@dataclass(frozen=True)
+class RibReading:
+    """Which vertebrae of the chain carry ribs, side by side (see ``read_ribs_along_chain``).
+
+    Slab ``s`` lies between disc planes ``s - 1`` and ``s`` (slab 0 above the first plane, the last below the
+    last plane).
+
+    Attributes:
+        right, left: the slabs whose vertebra carries a rib on that side, head to foot.
+        in_view: the first and the last slab read (slab 1, and the slab below the last plane where the scan holds
+            enough of it; see ``END_SLAB_IN_VIEW``).
+    """
+
+    right: tuple[int, ...]
+    left: tuple[int, ...]
+    in_view: tuple[int, int]
+
+    def _side_ends(self, ribs: tuple[int, ...]) -> tuple[int | None, int | None, str | None]:
+        """One side's first and last rib-bearing slab where the slab beyond it is in view and rib-free (else None),
+        or why the side's readings contradict the anatomy.
+
+        The ribs are the head-most run of rib-bearing slabs; one slab alone counts only where the scan's head end
+        cuts the run (an iliac crest beside L4 or L5 below rib-free vertebrae reads as one).
+        """
+        if not ribs:
+            return None, None, None
+        top = bottom = ribs[0]
+        for slab in ribs[1:]:
+            if slab == bottom + 1:
+                bottom = slab
+            elif slab - bottom < PELVIS_SLABS_BELOW:
+                return None, None, "ribs, then none, then ribs again"
+            else:
+                break  # the pelvis
+        if top == bottom and top > self.in_view[0]:
+            return None, None, None
+        first = top if top - 1 >= self.in_view[0] else None
+        last = bottom if bottom + 1 <= self.in_view[1] else None
+        return first, last, None
+
+    def judge(self) -> tuple[dict[Anchor, int], str | None]:
+        """The rib anchors (the slab of T1 and of T12) the readings agree on, or none and why they contradict.
+
+        A side whose first and last rib are both in view counts its ribs: twelve fix both anchors. A side that
+        counts otherwise may have lost a rib (two ribs touching) and must agree with such a side on at least one
+        end. Without a side that counts twelve, every side's first rib (and every side's last rib) must be on one
+        slab, and where both are in view they must lie eleven slabs apart.
+        """
+        ends = []
+        for side, ribs in (("right", self.right), ("left", self.left)):
+            first, last, problem = self._side_ends(ribs)
+            if problem:
+                return {}, f"on the {side}: {problem}"
+            ends.append((first, last))
+        counted = {(first, last) for first, last in ends
+                   if first is not None and last is not None and last - first + 1 == RIB_PAIRS}
+        if len(counted) > 1:
+            return {}, "the two sides count twelve ribs on different vertebrae"
+        if counted:
+            first, last = counted.pop()
+            for f, l in ends:
+                agree = [end == value for end, value in ((f, first), (l, last)) if end is not None]
+                if agree and not any(agree):
+                    return {}, "the sides disagree on the first and the last rib"
+            return {Anchor.FIRST_RIB: first, Anchor.LAST_RIB: last}, None
+        firsts = {f for f, _ in ends if f is not None}
+        lasts = {l for _, l in ends if l is not None}
+        if len(firsts) > 1 or len(lasts) > 1:
+            return {}, "the sides disagree on the first or the last rib"
+        anchors = {anchor: min(slabs) for anchor, slabs in ((Anchor.FIRST_RIB, firsts), (Anchor.LAST_RIB, lasts))
+                   if slabs}
+        if len(anchors) == 2 and anchors[Anchor.LAST_RIB] - anchors[Anchor.FIRST_RIB] + 1 != RIB_PAIRS:
+            return {}, "the ribs between the first and the last are not twelve"
+        return anchors, None
+
+    def slab_level(self) -> tuple[int, int] | None:
+        """(slab, level) of the most trusted rib anchor the readings agree on, or None."""
+        anchors, _ = self.judge()
+        if Anchor.LAST_RIB in anchors:
+            return anchors[Anchor.LAST_RIB], LAST_RIB_LEVEL
+        if Anchor.FIRST_RIB in anchors:
+            return anchors[Anchor.FIRST_RIB], FIRST_RIB_LEVEL
+        return None
+
+
+def _slab_of(points: np.ndarray, planes: Sequence[DiscPlane]) -> np.ndarray:
+    """For points (n x 3, RAS mm): the slab each lies in (how many planes lie above it; normals point to the foot)."""
+    return sum(((points - plane.centre) @ plane.normal > 0).astype(int) for plane in planes)
+
+
+def _rib_search_grid(volume: Volume, canal: np.ndarray, planes: Sequence[DiscPlane]) -> tuple[Grid, tuple[int, int]]:
+    """An RAS-aligned grid of ``RIB_GRID_MM`` around the chain, within the scan: ``RIB_SEARCH_MM`` to each side
+    of the canal, ``RIB_FORWARD_MM`` around it, ``END_SLAB_IN_VIEW`` of a slab above the first plane and two slabs
+    below the last (the lowest ribs fall steeply); and the first and the last slab read (see
+    ``RibReading.in_view``)."""
+    heights = np.array([plane.centre[2] for plane in planes])
+    slab_mm = float(np.median(np.abs(np.diff(heights))))
+    low = np.array([canal[:, 0].min() - RIB_SEARCH_MM, canal[:, 1].min() + RIB_FORWARD_MM[0],
+                    heights.min() - 2 * slab_mm])
+    high = np.array([canal[:, 0].max() + RIB_SEARCH_MM, canal[:, 1].max() + RIB_FORWARD_MM[1],
+                     heights.max() + END_SLAB_IN_VIEW * slab_mm])
+    ends = np.meshgrid(*[[0, n - 1] for n in volume.shape], indexing="ij")
+    corners = volume.ijk_to_ras(np.array(ends).reshape(3, -1).T)
+    last = len(planes) if corners[:, 2].min() <= heights.min() - END_SLAB_IN_VIEW * slab_mm else len(planes) - 1
+    low, high = np.maximum(low, corners.min(axis=0)), np.minimum(high, corners.max(axis=0))
+    shape = tuple(int(n) for n in np.maximum(np.floor((high - low) / RIB_GRID_MM) + 1, 1))
+    affine = np.eye(4)
+    affine[:3, :3] *= RIB_GRID_MM
+    affine[:3, 3] = low
+    return Grid(shape, affine), (1, last)
+
+
+def read_ribs_along_chain(volume: Volume, canal: np.ndarray, planes: Sequence[DiscPlane]) -> RibReading:
+    """Which vertebrae of the chain carry ribs: each rib is read where it leaves the spine, by its root.
+
+    Bone (>= ``RIB_BONE_HU``) beside and behind the spine (``RIB_SEARCH_MM``, ``RIB_FORWARD_MM`` from the
+    canal's centre, at each height) falls into pieces; a piece's roots are its bone in the band
+    ``RIB_ROOT_MM`` out from the canal. Where several roots share a piece, the piece is divided between them by a
+    watershed on the bone's depth (its distance to soft tissue), so that each root keeps the bone its own thick
+    path reaches. A root whose bone reaches ``RIB_MIN_REACH_MM`` out is a rib, of the vertebra in whose slab
+    (between the disc planes) the root lies (see ``ROOT_SLAB_SHARE``).
+
+    Args:
+        volume: the CT in Hounsfield units.
+        canal: the spinal canal's centre line (n x 3, RAS mm).
+        planes: the disc planes, head to foot.
+    """
+    if len(planes) < 2 or len(canal) < 2:
+        return RibReading((), (), (1, len(planes) - 1))
+    grid, in_view = _rib_search_grid(volume, canal, planes)
+    slab_mm = float(np.median(np.abs(np.diff([plane.centre[2] for plane in planes]))))
+    source = Volume(volume.array, volume.affine, VolumeKind.INTENSITY)
+    hounsfield = resample_to(source, grid, fill_value=-1000.0).array
+    axes = [grid.affine[a, 3] + RIB_GRID_MM * np.arange(n) for a, n in enumerate(grid.shape)]
+    order = np.argsort(canal[:, 2])
+    centre = [np.interp(axes[2], canal[order, 2], canal[order, a]) for a in range(2)]
+    across = axes[0][:, None, None] - centre[0][None, None, :]  # towards the right (R > 0)
+    forward = axes[1][None, :, None] - centre[1][None, None, :]
+    bone = ((hounsfield >= RIB_BONE_HU) & (np.abs(across) <= RIB_SEARCH_MM) & (forward >= RIB_FORWARD_MM[0])
+            & (forward <= RIB_FORWARD_MM[1]))
+    root_band = ((np.abs(across) >= RIB_ROOT_MM[0]) & (np.abs(across) <= RIB_ROOT_MM[1])
+                 & (forward <= RIB_ROOT_FORWARD_MM))
+    bone &= np.abs(across) >= RIB_ROOT_MM[0]
+    across = np.broadcast_to(across, bone.shape)
+    root_band = np.broadcast_to(root_band, bone.shape)
+    pieces, _ = ndimage.label(bone)
+    min_root = MIN_RIB_ROOT_MM3 / RIB_GRID_MM**3
+    found: dict[str, set[int]] = {"right": set(), "left": set()}
+    for index, box in enumerate(ndimage.find_objects(pieces), start=1):
+        piece = pieces[box] == index
+        reach = np.abs(across[box])
+        if reach[piece].max() < RIB_MIN_REACH_MM:
+            continue
+        roots, _ = ndimage.label(piece & root_band[box])
+        sizes = np.bincount(roots.ravel())[1:]
+        if not (sizes >= min_root).any():
+            continue
+        roots[np.isin(roots, np.flatnonzero(sizes < min_root) + 1)] = 0
+        if (sizes >= min_root).sum() > 1:
+            depth = ndimage.distance_transform_edt(piece)
+            territory = watershed(-depth, roots, mask=piece)
+        else:
+            territory = np.where(piece, roots.max(), 0)
+        for root in np.unique(roots[roots > 0]):
+            if reach[territory == root].max() < RIB_MIN_REACH_MM:
+                continue  # a transverse process (or a rib's fleck) that only touches a rib
+            voxels = np.argwhere(roots == root) + [s.start for s in box]
+            points = voxels * RIB_GRID_MM + grid.affine[:3, 3]
+            if np.ptp(points[:, 2]) > MAX_RIB_ROOT_MM:
+                continue  # the sacrum's ala and the ilium
+            shares = np.bincount(_slab_of(points, planes)) / len(points)
+            slab = int(np.flatnonzero(shares >= ROOT_SLAB_SHARE).max())
+            below_last = float(np.mean((points - planes[-1].centre) @ planes[-1].normal))
+            if slab < in_view[0] or below_last > END_SLAB_IN_VIEW * slab_mm:
+                continue  # beyond the slabs read
+            side = "right" if np.mean(across[box][roots == root]) > 0 else "left"
+            found[side].add(slab)
+    return RibReading(tuple(sorted(found["right"])), tuple(sorted(found["left"])), in_view)

@@ -155,8 +155,9 @@ def _chain_is_consistent(overlap: np.ndarray, matched: list[int | None], one_bod
 
 def regroup_at_discs(
     labels: np.ndarray, sure: np.ndarray, hounsfield: np.ndarray, ras_of: np.ndarray, planes: list[DiscPlane],
-    canal: np.ndarray | None, anchored_level: int | None = None,
-) -> tuple[np.ndarray, dict[int, int]]:
+    canal: np.ndarray | None, anchored_level: int | None = None, slab_level: tuple[int, int] | None = None,
+    unanchored_levels: dict[int, int] | None = None,
+) -> tuple[np.ndarray, dict[int, int], int | None]:
     """Seeds for the bone division, one vertebra between each two disc planes.
 
     Args:
@@ -168,19 +169,23 @@ def regroup_at_discs(
         canal: the spinal canal's centre line (n x 3, RAS mm), or None.
         anchored_level: the level an anatomical anchor fixed, if any: the chain keeps it (else the names most
             pieces already carry).
+        slab_level: (slab, level) where an anchor read along the chain itself names a slab (see
+            :func:`.anchors.read_ribs_along_chain`); followed before ``anchored_level``.
+        unanchored_levels: without either, the offset most pieces agree with is counted on these names of the
+            pieces (each piece's level: the level the network's estimates alone give it) instead of their own.
 
     Returns:
-        The seed label map and, for each vertebra in it, the level of the piece it came from (a body the walk
-        missed: its own level). Between the canal's ends each confident voxel of the chain's pieces takes the
-        name of its slab (body and arch alike: a disc plane carried on backwards passes between two arches),
-        except within ``SEED_MARGIN_MM`` of a plane, where the bone division finds the boundary; a body the walk
-        missed is seeded from its bone. Where the planes and the pieces disagree (see
-        ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
+        The seed label map; for each vertebra in it, the level of the piece it came from (a body the walk
+        missed: its own level); and the level of slab 0 (None where nothing was regrouped). Between the canal's
+        ends each confident voxel of the chain's pieces takes the name of its slab (body and arch alike: a disc
+        plane carried on backwards passes between two arches), except within ``SEED_MARGIN_MM`` of a plane, where
+        the bone division finds the boundary; a body the walk missed is seeded from its bone. Where the planes and
+        the pieces disagree (see ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
     """
     seeds = np.where(sure, labels, 0).astype(labels.dtype)
     unchanged = {int(level): int(level) for level in np.unique(seeds) if level > 0}
     if len(planes) < 2 or canal is None or len(canal) < 2:
-        return seeds, unchanged
+        return seeds, unchanged, None
     where = np.argwhere(seeds > 0)
     ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
     slab_everywhere, plane_distance = _slab_and_distance(ras, planes)
@@ -193,24 +198,30 @@ def regroup_at_discs(
     judged = overlap.sum(axis=1) > 0
     pieces = [level for level, j in zip(in_range, judged) if j]
     if len(pieces) < 2:
-        return seeds, unchanged
+        return seeds, unchanged, None
     overlap = overlap[judged]
     matched = match_in_order(overlap)
     one_body = _one_body_tall(planes)
     remnants = _remnants(overlap, matched, one_body)
     kept = [row for row in range(len(pieces)) if row not in remnants]
     if not _chain_is_consistent(overlap[kept], [matched[row] for row in kept], one_body):
-        return seeds, unchanged
+        return seeds, unchanged, None
     pairs = [(pieces[row], int(matched[row])) for row in kept]
-    # The chain's names: slab s is vertebra first + s. Keep the anchored level where a piece carries it, or the
-    # name of the piece next to an anchor beyond the chain (the sacrum, C2: names are counted from it), else the
-    # offset most pieces agree with.
-    offsets = np.array([level - s for level, s in pairs])
+    # The chain's names: slab s is vertebra first + s. Follow an anchor read on the chain; else keep the anchored
+    # level where a piece carries it, or the name of the piece next to an anchor beyond the chain (the sacrum, C2:
+    # names are counted from it); else the offset most pieces agree with.
+    counted = unanchored_levels or {}
+    offsets = np.array([counted.get(level, level) - s for level, s in pairs])
     anchor_offsets = [level - s for level, s in pairs if level == anchored_level]
     if anchored_level is not None and not anchor_offsets:
         next_to_anchor = pairs[-1] if anchored_level > pairs[-1][0] else pairs[0] if anchored_level < pairs[0][0] else None
         anchor_offsets = [] if next_to_anchor is None else [next_to_anchor[0] - next_to_anchor[1]]
-    first = anchor_offsets[0] if anchor_offsets else int(np.bincount(offsets - offsets.min()).argmax() + offsets.min())
+    if slab_level is not None:
+        first = slab_level[1] - slab_level[0]
+    elif anchor_offsets:
+        first = anchor_offsets[0]
+    else:
+        first = int(np.bincount(offsets - offsets.min()).argmax() + offsets.min())
     along = _along_canal(ras, canal)
     chain_piece = np.isin(values, pieces)
     renamed = {level: first + s for level, s in pairs}
@@ -236,7 +247,7 @@ def regroup_at_discs(
                    if FIRST_CHAIN_LEVEL <= new_level <= LAST_CHAIN_LEVEL})
     origin.update({first + s: level for level, s in pairs if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
     origin.update({first + s: first + s for s in missed if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
-    return seeds, origin
+    return seeds, origin, first
 
 
 def _seed_missed_vertebrae(

@@ -133,6 +133,7 @@ class Naming:
         followed: the anchors the naming agrees with (the others disagreed with a more trusted one).
         variant: T13 or L6 when the anchors demanded the extra vertebra, else None.
         renamed: how many pieces got another name than the regressed positions alone would give them.
+        plain: the levels the regressed positions alone give the pieces.
     """
 
     levels: list[int]
@@ -141,6 +142,7 @@ class Naming:
     followed: list[Anchor] = field(default_factory=list)
     variant: int | None = None
     renamed: int = 0
+    plain: list[int] = field(default_factory=list)
 
     @property
     def anchored(self) -> bool:
@@ -207,7 +209,7 @@ def name_run(
     followed = sorted(followed, key=lambda a: -ANCHOR_TRUST[a])
     return Naming(
         levels=levels, anchor=followed[0] if followed else None, found=anchors, followed=followed,
-        variant=variant if followed else None, renamed=sum(a != b for a, b in zip(levels, plain)),
+        variant=variant if followed else None, renamed=sum(a != b for a, b in zip(levels, plain)), plain=plain,
     )
 
 

@@ -24,7 +24,7 @@ from ..labels import vertebra_name
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
-from .anchors import find_anchors
+from .anchors import FIRST_RIB_LEVEL, LAST_RIB_LEVEL, Anchor, RibReading, find_anchors, read_ribs_along_chain
 from .body_chain import regroup_at_discs
 from .disc_planes import find_disc_planes
 from .bone_division import divide_bone
@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # torch loads with the model, not with this module
 
 __all__ = [
     "prepare_working_image", "find_vertebrae", "find_and_name_vertebrae", "naming_record", "label_working_grid",
-    "segment_vertebrae", "keep_spine_column", "drop_fragments", "UNANCHORED_WARNING", "NO_VERTEBRA_WARNING",
+    "segment_vertebrae", "keep_spine_column", "drop_fragments", "chain_naming", "UNANCHORED_WARNING",
+    "NO_VERTEBRA_WARNING",
 ]
 
 logger = logging.getLogger(__name__)
@@ -421,11 +422,50 @@ def naming_record(naming: Naming) -> NamingRecord:
     )
 
 
-def _naming_warnings(record: NamingRecord, found_any: bool) -> list[str]:
-    """Warnings about the naming: nothing was found, none anchored it, or anchors disagree."""
+# Anchors that the names of the walk's pieces follow before ribs read along the chain (see ``chain_naming``).
+TRUSTED_OVER_RIBS = (Anchor.SACRUM, Anchor.C2)
+RIB_ANCHOR_LEVEL = {Anchor.LAST_RIB: LAST_RIB_LEVEL, Anchor.FIRST_RIB: FIRST_RIB_LEVEL}
+
+
+def chain_naming(naming: Naming, ribs: RibReading, first: int, origin: dict[int, int], keep_pieces: bool
+                 ) -> NamingRecord:
+    """What fixed the names of the chain of vertebrae (slab ``s`` named ``first + s``, see
+    :func:`.body_chain.regroup_at_discs`).
+
+    ``keep_pieces``: the chain kept the anchor the names of the walk's pieces followed (the sacrum or C2, or ribs
+    read on the pieces where the ribs read along the chain fix nothing and contradict nothing); else the names
+    follow the rib anchors read along the chain (see :meth:`.anchors.RibReading.judge`), or none. Ribs read on
+    the pieces are reported only where the chain's say nothing: a piece that straddles a disc reads the ribs of
+    two vertebrae. ``origin`` maps each vertebra of the chain to the piece it came from (see
+    ``regroup_at_discs``); ``renamed`` counts the vertebrae named otherwise than the network's estimates alone
+    name their pieces.
+    """
+    rib_anchors, rib_problem = ribs.judge()
+    chain_silent = not rib_anchors and rib_problem is None
+    pieces = [a for a in naming.found if a in TRUSTED_OVER_RIBS or chain_silent]
+    found = {a.value: vertebra_name(naming.levels[naming.found[a]]) for a in pieces}
+    overruled = [a.value for a in pieces if a not in naming.followed]
+    for anchor, slab in rib_anchors.items():
+        found[anchor.value] = vertebra_name(first + slab)
+        if first + slab != RIB_ANCHOR_LEVEL[anchor]:
+            overruled.append(anchor.value)
+    followed_ribs = [a for a in (Anchor.LAST_RIB, Anchor.FIRST_RIB) if a in rib_anchors and a.value not in overruled]
+    anchor = naming.anchor if keep_pieces else (followed_ribs[0] if followed_ribs else None)
+    plain = dict(zip(naming.levels, naming.plain))
+    renamed = sum(new != plain.get(old, old) for new, old in origin.items())
+    variant = vertebra_name(naming.variant) if keep_pieces and naming.variant is not None else None
+    return NamingRecord(anchor=anchor.value if anchor else None, anchors_found=found, overruled=overruled,
+                        variant=variant, renamed=renamed)
+
+
+def _naming_warnings(record: NamingRecord, found_any: bool, rib_problem: str | None = None) -> list[str]:
+    """Warnings about the naming: nothing was found, none anchored it, anchors disagree, or the ribs read along
+    the chain contradict each other (``rib_problem``: how)."""
     if not found_any:
         return [NO_VERTEBRA_WARNING]
     warnings = [] if record.anchored else [UNANCHORED_WARNING]
+    if rib_problem:
+        warnings.append(f"The ribs read along the spine contradict each other ({rib_problem}); no rib anchor was used.")
     for anchor in record.overruled:
         if record.anchor is None:  # a rib anchor too far from the network's estimate to believe
             warnings.append(f"The {anchor} (on {record.anchors_found[anchor]}) is too far from the network's "
@@ -499,9 +539,7 @@ def segment_vertebrae(
     found, naming = find_and_name_vertebrae(image, model, settings, scaled(progress, 0.05, 0.9), canal_working)
     levels = naming.levels
     record = naming_record(naming)
-    for warning in _naming_warnings(record, bool(found)):
-        logger.warning(warning)
-        warnings = [*warnings, warning]
+    rib_problem = None
     progress(0.9, "painting vertebrae onto the input grid")
     threshold = CANDIDATE_PROBABILITY if refine_with_bone else MASK_PROBABILITY
     # Painting and refinement work on the spine's region of the input grid, which holds every vertebra's
@@ -529,11 +567,24 @@ def segment_vertebrae(
         disc_planes = find_disc_planes(volume, frame) if chain_at_discs and frame is not None else []
         if disc_planes:
             box_to_ras = volume.affine @ _translation([s.start for s in region])
-            seeds, origin = regroup_at_discs(labels, best >= MASK_PROBABILITY, hounsfield, box_to_ras, disc_planes,
-                                             frame.canal, _anchored_level(naming))
+            ribs = read_ribs_along_chain(volume, frame.canal, disc_planes)
+            rib_anchors, problem = ribs.judge()
+            logger.info("ribs along the chain (slabs): right %s, left %s; anchors %s; %s", ribs.right, ribs.left,
+                        {a.value: slab for a, slab in rib_anchors.items()}, problem or "no contradiction")
+            # The sacrum and C2 outrank the ribs; ribs read on the pieces count only where the chain's say nothing.
+            keep_pieces = naming.anchor in TRUSTED_OVER_RIBS or (
+                naming.anchor is not None and not rib_anchors and problem is None)
+            slab_level = None if keep_pieces else ribs.slab_level()
+            seeds, origin, first = regroup_at_discs(
+                labels, best >= MASK_PROBABILITY, hounsfield, box_to_ras, disc_planes, frame.canal,
+                _anchored_level(naming) if keep_pieces else None, slab_level,
+                None if keep_pieces else dict(zip(naming.levels, naming.plain)))
             # A vertebra of the chain is as complete as the piece it came from; a body the walk missed lies
             # between two found ones, inside the scan.
             completeness_by_level = {new: completeness_by_level.get(old, 1.0) for new, old in sorted(origin.items())}
+            if first is not None:
+                record = chain_naming(naming, ribs, first, origin, keep_pieces)
+                rib_problem = None if naming.anchor in TRUSTED_OVER_RIBS else problem
         labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds)
         boxes = ndimage.find_objects(labels) if labels.size else []
     for index, (level, completeness) in enumerate(completeness_by_level.items()):
@@ -566,6 +617,9 @@ def segment_vertebrae(
                 centroid_ras=tuple(float(x) for x in centroid),
             )
         )
+    for warning in _naming_warnings(record, bool(found), rib_problem):
+        logger.warning(warning)
+        warnings = [*warnings, warning]
     label_map = np.zeros(volume.shape, dtype=np.uint8)
     label_map[region] = labels
     progress(1.0, f"{len(records)} vertebrae")
