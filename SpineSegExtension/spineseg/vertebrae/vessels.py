@@ -77,6 +77,8 @@ def contrast_lumen(
     core = (mean >= low) & (mean <= high) & (sd < SMOOTH_SD_HU) & (hounsfield >= low)
     pieces, count = ndimage.label(core)
     lumen = np.zeros(hounsfield.shape, bool)
+    if not count:
+        return lumen
     pad = [int(np.ceil(max(SHELL_MM, EDGE_MM) / s)) + 1 for s in spacing_mm]
     for index, box in enumerate(ndimage.find_objects(pieces), start=1):
         if box is None:
