@@ -9,7 +9,9 @@ along paths of bright bone first, so that two vertebrae meet where the bone
 between them is darkest (the disc space, a facet joint gap, the thin bone of
 an endplate pair). Soft tissue between two vertebrae is never crossed at the
 cost of bone, and bone farther than ``BONE_REACH_MM`` from every vertebra
-(ribs beyond their heads, iliac wings, the table) stays out.
+(ribs beyond their heads, iliac wings, the table) stays out. Contrast-filled
+vessels (the aorta against the thoracic bodies) are as bright as bone but are
+no bone (see :mod:`.vessels`): they are neither flooded nor seeded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed  # scipy's watershed_ift lets a flood leak across plateaus
+
+from .vessels import contrast_lumen
 
 __all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "SEED_PROBABILITY", "divide_bone"]
 
@@ -90,10 +94,12 @@ def divide_bone(
     Returns:
         A new label map: the watershed of the bone from the network's confident voxels, plus those confident
         voxels themselves where the CT shows no bone (dark marrow on an open slice); and the bone it divided
-        (with the marrow its slices enclose).
+        (with the marrow its slices enclose). Contrast lumens are neither (the network and the chain of bodies
+        may have painted the aorta that touches a body).
     """
-    confident = (probability >= SEED_PROBABILITY) & (labels > 0)
-    seeds = (np.where(confident, labels, 0) if seeds is None else seeds).astype(np.int32)
+    lumen = contrast_lumen(hounsfield, spacing_mm, superior_axis)
+    confident = (probability >= SEED_PROBABILITY) & (labels > 0) & ~lumen
+    seeds = np.where(lumen, 0, np.where(confident, labels, 0) if seeds is None else seeds).astype(np.int32)
     if not seeds.any():
         return labels.copy(), np.zeros(labels.shape, bool)
     near = ndimage.distance_transform_edt(~(confident | (seeds > 0)), sampling=spacing_mm) <= BONE_REACH_MM
@@ -102,7 +108,7 @@ def divide_bone(
     # A body's marrow joins whole where any of it is near (its middle lies farther from the cortex seen).
     pieces, _ = ndimage.label(marrow)
     near_marrow = np.isin(pieces, np.unique(pieces[near & marrow])) & marrow
-    bone = ((bone & near) | near_marrow) & ~canal
+    bone = ((bone & near) | near_marrow) & ~canal & ~lumen
     low, high = COST_HU_RANGE
     cost = np.clip((high - hounsfield) / (high - low), 0.0, 1.0).astype(np.float32)
     divided = watershed(cost, seeds, mask=bone | (seeds > 0)).astype(labels.dtype)
