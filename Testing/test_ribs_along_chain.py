@@ -13,9 +13,9 @@ from scipy import ndimage
 
 from spineseg.labels import vertebra_name
 from spineseg.phantoms.ct import make_ct_phantom
-from spineseg.vertebrae.anchors import (RIB_BONE_HU, RIB_ROOT_MM, Anchor, RibReading, _slab_of,
+from spineseg.vertebrae.anchors import (RIB_BONE_HU, RIB_ROOT_MM, Anchor, RibReading,
                                         read_ribs_along_chain)
-from spineseg.vertebrae.body_chain import regroup_at_discs
+from spineseg.vertebrae.body_chain import regroup_at_discs, slab_and_distance
 from spineseg.vertebrae.frame import find_spine_frame
 from spineseg.vertebrae.pipeline import UNANCHORED_WARNING, _naming_warnings, chain_naming
 from spineseg.vertebrae.levels import name_run
@@ -26,7 +26,7 @@ from test_body_chain import true_planes
 def slab_names(phantom, planes) -> dict[int, int]:
     """Each slab's vertebra in the phantom's labels (the level holding most of its voxels)."""
     where = np.argwhere(phantom.labels.array > 0)
-    slabs = _slab_of(phantom.image.ijk_to_ras(where), planes)
+    slabs = slab_and_distance(phantom.image.ijk_to_ras(where), planes)[0]
     levels = phantom.labels.array[tuple(where.T)]
     return {int(s): int(np.bincount(levels[slabs == s]).argmax()) for s in np.unique(slabs)}
 
@@ -88,7 +88,7 @@ def test_a_transverse_process_touching_a_rib_is_not_taken_for_a_rib():
     rib = rib[(across(rib) > 40.0) & (across(rib) < 50.0)]
     target = rib[np.argmin(np.linalg.norm(ras_of(rib) - ras_of(tip), axis=1))]
     truth = slab_names(phantom, planes)
-    assert truth[int(_slab_of(ras_of(target), planes)[0])] == 19  # the twelfth rib
+    assert truth[int(slab_and_distance(ras_of(target), planes)[0][0])] == 19  # the twelfth rib
     bridge(image, tip.astype(float), target.astype(float), 1.0, 700.0)
     joined, _ = ndimage.label(image >= RIB_BONE_HU)
     assert joined[tuple(tip)] == joined[tuple(target)]  # one piece of bone from L1 out along the rib

@@ -37,6 +37,7 @@ from skimage.segmentation import watershed
 
 from ..geometry import Grid, resample_to
 from ..volume import Volume, VolumeKind
+from .body_chain import slab_and_distance
 from .disc_planes import DiscPlane
 from .traversal import MASK_PROBABILITY, FoundVertebra
 
@@ -501,11 +502,6 @@ class RibReading:
         return None
 
 
-def _slab_of(points: np.ndarray, planes: Sequence[DiscPlane]) -> np.ndarray:
-    """For points (n x 3, RAS mm): the slab each lies in (how many planes lie above it; normals point to the foot)."""
-    return sum(((points - plane.centre) @ plane.normal > 0).astype(int) for plane in planes)
-
-
 def _rib_search_grid(volume: Volume, canal: np.ndarray, planes: Sequence[DiscPlane]) -> tuple[Grid, tuple[int, int]]:
     """An RAS-aligned grid of ``RIB_GRID_MM`` around the chain, within the scan: ``RIB_SEARCH_MM`` to each side
     of the canal, ``RIB_FORWARD_MM`` around it, ``END_SLAB_IN_VIEW`` of a slab above the first plane and two slabs
@@ -586,7 +582,7 @@ def read_ribs_along_chain(volume: Volume, canal: np.ndarray, planes: Sequence[Di
             points = voxels * RIB_GRID_MM + grid.affine[:3, 3]
             if np.ptp(points[:, 2]) > MAX_RIB_ROOT_MM:
                 continue  # the sacrum's ala and the ilium
-            shares = np.bincount(_slab_of(points, planes)) / len(points)
+            shares = np.bincount(slab_and_distance(points, planes)[0]) / len(points)
             slab = int(np.flatnonzero(shares >= ROOT_SLAB_SHARE).max())
             below_last = float(np.mean((points - planes[-1].centre) @ planes[-1].normal))
             if slab < in_view[0] or below_last > END_SLAB_IN_VIEW * slab_mm:

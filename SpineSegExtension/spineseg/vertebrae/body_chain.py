@@ -27,7 +27,7 @@ import numpy as np
 
 from .disc_planes import DiscPlane
 
-__all__ = ["in_body_region", "match_in_order", "regroup_at_discs"]
+__all__ = ["in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
 # within BODY_HALF_WIDTH_MM of it across (adult bodies: 15-50 mm wide, 15-35 mm deep, plus the cortex's blur).
@@ -79,7 +79,7 @@ def in_body_region(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
     return inside & _along_canal(ras, canal)
 
 
-def _slab_and_distance(ras: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, np.ndarray]:
+def slab_and_distance(ras: np.ndarray, planes: list[DiscPlane]) -> tuple[np.ndarray, np.ndarray]:
     """For points ``ras`` (n x 3): how many of the ``planes`` lie above each (a plane's normal points to the
     foot), and its distance to the nearest."""
     below = np.zeros(len(ras), int)
@@ -188,7 +188,7 @@ def regroup_at_discs(
         return seeds, unchanged, None
     where = np.argwhere(seeds > 0)
     ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
-    slab_everywhere, plane_distance = _slab_and_distance(ras, planes)
+    slab_everywhere, plane_distance = slab_and_distance(ras, planes)
     slab = np.where(in_body_region(ras, canal), slab_everywhere, -1)  # -1: not in front of the canal
     values = seeds[tuple(where.T)]
     in_range = [int(v) for v in np.unique(values) if FIRST_CHAIN_LEVEL <= v <= LAST_CHAIN_LEVEL]
@@ -261,7 +261,7 @@ def _seed_missed_vertebrae(
         return seeds
     where = np.argwhere((hounsfield >= MISSED_BONE_HU) & (seeds == 0))
     ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
-    slab, distance = _slab_and_distance(ras, planes)
+    slab, distance = slab_and_distance(ras, planes)
     across = np.linalg.norm((ras - _canal_at(ras[:, 2], canal))[:, :2], axis=1)
     reach = (across < MISSED_REACH_MM) & (distance > SEED_MARGIN_MM)
     for s in missed:
