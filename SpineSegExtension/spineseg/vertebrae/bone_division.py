@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed  # scipy's watershed_ift lets a flood leak across plateaus
 
+from .body_chain import in_body_region
 from .vessels import contrast_lumen
 
 __all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "SEED_PROBABILITY", "divide_bone"]
@@ -27,6 +29,10 @@ __all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "SEED_PROBABILITY", "divide_bone
 # Bone for the division: cortical and cancellous bone (osteoporotic marrow below this is recovered as the
 # hole its slice's cortex encloses).
 DIVISION_BONE_HU = 150.0
+# Dim marrow: where a body's marrow reads below DIVISION_BONE_HU (a coarse grid of a fatty or osteoporotic spine,
+# whose thin cortex never closes a ring), voxels of at least this inside the body's outline are bone too
+# (muscle reads 40-70 HU). Measured on the real CTs and phantoms: docs/vertebrae-physics.md, section 3.
+DIVISION_DIM_BONE_HU = 100.0
 # A hole in an axial slice's bone up to this size is marrow (a lumbar body's cross-section is 12-20 cm^2).
 MAX_MARROW_HOLE_MM2 = 2500.0
 # Bone at most this far (mm) from a vertebra's painted voxels can join it.
@@ -37,8 +43,39 @@ SEED_PROBABILITY = 0.5
 COST_HU_RANGE = (0.0, 1000.0)
 
 
+def _dim_marrow(
+    hounsfield: np.ndarray, superior_axis: int, canal_line: np.ndarray | None, ras_of: np.ndarray | None,
+) -> np.ndarray:
+    """The bodies' dim marrow: in each slice across ``superior_axis``, the voxels of at least
+    ``DIVISION_DIM_BONE_HU`` inside the convex outline of the bright bone (>= ``DIVISION_BONE_HU``) in front of
+    the canal (see :func:`.body_chain.in_body_region`), where the outline's median reads below
+    ``DIVISION_BONE_HU``. A body whose marrow is bright needs none of it, and the blur around bright cortex, which
+    a lower threshold would add to it, lies outside the outline.
+
+    ``canal_line`` is the canal's centre line (RAS mm) and ``ras_of`` maps the arrays' voxel indices to RAS mm;
+    without them there is no dim marrow."""
+    dim = np.zeros(hounsfield.shape, bool)
+    if canal_line is None or ras_of is None or len(canal_line) < 2:
+        return dim
+    bright = np.argwhere(hounsfield >= DIVISION_BONE_HU)
+    bright = bright[in_body_region(bright @ ras_of[:3, :3].T + ras_of[:3, 3], canal_line)]
+    moved_hu = np.moveaxis(hounsfield, superior_axis, 0)
+    moved_dim = np.moveaxis(dim, superior_axis, 0)
+    in_plane = [axis for axis in range(3) if axis != superior_axis]
+    for n in np.unique(bright[:, superior_axis]):
+        outline = np.zeros(moved_hu.shape[1:], bool)
+        outline[tuple(bright[bright[:, superior_axis] == n][:, in_plane].T)] = True
+        if outline.sum() < 3:
+            continue
+        outline = convex_hull_image(outline)
+        if np.median(moved_hu[n][outline]) < DIVISION_BONE_HU:
+            moved_dim[n] = outline & (moved_hu[n] >= DIVISION_DIM_BONE_HU)
+    return dim
+
+
 def _bone_with_marrow(
     hounsfield: np.ndarray, spacing_mm: tuple[float, float, float], superior_axis: int, canal: np.ndarray,
+    dim_marrow: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bone, and the marrow it encloses: the holes up to ``MAX_MARROW_HOLE_MM2`` that each slice across
     ``superior_axis`` encloses, kept where, along the head-foot axis, they run into bone at both ends.
@@ -47,7 +84,7 @@ def _bone_with_marrow(
     endplate's rim encloses in one slice opens into the disc space above or below, and the chest that a rib
     cage encloses is too large. A hole holding a ``canal`` voxel is never marrow (where the arch closes its
     ring, the spinal canal is a hole too)."""
-    bone = hounsfield >= DIVISION_BONE_HU
+    bone = (hounsfield >= DIVISION_BONE_HU) | dim_marrow
     holes = np.zeros_like(bone)
     in_plane = [s for axis, s in enumerate(spacing_mm) if axis != superior_axis]
     largest = MAX_MARROW_HOLE_MM2 / (in_plane[0] * in_plane[1])
@@ -78,6 +115,7 @@ def _bone_with_marrow(
 def divide_bone(
     labels: np.ndarray, probability: np.ndarray, hounsfield: np.ndarray, spacing_mm: tuple[float, float, float],
     superior_axis: int, canal: np.ndarray | None = None, seeds: np.ndarray | None = None,
+    canal_line: np.ndarray | None = None, ras_of: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The label map that gives each bone voxel near the painted vertebrae to one of them.
 
@@ -90,6 +128,8 @@ def divide_bone(
         canal: voxels of the spinal canal's centre line (see :mod:`.frame`), never bone; None where not found.
         seeds: where each flood starts (VerSe numbers, 0 elsewhere); by default the network's confident voxels
             (see :func:`.body_chain.regroup_at_discs` for seeds placed by the chain of bodies).
+        canal_line: the canal's centre line (RAS mm, n x 3) and ``ras_of`` the 4 x 4 matrix from voxel indices
+            to RAS mm: where given, the bodies' dim marrow is bone too (see ``_dim_marrow``).
 
     Returns:
         A new label map: the watershed of the bone from the network's confident voxels, plus those confident
@@ -104,7 +144,8 @@ def divide_bone(
         return labels.copy(), np.zeros(labels.shape, bool)
     near = ndimage.distance_transform_edt(~(confident | (seeds > 0)), sampling=spacing_mm) <= BONE_REACH_MM
     canal = np.zeros(labels.shape, bool) if canal is None else canal
-    bone, marrow = _bone_with_marrow(hounsfield, spacing_mm, superior_axis, canal)
+    dim_marrow = _dim_marrow(hounsfield, superior_axis, canal_line, ras_of)
+    bone, marrow = _bone_with_marrow(hounsfield, spacing_mm, superior_axis, canal, dim_marrow)
     # A body's marrow joins whole where any of it is near (its middle lies farther from the cortex seen).
     pieces, _ = ndimage.label(marrow)
     near_marrow = np.isin(pieces, np.unique(pieces[near & marrow])) & marrow

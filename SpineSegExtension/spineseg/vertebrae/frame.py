@@ -33,6 +33,10 @@ __all__ = ["FRAME_SPACING_MM", "SpineFrame", "find_spine_frame", "bone_hu_on"]
 FRAME_SPACING_MM = 2.0
 # Bone: cortical and dense cancellous bone, and contrast-filled vessels (which the chain rules sort out).
 FRAME_BONE_HU = 180.0
+# Slices where that bone shows no canal are read again at this lower bone threshold: thin cortex on a coarse
+# grid (a 3 mm scan of an osteoporotic spine) leaves the body's wall open, and the canal merges with the dark
+# marrow in front of it.
+FRAME_DIM_BONE_HU = 150.0
 # The canal: soft tissue with bone within this distance in at least this many of eight directions.
 ENCLOSURE_MM = 16.0
 ENCLOSING_DIRECTIONS = 6
@@ -133,10 +137,10 @@ def _solid_bone(plane: np.ndarray, spacing: float) -> np.ndarray:
     return plane | large[holes]
 
 
-def _canal_candidates(hu: np.ndarray, spacing: float) -> list[_Hole]:
+def _canal_candidates(hu: np.ndarray, spacing: float, bone_hu: float = FRAME_BONE_HU) -> list[_Hole]:
     """Regions in each axial slice that could be the canal: soft tissue that bone surrounds on (nearly) every
     side within ``ENCLOSURE_MM``, with a body's bone in front."""
-    bone = hu >= FRAME_BONE_HU
+    bone = hu >= bone_hu
     enclosed = (_enclosure(bone, int(round(ENCLOSURE_MM / spacing))) >= ENCLOSING_DIRECTIONS)
     soft = (hu >= CANAL_HU[0]) & (hu <= CANAL_HU[1])
     area_voxels = [a / spacing**2 for a in CANAL_AREA_MM2]
@@ -219,7 +223,10 @@ def find_spine_frame(volume: Volume) -> SpineFrame | None:
 def frame_on_grid(hu: np.ndarray, grid: Grid) -> SpineFrame | None:
     """:func:`find_spine_frame` on a CT already on an isotropic RAS-aligned ``grid`` (k towards the head)."""
     spacing = float(grid.spacing[0])
-    chain = _canal_chain(_canal_candidates(hu, spacing), spacing)
+    candidates = _canal_candidates(hu, spacing)
+    seen = {hole.k for hole in candidates}
+    candidates += [hole for hole in _canal_candidates(hu, spacing, FRAME_DIM_BONE_HU) if hole.k not in seen]
+    chain = _canal_chain(candidates, spacing)
     if not chain or (chain[0].k - chain[-1].k) * spacing < MIN_CANAL_MM:
         return None
     ks = np.array([h.k for h in chain][::-1], float)  # foot to head, increasing

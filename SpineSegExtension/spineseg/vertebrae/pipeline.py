@@ -565,8 +565,8 @@ def segment_vertebrae(
         superior_axis = int(closest_ras_axes(volume.direction)[0][2])
         seeds = None
         disc_planes = find_disc_planes(volume, frame) if chain_at_discs and frame is not None else []
+        box_to_ras = volume.affine @ _translation([s.start for s in region])
         if disc_planes:
-            box_to_ras = volume.affine @ _translation([s.start for s in region])
             ribs = read_ribs_along_chain(volume, frame.canal, disc_planes)
             rib_anchors, problem = ribs.judge()
             logger.info("ribs along the chain (slabs): right %s, left %s; anchors %s; %s", ribs.right, ribs.left,
@@ -585,7 +585,8 @@ def segment_vertebrae(
             if first is not None:
                 record = chain_naming(naming, ribs, first, origin, keep_pieces)
                 rib_problem = None if naming.anchor in TRUSTED_OVER_RIBS else problem
-        labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds)
+        labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds,
+                                   None if frame is None else frame.canal, box_to_ras)
         boxes = ndimage.find_objects(labels) if labels.size else []
     for index, (level, completeness) in enumerate(completeness_by_level.items()):
         box = boxes[level - 1] if level <= len(boxes) else None
