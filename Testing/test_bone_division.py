@@ -85,3 +85,43 @@ def test_dark_marrow_capped_by_endplates_is_filled_but_a_disc_inside_an_endplate
     divided, _ = divide_bone(labels, probability, hounsfield, SPACING, superior_axis=2)
     assert (divided[12:28, 12:28, 32:43] == 19).all()  # the marrow, filled
     assert not divided[12:28, 12:28, 22:30].any()  # the disc, even its slice inside the rim, stays out
+
+
+def open_body(marrow_hu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A body (2 mm cortex of 600 HU around ``marrow_hu``) in front of a canal line, its posterior wall open
+    towards the canal as a thin cortex on a coarse scan leaves it; the network painted its cortex only.
+    Returns the CT, the labels, their probability and the body's voxels (RAS = voxel indices in mm)."""
+    hounsfield = np.full(SHAPE, 40.0)
+    body = np.zeros(SHAPE, bool)
+    body[10:30, 16:34, 15:45] = True
+    hounsfield[body] = 600.0
+    hounsfield[ndimage.binary_erosion(body, iterations=2)] = marrow_hu
+    hounsfield[16:24, 16:18, 15:45] = marrow_hu  # the gap in the posterior wall
+    labels = np.where(hounsfield >= 500.0, 20, 0).astype(np.uint8)
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    return hounsfield, labels, probability, body
+
+
+CANAL_LINE = np.array([[20.0, 8.0, k] for k in (60.0, 0.0)])  # head to foot, 8 mm behind the body
+
+
+def test_dim_marrow_behind_an_open_wall_joins_its_body():
+    """Marrow of 120 HU (a 3 mm scan of an older spine) whose ring of cortex is open towards the canal: no
+    slice encloses it, so only its reading as dim marrow inside the body's outline gives it to the vertebra."""
+    hounsfield, labels, probability, body = open_body(120.0)
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4))
+    assert (divided[body] == 20).mean() > 0.95
+    assert not divided[~body].any()
+    without_line, _ = divide_bone(labels, probability, hounsfield, SPACING, 2)
+    assert (without_line[body] == 20).mean() < 0.5
+
+
+def test_the_blur_around_a_body_with_bright_marrow_stays_out():
+    """A body with bright marrow (250 HU) and a ring of blur (120 HU) around it: the dim threshold never
+    applies, so the vertebra ends at its cortex."""
+    hounsfield, labels, probability, body = open_body(250.0)
+    blur = ndimage.binary_dilation(body) & ~body
+    hounsfield[blur] = 120.0
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4))
+    assert (divided[body] == 20).mean() > 0.95
+    assert not divided[blur].any()

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL_DATA, require_real_data
 
 from spineseg.geometry import Grid, resample_to, working_grid
+from spineseg.evaluation.real_cts import read_real_cts
 from spineseg.io import read_volume
 from spineseg.phantoms.ct import make_ct_phantom, random_ct_phantom
 from spineseg.phantoms.ct_tissue import Tissue
@@ -96,3 +98,16 @@ def test_the_canal_line_of_the_real_chest_ct_lies_on_its_spinal_cord():
     errors, reached = in_plane_errors(frame.canal, canal_reference(cord))
     assert reached > 0.9
     assert np.median(errors) < 2.0 and np.percentile(errors, 95) < 4.0
+
+
+def test_the_canal_line_of_the_real_3_mm_ct_runs_from_t12_to_the_sacrum():
+    """The shared 3 mm CT of an older spine: its bodies' thin cortex reads under 180 HU, their walls open and
+    the canal merges with the dim marrow in front of it, at T12 and from L5 down. Re-read at 150 HU where
+    180 HU shows no canal, the line reaches T12's body and the sacrum (measured 2026-12-07: 407 to 211 mm
+    head to foot; at 180 HU alone 375 to 233 mm, L1 to L5)."""
+    require_real_data("ct_totalseg_example")
+    scan = read_real_cts(REAL_DATA)[0]
+    frame = find_spine_frame(scan.image)
+    height = {level: scan.image.ijk_to_ras(np.argwhere(scan.reference == level))[:, 2] for level in (19, 24)}
+    assert frame.canal[:, 2].max() > height[19].mean() - 10.0  # into T12's body
+    assert frame.canal[:, 2].min() < height[24].min()  # below L5, into the sacrum
