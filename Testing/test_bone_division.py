@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from spineseg.vertebrae.bone_division import BONE_REACH_MM, divide_bone
+from spineseg.vertebrae.bone_division import BONE_REACH_MM, DISC_GAP_MM, divide_bone
+from spineseg.vertebrae.disc_planes import DiscPlane
 
 SHAPE = (40, 40, 60)  # i, j, k (k towards the head), 1 mm voxels
 SPACING = (1.0, 1.0, 1.0)
@@ -22,8 +23,8 @@ def hollow_body(hounsfield: np.ndarray, box: tuple[slice, ...], marrow_hu: float
 def test_two_bodies_with_dark_marrow_are_divided_at_their_disc():
     """Two bodies with dark, osteoporotic marrow (60 HU) and a thin disc (3 mm, 80 HU) between them. The
     network saw each body's cortex only in part, away from the disc; the division fills each body's marrow
-    and gives it to its own vertebra, and leaves the disc out. (Where endplates touch with no disc space
-    left, the division has no barrier yet: the frame's disc planes are the planned one.)"""
+    and gives it to its own vertebra, and leaves the disc out (where endplates touch with no disc space left,
+    the disc planes are the barrier: see the last test)."""
     hounsfield = np.full(SHAPE, 40.0)
     upper_box = (slice(10, 30), slice(10, 30), slice(33, 50))
     lower_box = (slice(10, 30), slice(10, 30), slice(12, 30))
@@ -125,3 +126,32 @@ def test_the_blur_around_a_body_with_bright_marrow_stays_out():
     divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4))
     assert (divided[body] == 20).mean() > 0.95
     assert not divided[blur].any()
+
+
+def test_a_disc_plane_bars_the_division_where_two_endplates_touch():
+    """Two bodies whose endplates touch with no disc space left (one bright slab of bone from one body into the
+    next); the network painted the upper body down to 3.5 mm above the junction and the lower body's bottom
+    only. Without a barrier the two floods meet half-way, inside the lower body; with the disc plane between
+    them (:mod:`.disc_planes`), each body is its own vertebra on its own side of the plane and the plane's
+    middle is no one's."""
+    hounsfield = np.full(SHAPE, 40.0)
+    upper, lower = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
+    upper[10:30, 16:34, 31:52], lower[10:30, 16:34, 10:31] = True, True
+    for body in (upper, lower):
+        hounsfield[body] = 700.0
+        hounsfield[ndimage.binary_erosion(body, iterations=2)] = 250.0
+    hounsfield[10:30, 16:34, 29:33] = 700.0  # the two endplates, fused
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[upper & (np.indices(SHAPE)[2] >= 34)] = 20
+    labels[lower & (np.indices(SHAPE)[2] <= 20)] = 21
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    plane = DiscPlane(centre=np.array([20.0, 25.0, 30.5]), normal=np.array([0.0, 0.0, -1.0]))
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4),
+                             disc_planes=[plane])
+    height = np.indices(SHAPE)[2]
+    assert not (divided[height < 30.5] == 20).any() and not (divided[height > 30.5] == 21).any()
+    assert not divided[np.abs(height - 30.5) <= DISC_GAP_MM].any()
+    away = np.abs(height - 30.5) > DISC_GAP_MM + 1.0
+    assert (divided[upper & away] == 20).mean() > 0.97 and (divided[lower & away] == 21).mean() > 0.97
+    unbarred, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4))
+    assert (unbarred[lower] == 20).any()

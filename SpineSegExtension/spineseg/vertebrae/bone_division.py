@@ -21,10 +21,11 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed  # scipy's watershed_ift lets a flood leak across plateaus
 
-from .body_chain import in_body_region
+from .body_chain import in_body_region, slab_and_distance
+from .disc_planes import DiscPlane
 from .vessels import contrast_lumen
 
-__all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "SEED_PROBABILITY", "divide_bone"]
+__all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "DISC_GAP_MM", "SEED_PROBABILITY", "divide_bone"]
 
 # Bone for the division: cortical and cancellous bone (osteoporotic marrow below this is recovered as the
 # hole its slice's cortex encloses).
@@ -37,6 +38,9 @@ DIVISION_DIM_BONE_HU = 100.0
 MAX_MARROW_HOLE_MM2 = 2500.0
 # Bone at most this far (mm) from a vertebra's painted voxels can join it.
 BONE_REACH_MM = 8.0
+# In front of the canal, this far (mm) either side of a disc plane is disc, never bone: the middle of the
+# thinnest adult discs (upper thoracic, 3-5 mm), where a coarse slice mixes the endplates' bone into the disc.
+DISC_GAP_MM = 2.0
 # Seeds: voxels the network gives a vertebra with at least this probability.
 SEED_PROBABILITY = 0.5
 # Flood costs: Hounsfield units mapped to 1..0 over this range (brighter bone is cheaper to cross).
@@ -71,6 +75,21 @@ def _dim_marrow(
         if np.median(moved_hu[n][outline]) < DIVISION_BONE_HU:
             moved_dim[n] = outline & (moved_hu[n] >= DIVISION_DIM_BONE_HU)
     return dim
+
+
+def _disc_middles(
+    bone: np.ndarray, disc_planes: list[DiscPlane], canal_line: np.ndarray | None, ras_of: np.ndarray | None,
+) -> np.ndarray:
+    """The voxels of ``bone`` in front of the canal within ``DISC_GAP_MM`` of a disc plane."""
+    middles = np.zeros(bone.shape, bool)
+    if not disc_planes or canal_line is None or ras_of is None or len(canal_line) < 2:
+        return middles
+    where = np.argwhere(bone)
+    ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
+    _, distance = slab_and_distance(ras, list(disc_planes))
+    inside = (distance <= DISC_GAP_MM) & in_body_region(ras, canal_line)
+    middles[tuple(where[inside].T)] = True
+    return middles
 
 
 def _bone_with_marrow(
@@ -115,7 +134,7 @@ def _bone_with_marrow(
 def divide_bone(
     labels: np.ndarray, probability: np.ndarray, hounsfield: np.ndarray, spacing_mm: tuple[float, float, float],
     superior_axis: int, canal: np.ndarray | None = None, seeds: np.ndarray | None = None,
-    canal_line: np.ndarray | None = None, ras_of: np.ndarray | None = None,
+    canal_line: np.ndarray | None = None, ras_of: np.ndarray | None = None, disc_planes: list[DiscPlane] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """The label map that gives each bone voxel near the painted vertebrae to one of them.
 
@@ -129,7 +148,8 @@ def divide_bone(
         seeds: where each flood starts (VerSe numbers, 0 elsewhere); by default the network's confident voxels
             (see :func:`.body_chain.regroup_at_discs` for seeds placed by the chain of bodies).
         canal_line: the canal's centre line (RAS mm, n x 3) and ``ras_of`` the 4 x 4 matrix from voxel indices
-            to RAS mm: where given, the bodies' dim marrow is bone too (see ``_dim_marrow``).
+            to RAS mm: where given, the bodies' dim marrow is bone too (see ``_dim_marrow``), and the
+            ``disc_planes`` (:mod:`.disc_planes`) keep the middle of each disc out of the bone (``DISC_GAP_MM``).
 
     Returns:
         A new label map: the watershed of the bone from the network's confident voxels, plus those confident
@@ -149,7 +169,7 @@ def divide_bone(
     # A body's marrow joins whole where any of it is near (its middle lies farther from the cortex seen).
     pieces, _ = ndimage.label(marrow)
     near_marrow = np.isin(pieces, np.unique(pieces[near & marrow])) & marrow
-    bone = ((bone & near) | near_marrow) & ~canal & ~lumen
+    bone = ((bone & near) | near_marrow) & ~canal & ~lumen & ~_disc_middles(bone, disc_planes, canal_line, ras_of)
     low, high = COST_HU_RANGE
     cost = np.clip((high - hounsfield) / (high - low), 0.0, 1.0).astype(np.float32)
     divided = watershed(cost, seeds, mask=bone | (seeds > 0)).astype(labels.dtype)

@@ -563,7 +563,7 @@ def segment_vertebrae(
         progress(0.92, "dividing the bone between the vertebrae")
         canal = None if frame is None else frame.canal_voxels(volume.affine, volume.shape, region)
         superior_axis = int(closest_ras_axes(volume.direction)[0][2])
-        seeds = None
+        seeds, first = None, None
         disc_planes = find_disc_planes(volume, frame) if chain_at_discs and frame is not None else []
         box_to_ras = volume.affine @ _translation([s.start for s in region])
         if disc_planes:
@@ -585,8 +585,11 @@ def segment_vertebrae(
             if first is not None:
                 record = chain_naming(naming, ribs, first, origin, keep_pieces)
                 rib_problem = None if naming.anchor in TRUSTED_OVER_RIBS else problem
+        # The disc planes bar the bone only where the chain of pieces agreed with them (a lone plane on a short
+        # scan may lie inside a body).
         labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds,
-                                   None if frame is None else frame.canal, box_to_ras)
+                                   None if frame is None else frame.canal, box_to_ras,
+                                   disc_planes if first is not None else [])
         boxes = ndimage.find_objects(labels) if labels.size else []
     for index, (level, completeness) in enumerate(completeness_by_level.items()):
         box = boxes[level - 1] if level <= len(boxes) else None
