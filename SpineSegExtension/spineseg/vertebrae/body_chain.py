@@ -27,7 +27,7 @@ import numpy as np
 
 from .disc_planes import DiscPlane
 
-__all__ = ["in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance"]
+__all__ = ["in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance", "voxels_to_ras"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
 # within BODY_HALF_WIDTH_MM of it across (adult bodies: 15-50 mm wide, 15-35 mm deep, plus the cortex's blur).
@@ -55,6 +55,11 @@ REMNANT_MIN_SHARE = 0.1
 STRADDLE_SHARE = 0.25
 # Levels that regrouping may give: C3-L5 (C1-C2 and the sacrum keep their pieces).
 FIRST_CHAIN_LEVEL, LAST_CHAIN_LEVEL = 3, 24
+
+
+def voxels_to_ras(where: np.ndarray, ras_of: np.ndarray) -> np.ndarray:
+    """Voxel indices (n x 3) of a grid or box mapped to RAS mm by its 4 x 4 matrix ``ras_of``."""
+    return where @ ras_of[:3, :3].T + ras_of[:3, 3]
 
 
 def _canal_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
@@ -187,7 +192,7 @@ def regroup_at_discs(
     if len(planes) < 2 or canal is None or len(canal) < 2:
         return seeds, unchanged, None
     where = np.argwhere(seeds > 0)
-    ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
+    ras = voxels_to_ras(where, ras_of)
     slab_everywhere, plane_distance = slab_and_distance(ras, planes)
     slab = np.where(in_body_region(ras, canal), slab_everywhere, -1)  # -1: not in front of the canal
     values = seeds[tuple(where.T)]
@@ -260,7 +265,7 @@ def _seed_missed_vertebrae(
     if not missed:
         return seeds
     where = np.argwhere((hounsfield >= MISSED_BONE_HU) & (seeds == 0))
-    ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
+    ras = voxels_to_ras(where, ras_of)
     slab, distance = slab_and_distance(ras, planes)
     across = np.linalg.norm((ras - _canal_at(ras[:, 2], canal))[:, :2], axis=1)
     reach = (across < MISSED_REACH_MM) & (distance > SEED_MARGIN_MM)

@@ -16,12 +16,14 @@ no bone (see :mod:`.vessels`): they are neither flooded nor seeded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed  # scipy's watershed_ift lets a flood leak across plateaus
 
-from .body_chain import in_body_region, slab_and_distance
+from .body_chain import in_body_region, slab_and_distance, voxels_to_ras
 from .disc_planes import DiscPlane
 from .vessels import contrast_lumen
 
@@ -32,7 +34,7 @@ __all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "DISC_GAP_MM", "SEED_PROBABILITY
 DIVISION_BONE_HU = 150.0
 # Dim marrow: where a body's marrow reads below DIVISION_BONE_HU (a coarse grid of a fatty or osteoporotic spine,
 # whose thin cortex never closes a ring), voxels of at least this inside the body's outline are bone too
-# (muscle reads 40-70 HU). Measured on the real CTs and phantoms: docs/vertebrae-physics.md, section 3.
+# (muscle reads 40-70 HU). Measured on the real CTs and phantoms: docs/vertebrae-physics.md, section 8.
 DIVISION_DIM_BONE_HU = 100.0
 # A hole in an axial slice's bone up to this size is marrow (a lumbar body's cross-section is 12-20 cm^2).
 MAX_MARROW_HOLE_MM2 = 2500.0
@@ -62,7 +64,7 @@ def _dim_marrow(
     if canal_line is None or ras_of is None or len(canal_line) < 2:
         return dim
     bright = np.argwhere(hounsfield >= DIVISION_BONE_HU)
-    bright = bright[in_body_region(bright @ ras_of[:3, :3].T + ras_of[:3, 3], canal_line)]
+    bright = bright[in_body_region(voxels_to_ras(bright, ras_of), canal_line)]
     moved_hu = np.moveaxis(hounsfield, superior_axis, 0)
     moved_dim = np.moveaxis(dim, superior_axis, 0)
     in_plane = [axis for axis in range(3) if axis != superior_axis]
@@ -78,14 +80,14 @@ def _dim_marrow(
 
 
 def _disc_middles(
-    bone: np.ndarray, disc_planes: list[DiscPlane], canal_line: np.ndarray | None, ras_of: np.ndarray | None,
+    bone: np.ndarray, disc_planes: Sequence[DiscPlane], canal_line: np.ndarray | None, ras_of: np.ndarray | None,
 ) -> np.ndarray:
     """The voxels of ``bone`` in front of the canal within ``DISC_GAP_MM`` of a disc plane."""
     middles = np.zeros(bone.shape, bool)
     if not disc_planes or canal_line is None or ras_of is None or len(canal_line) < 2:
         return middles
     where = np.argwhere(bone)
-    ras = where @ ras_of[:3, :3].T + ras_of[:3, 3]
+    ras = voxels_to_ras(where, ras_of)
     _, distance = slab_and_distance(ras, list(disc_planes))
     inside = (distance <= DISC_GAP_MM) & in_body_region(ras, canal_line)
     middles[tuple(where[inside].T)] = True
@@ -134,7 +136,8 @@ def _bone_with_marrow(
 def divide_bone(
     labels: np.ndarray, probability: np.ndarray, hounsfield: np.ndarray, spacing_mm: tuple[float, float, float],
     superior_axis: int, canal: np.ndarray | None = None, seeds: np.ndarray | None = None,
-    canal_line: np.ndarray | None = None, ras_of: np.ndarray | None = None, disc_planes: list[DiscPlane] = (),
+    canal_line: np.ndarray | None = None, ras_of: np.ndarray | None = None,
+    disc_planes: Sequence[DiscPlane] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """The label map that gives each bone voxel near the painted vertebrae to one of them.
 
@@ -148,8 +151,9 @@ def divide_bone(
         seeds: where each flood starts (VerSe numbers, 0 elsewhere); by default the network's confident voxels
             (see :func:`.body_chain.regroup_at_discs` for seeds placed by the chain of bodies).
         canal_line: the canal's centre line (RAS mm, n x 3) and ``ras_of`` the 4 x 4 matrix from voxel indices
-            to RAS mm: where given, the bodies' dim marrow is bone too (see ``_dim_marrow``), and the
-            ``disc_planes`` (:mod:`.disc_planes`) keep the middle of each disc out of the bone (``DISC_GAP_MM``).
+            to RAS mm: where given, the bodies' dim marrow is bone too (see ``_dim_marrow``).
+        disc_planes: with ``canal_line``, the disc planes (:mod:`.disc_planes`) whose middles, in front of the
+            canal, are never bone (``DISC_GAP_MM``).
 
     Returns:
         A new label map: the watershed of the bone from the network's confident voxels, plus those confident
@@ -169,7 +173,8 @@ def divide_bone(
     # A body's marrow joins whole where any of it is near (its middle lies farther from the cortex seen).
     pieces, _ = ndimage.label(marrow)
     near_marrow = np.isin(pieces, np.unique(pieces[near & marrow])) & marrow
-    bone = ((bone & near) | near_marrow) & ~canal & ~lumen & ~_disc_middles(bone, disc_planes, canal_line, ras_of)
+    bone = ((bone & near) | near_marrow) & ~canal & ~lumen
+    bone &= ~_disc_middles(bone, disc_planes, canal_line, ras_of)
     low, high = COST_HU_RANGE
     cost = np.clip((high - hounsfield) / (high - low), 0.0, 1.0).astype(np.float32)
     divided = watershed(cost, seeds, mask=bone | (seeds > 0)).astype(labels.dtype)
