@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import require_real_data
-from spineseg.phantoms.mri import MRITissue, make_mri_phantom, random_mri_phantom
+from spineseg.phantoms.mri import LowerSacrum, MRITissue, make_mri_phantom, random_mri_phantom
 from spineseg.phantoms.mri_appearance import MRI_CONTRAST_MODELS, synthesize_mri
 from spineseg.phantoms.real_shapes import load_sample_folder
 from spineseg.phantoms.synth import OUTSIDE_CLASS
@@ -45,6 +45,62 @@ def test_variety_keeps_the_spine_and_adds_the_head_and_degenerate_discs():
         assert np.median(brain[:, 2]) > atlas.centre[2] + 20.0
     degenerate = sum(int((p.classes == MRITissue.DEGENERATE_NUCLEUS).any()) for p in heads)
     assert degenerate >= 1
+
+
+def _classes_along(phantom, start, direction, lengths_mm):
+    """The generation class at points ``start + length * direction`` (RAS mm)."""
+    points = start + np.outer(lengths_mm, direction)
+    ijk = np.rint(phantom.image.ras_to_ijk(points)).astype(int)
+    return phantom.classes[tuple(ijk.T)]
+
+
+def test_a_lumbosacral_junction_with_remnants_keeps_l5_s1_the_lowest_named_disc():
+    """Young and varied sacra (training for issue 29): S1/S2 and S2/S3 remnant discs lie in the sacrum below L5/S1
+    as disc tissue but are not disc points; the sacrum's top plate meets the L5/S1 disc right below its centre;
+    a narrowed L5/S1 is thinner and lifts the sacrum; the sacral slope is the one asked for."""
+    common = dict(contrast="T2", spacing=(3.0, 1.0, 1.0), seed=4, margin_mm=90.0)
+    lower = LowerSacrum(remnant_heights_mm=(3.0, 2.0, 0.0), remnant_scale=0.8, remnant_nucleus=True, bend_deg=15.0)
+    phantom = make_mri_phantom("lumbar", **common, sacral_slope_deg=50.0, lower_sacrum=lower,
+                               narrowed_discs={25: 0.5}, degenerate_discs=frozenset({25}))
+    plain = make_mri_phantom("lumbar", **common)
+    assert max(phantom.disc_points) == 25 and phantom.disc_points.keys() == plain.disc_points.keys()
+
+    sacrum, l5_s1 = phantom.layout.vertebrae[-1], phantom.layout.discs[-1]
+    slope = np.degrees(np.arccos(sacrum.frame[2, 2]))  # the top plate's normal against the head-foot axis
+    assert slope == pytest.approx(50.0, abs=0.1)
+    assert l5_s1.height == pytest.approx(0.5 * plain.layout.discs[-1].height, rel=0.15)
+    # Down from the L5/S1 centre along the sacrum's axis: disc, then within 2 mm of its lower face, S1's bone.
+    down = -sacrum.frame[:, 2]
+    below = _classes_along(phantom, l5_s1.centre, down, np.arange(0.0, l5_s1.height / 2 + 4.0, 0.5))
+    assert below[0] == MRITissue.DEGENERATE_NUCLEUS
+    bone = np.isin(below, (MRITissue.CORTEX, MRITissue.MARROW))
+    assert bone.any() and np.argmax(bone) * 0.5 <= l5_s1.height / 2 + 2.0
+    # Inside the sacrum, 28 and 48 mm below its top plate (S1/S2 and S2/S3): disc tissue, no disc point there.
+    top_plate = sacrum.centre + sacrum.frame[:, 2] * 6.0
+    for depth in (28.0, 48.0):
+        along = _classes_along(phantom, top_plate, down, np.arange(depth - 2.0, depth + 2.5, 0.5))
+        assert np.isin(along, DISC_CLASSES).any(), depth
+        assert all(np.linalg.norm(point - (top_plate + depth * down)) > 20.0 for point in phantom.disc_points.values())
+    # The plain phantom's sacrum is one block: no disc tissue at S1/S2.
+    plain_sacrum = plain.layout.vertebrae[-1]
+    plain_top = plain_sacrum.centre + plain_sacrum.frame[:, 2] * 6.0
+    along = _classes_along(plain, plain_top, -plain_sacrum.frame[:, 2], np.arange(26.0, 30.5, 0.5))
+    assert not np.isin(along, DISC_CLASSES).any()
+
+
+def test_lumbosacral_variety_leaves_the_other_draws_and_the_training_slabs_on_their_discs():
+    """``lumbosacral=True`` is drawn after everything else: the same seed gives the same field of view and disc
+    names; the training slab of such a phantom keeps its disc points on disc classes."""
+    levels = list(range(20, 25)) + [26]
+    plain = random_mri_phantom(np.random.default_rng(7), levels=levels, variety=True)
+    varied = random_mri_phantom(np.random.default_rng(7), levels=levels, variety=True, lumbosacral=True)
+    assert plain.disc_points.keys() == varied.disc_points.keys()
+    np.testing.assert_allclose(varied.disc_points[21], plain.disc_points[21], atol=8.0)  # discs below may narrow
+    sample = phantom_sample(np.random.default_rng(4), size=128, variety=True, lumbosacral=True)
+    middle = sample.classes.shape[-1] // 2
+    on_discs = {number: sample.classes[int(round(r)), int(round(c)), middle] in DISC_CLASSES
+                for number, (r, c) in sample.points.items() if 0 <= r <= 127 and 0 <= c <= 127}
+    assert on_discs[25] and np.mean(list(on_discs.values())) >= 0.8
 
 
 def test_the_same_seed_draws_the_same_mri_and_another_seed_another(sample):

@@ -90,5 +90,8 @@ def test_the_disc_sampler_refuses_a_synthetic_share_outside_0_to_1_and_keeps_the
     assert "sampler.synthetic_probability must be in [0, 1], got 1.5" in str(error.value)
     defaults = load_config("discs", None, [])
     assert defaults.sampler.synthetic_probability == 0.0 and defaults.sampler.phantom_variety is False
-    chosen = load_config("discs", None, ["sampler.synthetic_probability=0.6", "sampler.phantom_variety=true"])
+    assert defaults.sampler.lumbosacral_variety is False
+    chosen = load_config("discs", None, ["sampler.synthetic_probability=0.6", "sampler.phantom_variety=true",
+                                         "sampler.lumbosacral_variety=true"])
     assert chosen.sampler.synthetic_probability == 0.6 and chosen.sampler.phantom_variety is True
+    assert chosen.sampler.lumbosacral_variety is True

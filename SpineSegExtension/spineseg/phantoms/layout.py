@@ -13,7 +13,8 @@ phantom's body frame; the generators place the scan grid around it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.interpolate import CubicSpline
@@ -89,6 +90,8 @@ def make_spine_layout(
     curvature: float = 1.0,
     scoliosis_mm: float = 0.0,
     size_jitter: float = 0.04,
+    sacral_slope_deg: float | None = None,
+    disc_height_factors: Mapping[int, float] | None = None,
 ) -> SpineLayout:
     """Place consecutive vertebrae along a curved spine.
 
@@ -99,6 +102,10 @@ def make_spine_layout(
         curvature: scale of the sagittal curves (0 = straight spine).
         scoliosis_mm: amplitude of a lateral S-curve.
         size_jitter: relative random variation of each size (per subject and per level).
+        sacral_slope_deg: the S1 top plate's angle from horizontal; None draws it (40 +- 6 degrees). The
+            draw is made either way, so the rest of the spine is the same.
+        disc_height_factors: disc number (2 = C1/C2 ... 25 = L5/S1) -> factor on its height: a narrowed,
+            degenerate disc; the vertebrae below it move up with it.
     """
     check_consecutive(levels)
 
@@ -109,6 +116,9 @@ def make_spine_layout(
         jitter = subject_scale * (1.0 + 0.5 * size_jitter * rng.standard_normal(10))
         numbers = [getattr(base, name) * factor for name, factor in zip(DIMENSIONS, jitter)]
         sizes[level] = LevelSize(*numbers, has_ribs=base.has_ribs)
+    for number, factor in (disc_height_factors or {}).items():
+        upper = number - 1  # disc n lies below VerSe level n - 1 (25 = L5/S1 below L5, 24)
+        sizes[upper] = replace(sizes[upper], disc_below=sizes[upper].disc_below * factor)
 
     # Arc length of every standard level's body centre, top of C1 at s = 0.
     arc = {}
@@ -139,6 +149,8 @@ def make_spine_layout(
         if level == SACRUM:
             # Sacral slope: the S1 top plate faces anterior-superior, about 40 degrees from horizontal.
             slope = np.deg2rad(40.0 + 6.0 * rng.standard_normal())
+            if sacral_slope_deg is not None:
+                slope = np.deg2rad(sacral_slope_deg)
             frame = _frame_from_tangent(np.array([0.0, np.sin(slope), np.cos(slope)]))
         vertebrae.append(PlacedVertebra(level, sizes[level], centre_at(arc[level]), frame))
 

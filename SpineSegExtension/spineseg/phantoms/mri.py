@@ -41,7 +41,7 @@ from scipy import ndimage
 
 from ..anatomy import SACRUM, STANDARD_LEVELS
 from ..volume import Volume, affine_from_geometry
-from .layout import PlacedDisc, SpineLayout, make_spine_layout
+from .layout import PlacedDisc, PlacedVertebra, SpineLayout, make_spine_layout
 from .real_shapes import REAL_SHAPE_PROBABILITY, RealShapeLibrary, real_stand_ins
 
 __all__ = ["MRIPhantom", "MRITissue", "make_mri_phantom", "random_mri_phantom", "FIELDS_OF_VIEW", "CONTRASTS",
@@ -329,19 +329,103 @@ def _draw_disc(canvas: _Canvas, disc, tissue: dict[str, float], degenerate: bool
     canvas.paint(where, _soft_inside(nucleus, 0.8), tissue["nucleus"], MRITissue.NUCLEUS)
 
 
-# A lumbarised S1: its disc below lies this far below the sacrum's top plate along the sacrum's axis (an S1
-# body's height), and is this much smaller than the L5/S1 disc above it.
-S1_HEIGHT_MM = 28.0
-S1_S2_DISC_SHRINK = 1.0
+# Heights (mm) of S1..S4 along the sacrum's axis. The drawn sacral block ends at S2's bottom, 48 mm below its top
+# plate (see _draw_vertebra); S3 and S4 are drawn beyond it when the lower sacrum is asked for.
+SACRAL_SEGMENT_HEIGHTS_MM = (28.0, 20.0, 16.0, 13.0)
+SACRUM_TOP_PLATE_MM = 6.0  # the sacrum's top plate in its own axial coordinate (see _draw_vertebra)
 
 
-def _s1_s2_disc(layout: SpineLayout) -> PlacedDisc:
-    """The disc of a lumbarised S1: an L5/S1-like disc S1_HEIGHT_MM below the sacrum's top plate, in its frame."""
+@dataclass(frozen=True)
+class LowerSacrum:
+    """The sacrum below S1 as young and varied sacra show it (phantom variety).
+
+    Attributes:
+        remnant_heights_mm: heights of the S1/S2, S2/S3 and S3/S4 remnant discs (0: fused without a line). They
+            are not among ``disc_points``: a reader must not count them.
+        remnant_scale: their width and depth as a share of the S1 body's.
+        remnant_nucleus: whether they keep a small hydrated nucleus (bright in T2) or are dark lines.
+        bend_deg: how much each of S3 and S4 bends forward from the segment above (the sacrum's concave front).
+    """
+
+    remnant_heights_mm: tuple[float, ...] = (0.0, 0.0, 0.0)
+    remnant_scale: float = 1.0
+    remnant_nucleus: bool = True
+    bend_deg: float = 15.0
+
+
+def _bent_forward(frame: np.ndarray, degrees: float) -> np.ndarray:
+    """``frame`` turned about its lateral axis so that its downward axis leans towards its front."""
+    angle = np.deg2rad(degrees)
+    lateral, anterior, axial = frame.T
+    return np.stack([lateral, np.cos(angle) * anterior + np.sin(angle) * axial,
+                     np.cos(angle) * axial - np.sin(angle) * anterior], axis=1)
+
+
+def _seated_sacrum(layout: SpineLayout) -> SpineLayout:
+    """``layout`` with the sacrum moved so that its top plate meets the L5/S1 disc's lower face, and that disc
+    turned halfway to the sacrum's tilt (the wedge real L5/S1 discs are); the basic phantom leaves a gap of about
+    10 mm under L5/S1, which a steep or narrowed L5/S1 would widen."""
+    sacrum, disc = layout.vertebrae[-1], layout.discs[-1]
+    axial = disc.frame[:, 2] + sacrum.frame[:, 2]
+    disc = replace(disc, frame=_frame_like(disc.frame, axial / np.linalg.norm(axial)))
+    top_plate = disc.centre - disc.frame[:, 2] * disc.height / 2
+    sacrum = replace(sacrum, centre=top_plate - sacrum.frame[:, 2] * SACRUM_TOP_PLATE_MM)
+    return replace(layout, vertebrae=[*layout.vertebrae[:-1], sacrum], discs=[*layout.discs[:-1], disc])
+
+
+def _frame_like(frame: np.ndarray, axial: np.ndarray) -> np.ndarray:
+    """A frame with the given axial column, its lateral column that of ``frame`` made orthogonal to it."""
+    lateral = frame[:, 0] - axial * (frame[:, 0] @ axial)
+    lateral /= np.linalg.norm(lateral)
+    return np.stack([lateral, np.cross(axial, lateral), axial], axis=1)
+
+
+def _sacral_junctions(layout: SpineLayout, lower: LowerSacrum) -> tuple[list[PlacedVertebra], list[PlacedDisc]]:
+    """The S3 and S4 segments below the drawn block and the S1/S2, S2/S3 and S3/S4 junctions, in the sacrum's
+    frame bent forward segment by segment; each junction's size is that of an L5/S1-like disc times the scale."""
     sacrum, above = layout.vertebrae[-1], layout.discs[-1]
-    top_plate = 6.0  # the sacrum's top plate in its own axial coordinate (see _draw_vertebra)
-    centre = sacrum.centre + sacrum.frame[:, 2] * (top_plate - S1_HEIGHT_MM)
-    return replace(above, number=SACRUM, centre=centre, frame=sacrum.frame, height=S1_S2_DISC_SHRINK * above.height,
-                   width=S1_S2_DISC_SHRINK * above.width, depth=S1_S2_DISC_SHRINK * above.depth)
+    frame = sacrum.frame
+    point = sacrum.centre + frame[:, 2] * SACRUM_TOP_PLATE_MM
+    segments, junctions = [], []
+    size = sacrum.size
+    for index, height in enumerate(SACRAL_SEGMENT_HEIGHTS_MM):
+        if index >= 2:  # S3 and S4: bone beyond the drawn block, narrower and bent forward (2 mm taller, so
+            # that the bend leaves no gap behind)
+            frame = _bent_forward(frame, lower.bend_deg)
+            size = replace(size, body_width=0.85 * size.body_width, body_depth=0.85 * size.body_depth,
+                           body_height=height + 2.0)
+            segments.append(PlacedVertebra(SACRUM, size, point - frame[:, 2] * height / 2, frame))
+        point = point - frame[:, 2] * height
+        if index < len(lower.remnant_heights_mm):
+            junctions.append(replace(above, number=SACRUM, centre=point, frame=frame,
+                                     height=lower.remnant_heights_mm[index],
+                                     width=lower.remnant_scale * above.width, depth=lower.remnant_scale * above.depth))
+    return segments, junctions
+
+
+def _draw_sacral_segment(canvas: _Canvas, segment: PlacedVertebra, tissue: dict[str, float]) -> None:
+    """A lower sacral segment: marrow inside a thin cortex, no arch."""
+    found = _local_block(canvas, segment, max(segment.size.body_width, segment.size.body_depth) / 2 + 6.0)
+    if found is None:
+        return
+    where, lat, ant, ax = found
+    body = np.maximum(_ellipse_distance(lat, ant, segment.size.body_width / 2, segment.size.body_depth / 2),
+                      np.abs(ax) - segment.size.body_height / 2)
+    canvas.paint(where, _soft_inside(body), tissue["cortex"], MRITissue.CORTEX)
+    canvas.paint(where, _soft_inside(body + 1.2), tissue["marrow"], MRITissue.MARROW)
+
+
+def _draw_bladder(canvas: _Canvas, layout: SpineLayout, tissue: dict[str, float], radii_mm: np.ndarray) -> None:
+    """A fluid-filled bladder in front of the lower sacrum (bright in T2, as the CSF): a disc-like blob near the
+    sacrum that real pelvic scans show."""
+    sacrum = layout.vertebrae[-1]
+    centre = sacrum.centre + np.array([0.0, sacrum.size.body_depth / 2 + 20.0 + radii_mm[1], -45.0])
+    found = canvas.block(centre - radii_mm, centre + radii_mm)
+    if found is None:
+        return
+    where, ras = found
+    inside = np.sqrt((((ras - centre.astype(np.float32)) / radii_mm.astype(np.float32)) ** 2).sum(axis=-1))
+    canvas.paint(where, _soft_inside((inside - 1.0) * radii_mm.min(), 1.0), tissue["csf"], MRITissue.CSF)
 
 
 def _draw_head(canvas: _Canvas, layout: SpineLayout, signal: dict[str, float], tissue: dict[str, float]) -> None:
@@ -406,6 +490,10 @@ def make_mri_phantom(
     degenerate_discs: frozenset[int] = frozenset(),
     real_shapes: RealShapeLibrary | None = None,
     lumbarised_s1: bool = False,
+    sacral_slope_deg: float | None = None,
+    narrowed_discs: dict[int, float] | None = None,
+    lower_sacrum: LowerSacrum | None = None,
+    bladder_mm: tuple[float, float, float] | None = None,
 ) -> MRIPhantom:
     """Make a sagittal-style MRI of a spine segment.
 
@@ -432,8 +520,12 @@ def make_mri_phantom(
         degenerate_discs: disc numbers drawn degenerate (dehydrated nucleus).
         real_shapes: real vertebrae (VerSe) that stand in for T4-L5 (see
             :func:`~.real_shapes.real_stand_ins`); None draws analytic ones only.
-        lumbarised_s1: transitional anatomy: a disc between S1 and S2 (:func:`_s1_s2_disc`), which is not among
-            ``disc_points`` (it has no number of its own; a reader must flag it, not count it).
+        lumbarised_s1: transitional anatomy: a full disc between S1 and S2, which is not among ``disc_points``
+            (it has no number of its own; a reader must flag it, not count it).
+        sacral_slope_deg: the S1 top plate's angle from horizontal; None draws 40 +- 6 degrees.
+        narrowed_discs: disc number -> factor on its height (a narrowed degenerate disc; draw it degenerate too).
+        lower_sacrum: draw S3 and S4 bent forward and the sacral remnant discs (:class:`LowerSacrum`).
+        bladder_mm: left-right, front-back and head-foot radii of a fluid-filled bladder in front of the sacrum.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -447,7 +539,11 @@ def make_mri_phantom(
     if spacing_arr.shape != (3,) or np.any(spacing_arr <= 0):
         raise ValueError(f"spacing must be three positive numbers, got {spacing!r}")
     rng = np.random.default_rng(seed)
-    layout = make_spine_layout(list(levels), rng, curvature=curvature, scoliosis_mm=scoliosis_mm)
+    layout = make_spine_layout(list(levels), rng, curvature=curvature, scoliosis_mm=scoliosis_mm,
+                               sacral_slope_deg=sacral_slope_deg, disc_height_factors=narrowed_discs)
+    has_sacrum = layout.vertebrae[-1].level == SACRUM and bool(layout.discs)
+    if lower_sacrum is not None and has_sacrum:
+        layout = _seated_sacrum(layout)
 
     tissue = dict(_TISSUE[contrast])
     if tissue_jitter > 0:
@@ -471,6 +567,8 @@ def make_mri_phantom(
 
     canvas = _Canvas(shape, affine)
     _draw_body(canvas, layout, tissue, rng)
+    if bladder_mm is not None and has_sacrum:
+        _draw_bladder(canvas, layout, tissue, np.asarray(bladder_mm, dtype=float))
     if head and any(v.level == 1 for v in layout.vertebrae):
         _draw_head(canvas, layout, _HEAD_SIGNAL[contrast], tissue)
     stand_ins = real_stand_ins([v.level for v in layout.vertebrae], real_shapes) if real_shapes else {}
@@ -487,8 +585,16 @@ def make_mri_phantom(
         _draw_vertebra(canvas, vertebra, tissue, above, below, real_sd)
     for disc in layout.discs:
         _draw_disc(canvas, disc, tissue, degenerate=disc.number in degenerate_discs)
-    if lumbarised_s1 and layout.vertebrae[-1].level == SACRUM and layout.discs:
-        _draw_disc(canvas, _s1_s2_disc(layout), tissue)
+    if lumbarised_s1 and has_sacrum:  # a full L5/S1-like disc between S1 and S2
+        s1_s2 = _sacral_junctions(layout, LowerSacrum((layout.discs[-1].height,)))[1][0]
+        _draw_disc(canvas, s1_s2, tissue)
+    if lower_sacrum is not None and has_sacrum:
+        segments, junctions = _sacral_junctions(layout, lower_sacrum)
+        for segment in segments:
+            _draw_sacral_segment(canvas, segment, tissue)
+        for junction in junctions:
+            if junction.height > 0:
+                _draw_disc(canvas, junction, tissue, degenerate=not lower_sacrum.remnant_nucleus)
 
     image = canvas.image * _texture(shape, rng)
     if bias > 0:
@@ -511,7 +617,7 @@ def make_mri_phantom(
 
 def random_mri_phantom(
     rng: np.random.Generator, *, contrast: str | None = None, levels: list[int] | None = None, fast: bool = True,
-    variety: bool = False, real_shapes: RealShapeLibrary | None = None,
+    variety: bool = False, real_shapes: RealShapeLibrary | None = None, lumbosacral: bool = False,
 ) -> MRIPhantom:
     """A randomised phantom for training: field of view, contrast, spacing, pose, noise.
 
@@ -526,6 +632,8 @@ def random_mri_phantom(
             everything else, so the phantoms without variety are unchanged.
         real_shapes: in ``REAL_SHAPE_PROBABILITY`` of the phantoms, real vertebrae stand in for T4-L5 (drawn
             last too: without a library the phantoms are unchanged).
+        lumbosacral: also vary the lumbosacral junction as real lumbar exams do (:func:`_lumbosacral_anatomy`;
+            drawn last of all, so the phantoms without it are unchanged).
     """
     contrast = contrast or str(rng.choice(CONTRASTS))
     if levels is None:
@@ -558,7 +666,32 @@ def random_mri_phantom(
         settings.update(_varied_anatomy(rng))
     if real_shapes is not None and rng.random() < REAL_SHAPE_PROBABILITY:
         settings["real_shapes"] = real_shapes
+    if lumbosacral:
+        settings.update(_lumbosacral_anatomy(rng))
+        settings["degenerate_discs"] = frozenset(settings.get("degenerate_discs", frozenset())) | set(
+            settings["narrowed_discs"])
     return make_mri_phantom(levels, **settings)
+
+
+def _lumbosacral_anatomy(rng: np.random.Generator) -> dict:
+    """The :func:`make_mri_phantom` settings of ``random_mri_phantom(lumbosacral=True)``: what puts a disc
+    network's L5/S1 answer on the wrong site in real lumbar exams (docs/discs_anchors.md).
+
+    Sacral slopes of 25-60 degrees; S3 and S4 bent forward 5-25 degrees each; S1/S2, S2/S3 and S3/S4 remnant
+    discs (1-4.5 mm, each in 60, 45 and 30 % of the phantoms, as thin dark lines or with a small bright nucleus);
+    L4/L5 and L5/S1 each narrowed to 30-75 % and dark in 30 %; a fluid-filled bladder in front of the sacrum in
+    half of them.
+    """
+    remnants = tuple(float(rng.uniform(1.0, 4.5)) if rng.random() < share else 0.0 for share in (0.6, 0.45, 0.3))
+    narrowed = {number: float(rng.uniform(0.3, 0.75)) for number in (24, 25) if rng.random() < 0.3}
+    bladder = tuple(float(r) for r in rng.uniform((25.0, 20.0, 20.0), (50.0, 45.0, 40.0)))
+    return dict(
+        sacral_slope_deg=float(rng.uniform(25.0, 60.0)),
+        narrowed_discs=narrowed,
+        lower_sacrum=LowerSacrum(remnants, remnant_scale=float(rng.uniform(0.5, 0.95)),
+                                 remnant_nucleus=bool(rng.random() < 0.5), bend_deg=float(rng.uniform(5.0, 25.0))),
+        bladder_mm=bladder if rng.random() < 0.5 else None,
+    )
 
 
 def _varied_anatomy(rng: np.random.Generator) -> dict:

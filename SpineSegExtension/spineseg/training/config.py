@@ -138,6 +138,9 @@ class DiscSamplerConfig:
     synthetic_probability: float = 0.0
     # Phantoms with what real scans vary: the head, narrow and wide fields of view, degenerate discs.
     phantom_variety: bool = False
+    # Phantoms with what real lumbar exams vary at the lumbosacral junction: sacral slopes, S1/S2-S3/S4 remnant
+    # discs, a curved lower sacrum, narrowed dark L4/L5 and L5/S1, a bladder (spineseg.phantoms.mri).
+    lumbosacral_variety: bool = False
 
 
 @dataclass

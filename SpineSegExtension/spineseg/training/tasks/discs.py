@@ -124,11 +124,13 @@ VARIED_LENGTHS = (4, 25)  # levels in a field of view with phantom variety: a ce
 
 
 def phantom_sample(rng: np.random.Generator, size: int = 256, variety: bool = False,
-                   real_shapes: RealShapeLibrary | None = None) -> SlabSample:
+                   real_shapes: RealShapeLibrary | None = None, lumbosacral: bool = False) -> SlabSample:
     """Generate one random phantom and cut its slab exactly as inference does (see ``random_mri_phantom`` for
-    ``variety``, which also lets fields of view run from 4 levels to the whole spine, and ``real_shapes``)."""
+    ``variety``, which also lets fields of view run from 4 levels to the whole spine, ``real_shapes`` and
+    ``lumbosacral``)."""
     levels = _anchored_levels(rng, VARIED_LENGTHS if variety else (7, 14))
-    phantom = random_mri_phantom(rng, levels=levels, variety=variety, real_shapes=real_shapes)
+    phantom = random_mri_phantom(rng, levels=levels, variety=variety, real_shapes=real_shapes,
+                                 lumbosacral=lumbosacral)
     # Mid-plane detection errs on real scans and slabs differ: the plane off by up to +-10 mm, 1-9 mm thick.
     plane = find_midsagittal_x(phantom.image) + rng.uniform(-PLANE_JITTER_MM, PLANE_JITTER_MM)
     thickness = rng.uniform(*SLAB_THICKNESS_RANGE_MM)
@@ -171,12 +173,12 @@ def _synthetic_description(probability: float) -> str:
 
 def make_training_set(count: int, seed: int | Sequence[int], size: int = 256, progress: ProgressCallback = no_progress,
                       show_bar: bool = True, variety: bool = False,
-                      real_shapes: RealShapeLibrary | None = None) -> list[SlabSample]:
+                      real_shapes: RealShapeLibrary | None = None, lumbosacral: bool = False) -> list[SlabSample]:
     """Generate ``count`` phantom slabs (about 1 s each on one CPU thread)."""
     rng = np.random.default_rng(seed)
     samples = []
     for index in tqdm(range(count), desc="phantoms", disable=not show_bar):
-        samples.append(phantom_sample(rng, size, variety, real_shapes))
+        samples.append(phantom_sample(rng, size, variety, real_shapes, lumbosacral))
         progress((index + 1) / count, f"phantom {index + 1}/{count}")
     return samples
 
@@ -420,14 +422,17 @@ class DiscTask:
         """Generate the phantom slabs or cut the slabs of the MRIs of ``split``."""
         size = config.model.input_size
         if split.layout is Layout.PHANTOMS:
-            variety = config.sampler.phantom_variety
+            variety, lumbosacral = config.sampler.phantom_variety, config.sampler.lumbosacral_variety
             shapes = load_shape_folders(config.data.real_shapes) if config.data.real_shapes else None
-            train = make_training_set(len(split.train), config.seed, size, variety=variety, real_shapes=shapes)
-            validation = make_training_set(len(split.validation), (config.seed, 1), size, variety=variety)
+            train = make_training_set(len(split.train), config.seed, size, variety=variety, real_shapes=shapes,
+                                      lumbosacral=lumbosacral)
+            validation = make_training_set(len(split.validation), (config.seed, 1), size, variety=variety,
+                                           lumbosacral=lumbosacral)
             shape_note = f", real vertebra shapes from {config.data.real_shapes} in part of them" if shapes else ""
             description = (f"{len(train)} generated MRI phantoms (T1w and T2w, spineseg.phantoms.mri.random_mri_phantom "
                            f"via spineseg.training.tasks.discs.phantom_sample, seed {config.seed}"
-                           f"{', with phantom variety' if variety else ''}{shape_note}), augmented on the fly"
+                           f"{', with phantom variety' if variety else ''}"
+                           f"{', with lumbosacral variety' if lumbosacral else ''}{shape_note}), augmented on the fly"
                            f"{_synthetic_description(config.sampler.synthetic_probability)}; "
                            f"validation: {len(validation)} phantoms (seed ({config.seed}, 1))")
         else:
