@@ -44,6 +44,12 @@ MISSED_REACH_MM = 50.0
 # Seeds stay this far from a disc plane (the plane's error and the endplates' thickness): the bone division
 # finds the boundary there.
 SEED_MARGIN_MM = 3.0
+# Behind the canal of the lumbar spine, seeds stay this far from a disc plane: there the superior articular
+# processes of the vertebra below rise above the plane carried backwards and the inferior ones of the vertebra
+# above drop below it (the facets stand upright), so the bone division finds that boundary. The thoracic facets
+# lie almost in the plane, which divides their arches well (docs/vertebrae-physics.md, section 9).
+LUMBAR_ARCH_SEED_MARGIN_MM = 8.0
+FIRST_LUMBAR_LEVEL = 20  # L1: a slab named L1 or lower takes the lumbar margin behind the canal
 # The chain is not believed when a piece holds this share of its body in a slab another piece took (a disc the
 # planes missed), or a slab's height is outside this range of the median slab's (a plane inside a body).
 MERGED_BODY_SHARE = 0.6
@@ -183,8 +189,9 @@ def regroup_at_discs(
         The seed label map; for each vertebra in it, the level of the piece it came from (a body the walk
         missed: its own level); and the level of slab 0 (None where nothing was regrouped). Between the canal's
         ends each confident voxel of the chain's pieces takes the name of its slab (body and arch alike: a disc
-        plane carried on backwards passes between two arches), except within ``SEED_MARGIN_MM`` of a plane, where
-        the bone division finds the boundary; a body the walk missed is seeded from its bone. Where the planes and
+        plane carried on backwards passes between two arches), except within ``SEED_MARGIN_MM`` of a plane
+        (``LUMBAR_ARCH_SEED_MARGIN_MM`` behind a lumbar canal, where the facets stand upright), where the bone
+        division finds the boundary; a body the walk missed is seeded from its bone. Where the planes and
         the pieces disagree (see ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
     """
     seeds = np.where(sure, labels, 0).astype(labels.dtype)
@@ -237,7 +244,9 @@ def regroup_at_discs(
     outside = chain_piece & ~along
     new_values[outside] = [renamed[int(v)] for v in values[outside]]
     inside = chain_piece & along
-    new_values[inside] = np.where(plane_distance[inside] > SEED_MARGIN_MM, first + slab_everywhere[inside], 0)
+    lumbar_arch = (slab[inside] < 0) & (first + slab_everywhere[inside] >= FIRST_LUMBAR_LEVEL)
+    margin = np.where(lumbar_arch, LUMBAR_ARCH_SEED_MARGIN_MM, SEED_MARGIN_MM)
+    new_values[inside] = np.where(plane_distance[inside] > margin, first + slab_everywhere[inside], 0)
     valid = ((new_values >= FIRST_CHAIN_LEVEL) & (new_values <= LAST_CHAIN_LEVEL)) | ~chain_piece
     new_values[~valid] = 0
     for level, new_level in beyond.items():
