@@ -50,6 +50,12 @@ SEED_MARGIN_MM = 3.0
 # lie almost in the plane, which divides their arches well (docs/vertebrae-physics.md, section 9).
 LUMBAR_ARCH_SEED_MARGIN_MM = 8.0
 FIRST_LUMBAR_LEVEL = 20  # L1: a slab named L1 or lower takes the lumbar margin behind the canal
+# Behind the canal of T1-T10, the laminae and spinous processes slope down over the vertebra below: there the
+# boundary between two vertebrae is the disc plane lowered by THORACIC_ARCH_SLOPE mm for every mm beyond
+# THORACIC_ARCH_START_MM behind the canal's centre (about 22 degrees; docs/vertebrae-physics.md, section 9).
+THORACIC_ARCH_SLOPE = 0.4
+THORACIC_ARCH_START_MM = 5.0
+THORACIC_ARCH_LEVELS = range(8, 18)  # T1-T10 (T11 and T12 carry lumbar-like arches)
 # The chain is not believed when a piece holds this share of its body in a slab another piece took (a disc the
 # planes missed), or a slab's height is outside this range of the median slab's (a plane inside a body).
 MERGED_BODY_SHARE = 0.6
@@ -189,9 +195,10 @@ def regroup_at_discs(
         The seed label map; for each vertebra in it, the level of the piece it came from (a body the walk
         missed: its own level); and the level of slab 0 (None where nothing was regrouped). Between the canal's
         ends each confident voxel of the chain's pieces takes the name of its slab (body and arch alike: a disc
-        plane carried on backwards passes between two arches), except within ``SEED_MARGIN_MM`` of a plane
-        (``LUMBAR_ARCH_SEED_MARGIN_MM`` behind a lumbar canal, where the facets stand upright), where the bone
-        division finds the boundary; a body the walk missed is seeded from its bone. Where the planes and
+        plane carried on backwards passes between two arches; behind a thoracic canal, lowered along the arches'
+        slope), except within ``SEED_MARGIN_MM`` of a plane (``LUMBAR_ARCH_SEED_MARGIN_MM`` behind a lumbar canal,
+        where the facets stand upright), where the bone division finds the boundary; a body the walk missed is
+        seeded from its bone. Where the planes and
         the pieces disagree (see ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
     """
     seeds = np.where(sure, labels, 0).astype(labels.dtype)
@@ -244,9 +251,13 @@ def regroup_at_discs(
     outside = chain_piece & ~along
     new_values[outside] = [renamed[int(v)] for v in values[outside]]
     inside = chain_piece & along
-    lumbar_arch = (slab[inside] < 0) & (first + slab_everywhere[inside] >= FIRST_LUMBAR_LEVEL)
+    arch_slab, arch_distance = _arch_slabs(ras, planes, canal, first, slab_everywhere, plane_distance)
+    arch = slab < 0
+    slab_here = np.where(arch, arch_slab, slab_everywhere)
+    distance_here = np.where(arch, arch_distance, plane_distance)
+    lumbar_arch = arch[inside] & (first + slab_here[inside] >= FIRST_LUMBAR_LEVEL)
     margin = np.where(lumbar_arch, LUMBAR_ARCH_SEED_MARGIN_MM, SEED_MARGIN_MM)
-    new_values[inside] = np.where(plane_distance[inside] > margin, first + slab_everywhere[inside], 0)
+    new_values[inside] = np.where(distance_here[inside] > margin, first + slab_here[inside], 0)
     valid = ((new_values >= FIRST_CHAIN_LEVEL) & (new_values <= LAST_CHAIN_LEVEL)) | ~chain_piece
     new_values[~valid] = 0
     for level, new_level in beyond.items():
@@ -262,6 +273,20 @@ def regroup_at_discs(
     origin.update({first + s: level for level, s in pairs if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
     origin.update({first + s: first + s for s in missed if FIRST_CHAIN_LEVEL <= first + s <= LAST_CHAIN_LEVEL})
     return seeds, origin, first
+
+
+def _arch_slabs(
+    ras: np.ndarray, planes: list[DiscPlane], canal: np.ndarray, first: int, slab: np.ndarray, distance: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slab and plane distance of points behind the canal: ``slab`` and ``distance`` (the disc planes carried
+    backwards), except where the planes lowered along a thoracic arch's slope (``THORACIC_ARCH_SLOPE``) put a
+    point in a slab of T1-T10."""
+    behind_mm = np.maximum(_canal_at(ras[:, 2], canal)[:, 1] - ras[:, 1], 0.0)
+    raised = ras.copy()  # the point raised by the slope is the plane lowered by it
+    raised[:, 2] += THORACIC_ARCH_SLOPE * np.maximum(behind_mm - THORACIC_ARCH_START_MM, 0.0)
+    sloped_slab, sloped_distance = slab_and_distance(raised, planes)
+    thoracic = np.isin(first + sloped_slab, THORACIC_ARCH_LEVELS)
+    return np.where(thoracic, sloped_slab, slab), np.where(thoracic, sloped_distance, distance)
 
 
 def _seed_missed_vertebrae(
