@@ -132,8 +132,8 @@ def test_a_disc_plane_bars_the_division_where_two_endplates_touch():
     """Two bodies whose endplates touch with no disc space left (one bright slab of bone from one body into the
     next); the network painted the upper body down to 3.5 mm above the junction and the lower body's bottom
     only. Without a barrier the two floods meet half-way, inside the lower body; with the disc plane between
-    them (:mod:`.disc_planes`), each body is its own vertebra on its own side of the plane and the plane's
-    middle is no one's."""
+    them (:mod:`.disc_planes`), each body is its own vertebra on its own side of the plane, the bright
+    endplates in the plane's middle included, and the flood crosses nowhere."""
     hounsfield = np.full(SHAPE, 40.0)
     upper, lower = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
     upper[10:30, 16:34, 31:52], lower[10:30, 16:34, 10:31] = True, True
@@ -150,8 +150,31 @@ def test_a_disc_plane_bars_the_division_where_two_endplates_touch():
                              disc_planes=[plane])
     height = np.indices(SHAPE)[2]
     assert not (divided[height < 30.5] == 20).any() and not (divided[height > 30.5] == 21).any()
-    assert not divided[np.abs(height - 30.5) <= DISC_GAP_MM].any()
+    middle = np.abs(height - 30.5) <= DISC_GAP_MM
+    assert (divided[upper & middle] == 20).all() and (divided[lower & middle] == 21).all()
     away = np.abs(height - 30.5) > DISC_GAP_MM + 1.0
     assert (divided[upper & away] == 20).mean() > 0.97 and (divided[lower & away] == 21).mean() > 0.97
     unbarred, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4))
     assert (unbarred[lower] == 20).any()
+
+
+def test_the_disc_in_a_plane_s_middle_stays_out_and_its_endplates_join_their_bodies():
+    """A thin disc (2 mm, 90 HU) between two bright endplates, all inside the plane's middle (4 mm): after the
+    flood, which the middle bars, each endplate joins the body on its side of the plane and the disc stays out."""
+    hounsfield = np.full(SHAPE, 40.0)
+    upper, lower = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
+    upper[10:30, 16:34, 31:52], lower[10:30, 16:34, 10:31] = True, True
+    for body in (upper, lower):
+        hounsfield[body] = 700.0
+        hounsfield[ndimage.binary_erosion(body, iterations=2)] = 250.0
+    hounsfield[10:30, 16:34, 29] = hounsfield[10:30, 16:34, 32] = 700.0  # the endplates
+    hounsfield[10:30, 16:34, 30:32] = 90.0  # the disc
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[upper & (np.indices(SHAPE)[2] >= 34)] = 20
+    labels[lower & (np.indices(SHAPE)[2] <= 26)] = 21
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    plane = DiscPlane(centre=np.array([20.0, 25.0, 30.5]), normal=np.array([0.0, 0.0, -1.0]))
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4),
+                             disc_planes=[plane])
+    assert (divided[10:30, 16:34, 32] == 20).all() and (divided[10:30, 16:34, 29] == 21).all()
+    assert not divided[10:30, 16:34, 30:32].any()
