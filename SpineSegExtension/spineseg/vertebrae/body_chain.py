@@ -27,7 +27,8 @@ import numpy as np
 
 from .disc_planes import DiscPlane
 
-__all__ = ["in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance", "voxels_to_ras"]
+__all__ = ["distance_across_canal", "in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance",
+           "voxels_to_ras"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
 # within BODY_HALF_WIDTH_MM of it across (adult bodies: 15-50 mm wide, 15-35 mm deep, plus the cortex's blur).
@@ -79,6 +80,11 @@ def _canal_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
     order = np.argsort(canal[:, 2])
     line = canal[order]
     return np.stack([np.interp(heights, line[:, 2], line[:, a]) for a in range(3)], axis=1)
+
+
+def distance_across_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """Each point's distance (mm) from the canal's centre at its own height, in the axial plane."""
+    return np.linalg.norm((ras - _canal_at(ras[:, 2], canal))[:, :2], axis=1)
 
 
 def _along_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
@@ -301,8 +307,7 @@ def _seed_missed_vertebrae(
     where = np.argwhere((hounsfield >= MISSED_BONE_HU) & (seeds == 0))
     ras = voxels_to_ras(where, ras_of)
     slab, distance = slab_and_distance(ras, planes)
-    across = np.linalg.norm((ras - _canal_at(ras[:, 2], canal))[:, :2], axis=1)
-    reach = (across < MISSED_REACH_MM) & (distance > SEED_MARGIN_MM)
+    reach = (distance_across_canal(ras, canal) < MISSED_REACH_MM) & (distance > SEED_MARGIN_MM)
     for s in missed:
         inside = reach & (slab == s)
         seeds[tuple(where[inside].T)] = first + s

@@ -25,7 +25,7 @@ from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import FIRST_RIB_LEVEL, LAST_RIB_LEVEL, Anchor, RibReading, find_anchors, read_ribs_along_chain
-from .body_chain import regroup_at_discs
+from .body_chain import distance_across_canal, regroup_at_discs, voxels_to_ras
 from .disc_planes import find_disc_planes
 from .bone_division import divide_bone
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
@@ -52,6 +52,10 @@ SUPPORT_PROBABILITY = 0.05
 COMPLETE_PROBABILITY = 0.5
 # Detached pieces of a painted vertebra smaller than this share of its largest piece are dropped.
 SMALL_PIECE_FRACTION = 0.05
+# A detached piece of a painted vertebra whose nearest voxel lies farther than this (mm) from the canal's centre,
+# across the spine, is no bone of it (a kidney's contrast-enhanced cortex, bowel): every part of a vertebra joins
+# bone within about 20 mm of the canal (the body's back wall, the pedicles, the laminae).
+FAR_PIECE_MM = 30.0
 # A found "vertebra" smaller than this share of the median one is a leftover piece (unless cut by the scan):
 # a whole vertebra is rarely less than a third of its neighbours' size.
 FRAGMENT_FRACTION = 0.35
@@ -255,6 +259,21 @@ def _half_way_edge_hu(values: np.ndarray, body: np.ndarray) -> float:
     ring = ndimage.binary_dilation(body) & ~body
     around = float(np.median(values[ring])) if ring.any() else 0.0
     return max(BONE_HU, (around + float(np.percentile(values[body], CORTEX_PERCENTILE))) / 2.0)
+
+
+def _remove_pieces_far_from_canal(
+    labels: np.ndarray, level: int, box: tuple[slice, ...], canal: np.ndarray, ras_of: np.ndarray,
+) -> None:
+    """Remove detached pieces of one label (inside ``box`` of ``labels``, whose voxel indices ``ras_of`` maps to RAS
+    mm) none of whose voxels lies within ``FAR_PIECE_MM`` of the ``canal`` line, in place."""
+    mask = labels[box] == level
+    components, count = ndimage.label(mask)
+    if not count:
+        return
+    where = np.argwhere(mask)
+    across = distance_across_canal(voxels_to_ras(where + [s.start for s in box], ras_of), canal)
+    nearest = np.asarray(ndimage.minimum(across, components[tuple(where.T)], np.arange(1, count + 1)))
+    labels[box][np.isin(components, np.flatnonzero(nearest > FAR_PIECE_MM) + 1)] = 0
 
 
 def _remove_small_pieces(
@@ -550,6 +569,7 @@ def segment_vertebrae(
     region = _spine_region(_support_boxes(found, grid, target), volume.shape, margin)
     labels, best = _paint(found, levels, grid, target, threshold, region)
     hounsfield = volume.array[region]
+    region_to_ras = volume.affine @ _translation([s.start for s in region])
     # One pass for every vertebra's bounding box; refinement only shrinks them, so they stay valid.
     boxes = ndimage.find_objects(labels) if labels.size else []
     records = []
@@ -565,7 +585,6 @@ def segment_vertebrae(
         superior_axis = int(closest_ras_axes(volume.direction)[0][2])
         seeds, first = None, None
         disc_planes = find_disc_planes(volume, frame) if chain_at_discs and frame is not None else []
-        box_to_ras = volume.affine @ _translation([s.start for s in region])
         if disc_planes:
             ribs = read_ribs_along_chain(volume, frame.canal, disc_planes)
             rib_anchors, problem = ribs.judge()
@@ -576,7 +595,7 @@ def segment_vertebrae(
                 naming.anchor is not None and not rib_anchors and problem is None)
             slab_level = None if keep_pieces else ribs.slab_level()
             seeds, origin, first = regroup_at_discs(
-                labels, best >= MASK_PROBABILITY, hounsfield, box_to_ras, disc_planes, frame.canal,
+                labels, best >= MASK_PROBABILITY, hounsfield, region_to_ras, disc_planes, frame.canal,
                 _anchored_level(naming) if keep_pieces else None, slab_level,
                 None if keep_pieces else dict(zip(naming.levels, naming.plain)))
             # A vertebra of the chain is as complete as the piece it came from; a body the walk missed lies
@@ -588,7 +607,7 @@ def segment_vertebrae(
         # The disc planes bar the bone only where the chain of pieces agreed with them (a lone plane on a short
         # scan may lie inside a body).
         labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds,
-                                   None if frame is None else frame.canal, box_to_ras,
+                                   None if frame is None else frame.canal, region_to_ras,
                                    disc_planes if first is not None else [])
         boxes = ndimage.find_objects(labels) if labels.size else []
     for index, (level, completeness) in enumerate(completeness_by_level.items()):
@@ -601,6 +620,8 @@ def segment_vertebrae(
             _refine_with_bone(labels, best, hounsfield, level, box, volume.spacing, bone[box])
             progress(done, f"filling {vertebra_name(level)}'s marrow")
             _fill_enclosed_marrow(labels, hounsfield, level, box, volume.spacing)
+        if frame is not None:
+            _remove_pieces_far_from_canal(labels, level, box, frame.canal, region_to_ras)
         _remove_small_pieces(labels, level, box)
     # Counted once every vertebra is refined: refining one may move voxels between it and its neighbour.
     boxes = ndimage.find_objects(labels) if labels.size else []
