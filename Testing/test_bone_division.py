@@ -128,24 +128,32 @@ def test_the_blur_around_a_body_with_bright_marrow_stays_out():
     assert not divided[blur].any()
 
 
-def test_a_disc_plane_bars_the_division_where_two_endplates_touch():
-    """Two bodies whose endplates touch with no disc space left (one bright slab of bone from one body into the
-    next); the network painted the upper body down to 3.5 mm above the junction and the lower body's bottom
-    only. Without a barrier the two floods meet half-way, inside the lower body; with the disc plane between
-    them (:mod:`.disc_planes`), each body is its own vertebra on its own side of the plane, the bright
-    endplates in the plane's middle included, and the flood crosses nowhere."""
+def bodies_meeting_at_a_plane(upper_painted_from: int, lower_painted_to: int):
+    """Two bodies (700 HU cortex, 250 HU inside) meeting at the plane z = 30.5, the network's paint on the upper one
+    from slice ``upper_painted_from`` up and on the lower one up to ``lower_painted_to``; the slices at the plane
+    are the caller's to set."""
     hounsfield = np.full(SHAPE, 40.0)
     upper, lower = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
     upper[10:30, 16:34, 31:52], lower[10:30, 16:34, 10:31] = True, True
     for body in (upper, lower):
         hounsfield[body] = 700.0
         hounsfield[ndimage.binary_erosion(body, iterations=2)] = 250.0
-    hounsfield[10:30, 16:34, 29:33] = 700.0  # the two endplates, fused
     labels = np.zeros(SHAPE, np.uint8)
-    labels[upper & (np.indices(SHAPE)[2] >= 34)] = 20
-    labels[lower & (np.indices(SHAPE)[2] <= 20)] = 21
+    labels[upper & (np.indices(SHAPE)[2] >= upper_painted_from)] = 20
+    labels[lower & (np.indices(SHAPE)[2] <= lower_painted_to)] = 21
     probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
     plane = DiscPlane(centre=np.array([20.0, 25.0, 30.5]), normal=np.array([0.0, 0.0, -1.0]))
+    return hounsfield, upper, lower, labels, probability, plane
+
+
+def test_a_disc_plane_bars_the_division_where_two_endplates_touch():
+    """Two bodies whose endplates touch with no disc space left (one bright slab of bone from one body into the
+    next); the network painted the upper body down to 3.5 mm above the junction and the lower body's bottom
+    only. Without a barrier the two floods meet half-way, inside the lower body; with the disc plane between
+    them (:mod:`.disc_planes`), each body is its own vertebra on its own side of the plane, the bright
+    endplates in the plane's middle included, and the flood crosses nowhere."""
+    hounsfield, upper, lower, labels, probability, plane = bodies_meeting_at_a_plane(34, 20)
+    hounsfield[10:30, 16:34, 29:33] = 700.0  # the two endplates, fused
     divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4),
                              disc_planes=[plane])
     height = np.indices(SHAPE)[2]
@@ -161,19 +169,9 @@ def test_a_disc_plane_bars_the_division_where_two_endplates_touch():
 def test_the_disc_in_a_plane_s_middle_stays_out_and_its_endplates_join_their_bodies():
     """A thin disc (2 mm, 90 HU) between two bright endplates, all inside the plane's middle (4 mm): after the
     flood, which the middle bars, each endplate joins the body on its side of the plane and the disc stays out."""
-    hounsfield = np.full(SHAPE, 40.0)
-    upper, lower = np.zeros(SHAPE, bool), np.zeros(SHAPE, bool)
-    upper[10:30, 16:34, 31:52], lower[10:30, 16:34, 10:31] = True, True
-    for body in (upper, lower):
-        hounsfield[body] = 700.0
-        hounsfield[ndimage.binary_erosion(body, iterations=2)] = 250.0
+    hounsfield, _, _, labels, probability, plane = bodies_meeting_at_a_plane(34, 26)
     hounsfield[10:30, 16:34, 29] = hounsfield[10:30, 16:34, 32] = 700.0  # the endplates
     hounsfield[10:30, 16:34, 30:32] = 90.0  # the disc
-    labels = np.zeros(SHAPE, np.uint8)
-    labels[upper & (np.indices(SHAPE)[2] >= 34)] = 20
-    labels[lower & (np.indices(SHAPE)[2] <= 26)] = 21
-    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
-    plane = DiscPlane(centre=np.array([20.0, 25.0, 30.5]), normal=np.array([0.0, 0.0, -1.0]))
     divided, _ = divide_bone(labels, probability, hounsfield, SPACING, 2, canal_line=CANAL_LINE, ras_of=np.eye(4),
                              disc_planes=[plane])
     assert (divided[10:30, 16:34, 32] == 20).all() and (divided[10:30, 16:34, 29] == 21).all()
