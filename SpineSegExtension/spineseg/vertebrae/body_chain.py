@@ -27,7 +27,7 @@ import numpy as np
 
 from .disc_planes import DiscPlane
 
-__all__ = ["distance_across_canal", "in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance",
+__all__ = ["canal_centre_at", "distance_across_canal", "in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance",
            "voxels_to_ras"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
@@ -75,7 +75,7 @@ def voxels_to_ras(where: np.ndarray, ras_of: np.ndarray) -> np.ndarray:
     return where @ ras_of[:3, :3].T + ras_of[:3, 3]
 
 
-def _canal_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
+def canal_centre_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
     """The canal's centre (RAS mm) at each superior coordinate in ``heights`` (clamped at the line's ends)."""
     order = np.argsort(canal[:, 2])
     line = canal[order]
@@ -84,7 +84,7 @@ def _canal_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
 
 def distance_across_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
     """Each point's distance (mm) from the canal's centre at its own height, in the axial plane."""
-    return np.linalg.norm((ras - _canal_at(ras[:, 2], canal))[:, :2], axis=1)
+    return np.linalg.norm((ras - canal_centre_at(ras[:, 2], canal))[:, :2], axis=1)
 
 
 def _along_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ def _along_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
 def in_body_region(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
     """Whether each point of ``ras`` (n x 3) lies in front of the canal within a body's reach, along the canal's
     line (see ``_along_canal``)."""
-    centre = _canal_at(ras[:, 2], canal)
+    centre = canal_centre_at(ras[:, 2], canal)
     forward = ras[:, 1] - centre[:, 1]
     across = np.abs(ras[:, 0] - centre[:, 0])
     inside = (forward > CANAL_RADIUS_MM) & (forward < BODY_DEPTH_MM) & (across < BODY_HALF_WIDTH_MM)
@@ -287,7 +287,7 @@ def _arch_slabs(
     """The slab and plane distance of points behind the canal: ``slab`` and ``distance`` (the disc planes carried
     backwards), except where the planes lowered along a thoracic arch's slope (``THORACIC_ARCH_SLOPE``) put a
     point in a slab of T1-T10."""
-    behind_mm = np.maximum(_canal_at(ras[:, 2], canal)[:, 1] - ras[:, 1], 0.0)
+    behind_mm = np.maximum(canal_centre_at(ras[:, 2], canal)[:, 1] - ras[:, 1], 0.0)
     raised = ras.copy()  # the point raised by the slope is the plane lowered by it
     raised[:, 2] += THORACIC_ARCH_SLOPE * np.maximum(behind_mm - THORACIC_ARCH_START_MM, 0.0)
     sloped_slab, sloped_distance = slab_and_distance(raised, planes)

@@ -20,12 +20,13 @@ from scipy import ndimage
 from ..checks import check_input
 from ..choices import DeviceChoice, Task
 from ..geometry import Grid, closest_ras_axes, resample_to, working_grid
+from ..anatomy import level_size
 from ..labels import vertebra_name
 from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import FIRST_RIB_LEVEL, LAST_RIB_LEVEL, Anchor, RibReading, find_anchors, read_ribs_along_chain
-from .body_chain import distance_across_canal, regroup_at_discs, voxels_to_ras
+from .body_chain import canal_centre_at, distance_across_canal, regroup_at_discs, voxels_to_ras
 from .disc_planes import find_disc_planes
 from .bone_division import divide_bone
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
@@ -56,6 +57,9 @@ SMALL_PIECE_FRACTION = 0.05
 # across the spine, is no bone of it (a kidney's contrast-enhanced cortex, bowel): every part of a vertebra joins
 # bone within about 20 mm of the canal (the body's back wall, the pedicles, the laminae).
 FAR_PIECE_MM = 30.0
+# A rib-bearing vertebra's voxels farther to the side of the canal's centre than half its level's typical
+# transverse span plus this (mm) are rib, beyond the transverse process that the rib leans on.
+RIB_MARGIN_MM = 5.0
 # A found "vertebra" smaller than this share of the median one is a leftover piece (unless cut by the scan):
 # a whole vertebra is rarely less than a third of its neighbours' size.
 FRAGMENT_FRACTION = 0.35
@@ -274,6 +278,22 @@ def _remove_pieces_far_from_canal(
     across = distance_across_canal(voxels_to_ras(where + [s.start for s in box], ras_of), canal)
     nearest = np.asarray(ndimage.minimum(across, components[tuple(where.T)], np.arange(1, count + 1)))
     labels[box][np.isin(components, np.flatnonzero(nearest > FAR_PIECE_MM) + 1)] = 0
+
+
+def _remove_ribs_beyond_transverse_processes(
+    labels: np.ndarray, level: int, box: tuple[slice, ...], canal: np.ndarray, ras_of: np.ndarray,
+) -> None:
+    """Remove the voxels of a rib-bearing level (inside ``box`` of ``labels``, whose voxel indices ``ras_of`` maps
+    to RAS mm) that lie farther to the side of the ``canal`` line than half the level's typical transverse span
+    plus ``RIB_MARGIN_MM``: the ribs beyond the transverse processes, which the flood reaches through the
+    costotransverse joints."""
+    if not 1 <= level <= 24 or not level_size(level).has_ribs:
+        return
+    where = np.argwhere(labels[box] == level)
+    ras = voxels_to_ras(where + [s.start for s in box], ras_of)
+    sideways = np.abs(ras[:, 0] - canal_centre_at(ras[:, 2], canal)[:, 0])
+    beyond = sideways > level_size(level).transverse_span / 2 + RIB_MARGIN_MM
+    labels[box][tuple(where[beyond].T)] = 0
 
 
 def _remove_small_pieces(
@@ -622,6 +642,7 @@ def segment_vertebrae(
             _fill_enclosed_marrow(labels, hounsfield, level, box, volume.spacing)
         if frame is not None:
             _remove_pieces_far_from_canal(labels, level, box, frame.canal, region_to_ras)
+            _remove_ribs_beyond_transverse_processes(labels, level, box, frame.canal, region_to_ras)
         _remove_small_pieces(labels, level, box)
     # Counted once every vertebra is refined: refining one may move voxels between it and its neighbour.
     boxes = ndimage.find_objects(labels) if labels.size else []
