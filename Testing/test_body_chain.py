@@ -289,3 +289,22 @@ def test_a_thoracic_vertebra_ends_at_its_transverse_processes_and_a_lumbar_one_k
     assert kept[sideways <= 36].all() and not kept[sideways > 37.5].any()
     _remove_ribs_beyond_transverse_processes(lumbar, 24, whole, canal, np.eye(4))
     assert (lumbar[10:130, 20:30, 2:8] == 24).all()
+
+
+def test_the_ribs_seeds_lie_beside_the_rib_bearing_levels_only():
+    """The bone division's rib seeds: bone level with a rib-bearing vertebra's seeds, from its rib limit (T6: 32 + 5
+    mm to the side of the canal) to 15 mm beyond it; none beside a lumbar vertebra, none above or below."""
+    from spineseg.vertebrae.pipeline import _rib_seeds
+
+    hounsfield = np.full((140, 60, 40), 40.0)
+    hounsfield[10:130, 20:30, :] = 700.0  # a bar of bone 60 mm either side of the canal at x = 70, head to foot
+    seeds = np.zeros(hounsfield.shape, np.int32)
+    seeds[60:80, 20:30, 25:32] = 13  # T6
+    seeds[60:80, 20:30, 5:12] = 24  # L5 (a lumbar level: no ribs)
+    canal = np.array([[70.0, 40.0, 40.0], [70.0, 40.0, -10.0]])  # voxel = 1 mm, indices are RAS
+    ribs = _rib_seeds(seeds, hounsfield, canal, np.eye(4))
+    sideways = np.abs(np.arange(140) - 70.0)
+    beside = ribs.any(axis=(1, 2))
+    assert not beside[sideways <= 37].any() and beside[(sideways > 37.5) & (sideways <= 52)].all()
+    assert not beside[sideways > 52.5].any()
+    assert np.flatnonzero(ribs.any(axis=(0, 1))).tolist() == list(range(25, 32))

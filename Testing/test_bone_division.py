@@ -69,6 +69,26 @@ def test_bone_beyond_the_reach_and_the_canal_stay_out():
     assert not divided[canal_region].any()
 
 
+def test_a_rib_seeded_beyond_the_spine_stops_at_its_joint():
+    """A rib leans on the body through a joint (cartilage, darker than bone). Seeded where it lies beside the
+    spine (``not_vertebra``), it floods back against the vertebra's flood and the two meet at the joint: the
+    rib's head stays out, which the reach alone (the test above) would give to the vertebra."""
+    hounsfield = np.full(SHAPE, 40.0)
+    hollow_body(hounsfield, (slice(10, 25), slice(20, 32), slice(20, 40)), 250.0)
+    hounsfield[25:40, 24:28, 28:32] = 700.0  # the rib, off to the side
+    hounsfield[25, 24:28, 28:32] = 160.0  # its joint with the body: bone-bright only by partial volume
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[10:25, 20:32, 20:40] = 22
+    probability = np.where(labels > 0, 0.9, 0.0).astype(np.float32)
+    rib_seed = np.zeros(SHAPE, bool)
+    rib_seed[36:40, 24:28, 28:32] = True
+    divided, _ = divide_bone(labels, probability, hounsfield, SPACING, superior_axis=2, not_vertebra=rib_seed)
+    assert not divided[26:40, 24:28, 28:32].any()
+    assert (divided[10:25, 20:32, 20:40] == 22).all()
+    reached, _ = divide_bone(labels, probability, hounsfield, SPACING, superior_axis=2)
+    assert (reached[26:30, 24:28, 28:32] == 22).all()
+
+
 def test_dark_marrow_capped_by_endplates_is_filled_but_a_disc_inside_an_endplate_rim_is_not():
     """Dark (20 HU) marrow that the cortex encloses in every slice and the endplates cap is the vertebra's,
     though the network saw only its cortex. Below it, a disc (80 HU) whose top slice an endplate's rim

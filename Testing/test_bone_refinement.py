@@ -6,7 +6,10 @@ import numpy as np
 from scipy import ndimage
 
 from spineseg.metrics import dice
-from spineseg.vertebrae.pipeline import _fill_enclosed_marrow, _refine_with_bone
+from spineseg.perturbation import resampled_scan
+from spineseg.vertebrae.pipeline import (CORTEX_RESOLVED_BLUR_MM, _edge_blur_mm, _fill_enclosed_marrow,
+                                         _refine_with_bone)
+from spineseg.volume import Volume
 
 
 def blurred_bone_block(cortex_hu: float) -> tuple[np.ndarray, np.ndarray]:
@@ -124,3 +127,25 @@ def test_the_canal_the_discs_and_unlabelled_bone_stay_empty():
     assert (labels[40:50, 17:23, 40:60] == 0).all()
     assert (labels[42:54, 42:54, 7:23] == 0).all()
     assert (labels[12:28, 12:28, 42:58] == 20).all() and (labels[12:28, 12:28, 12:28] == 21).all()
+
+
+def test_a_scan_interpolated_from_thick_slices_reads_too_blurred_for_an_edge_band():
+    """The blur is read from the bone's edges, not from the voxel size: a block of solid bone blurred by 0.6 mm
+    reads sharp enough for an edge band at 1 mm, the same block blurred by 2 mm or seen through 3 mm slices
+    interpolated to 1 mm does not, and without the band a blurred surface keeps its label."""
+    truth = np.zeros((42, 42, 42), bool)
+    truth[9:33, 9:33, 9:33] = True
+    step = np.where(truth, 640.0, 40.0).astype(np.float32)
+    sharp, blurred = ndimage.gaussian_filter(step, 0.6), ndimage.gaussian_filter(step, 2.0)
+    thick = resampled_scan(resampled_scan(Volume(sharp, np.eye(4)), (3.0,) * 3), (1.0,) * 3).array
+    assert thick.shape == truth.shape
+    assert _edge_blur_mm(sharp, truth, (1.0,) * 3) <= CORTEX_RESOLVED_BLUR_MM
+    assert _edge_blur_mm(blurred, truth, (1.0,) * 3) > CORTEX_RESOLVED_BLUR_MM
+    assert _edge_blur_mm(thick, truth, (1.0,) * 3) > _edge_blur_mm(sharp, truth, (1.0,) * 3) + 0.1
+    labels = ndimage.binary_dilation(truth, iterations=2).astype(np.uint8) * 7
+    probability = np.where(labels > 0, 0.3, 0.0).astype(np.float16)
+    box = ndimage.find_objects(labels)[6]
+    banded, unbanded = labels.copy(), labels.copy()
+    _refine_with_bone(banded, probability, blurred, 7, box, (1.0, 1.0, 1.0))
+    _refine_with_bone(unbanded, probability, blurred, 7, box, (1.0, 1.0, 1.0), resolves_cortex=False)
+    assert (unbanded == 7).sum() > (banded == 7).sum()

@@ -27,7 +27,8 @@ from .body_chain import in_body_region, slab_and_distance, voxels_to_ras
 from .disc_planes import DiscPlane
 from .vessels import contrast_lumen
 
-__all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "DISC_GAP_MM", "SEED_PROBABILITY", "divide_bone"]
+__all__ = ["DIVISION_BONE_HU", "BONE_REACH_MM", "DISC_GAP_MM", "SEED_PROBABILITY", "divide_bone", "division_seeds",
+           "flood_cost"]
 
 # Bone for the division: cortical and cancellous bone (osteoporotic marrow below this is recovered as the
 # hole its slice's cortex encloses).
@@ -137,11 +138,26 @@ def _bone_with_marrow(
     return bone, holes
 
 
+def division_seeds(labels: np.ndarray, probability: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """Where each vertebra's flood starts: ``seeds`` where given (the chain of bodies), else the network's
+    confident voxels (``SEED_PROBABILITY``), labelled with their vertebra."""
+    if seeds is not None:
+        return seeds
+    return np.where((probability >= SEED_PROBABILITY) & (labels > 0), labels, 0)
+
+
+def flood_cost(hounsfield: np.ndarray) -> np.ndarray:
+    """The cost of flooding through each voxel: Hounsfield units mapped to 1..0 over ``COST_HU_RANGE``, so that
+    a flood crosses bright bone first and two floods meet where the bone is darkest."""
+    low, high = COST_HU_RANGE
+    return np.clip((high - hounsfield) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
 def divide_bone(
     labels: np.ndarray, probability: np.ndarray, hounsfield: np.ndarray, spacing_mm: tuple[float, float, float],
     superior_axis: int, canal: np.ndarray | None = None, seeds: np.ndarray | None = None,
     canal_line: np.ndarray | None = None, ras_of: np.ndarray | None = None,
-    disc_planes: Sequence[DiscPlane] = (),
+    disc_planes: Sequence[DiscPlane] = (), not_vertebra: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The label map that gives each bone voxel near the painted vertebrae to one of them.
 
@@ -153,12 +169,15 @@ def divide_bone(
         superior_axis: the array axis closest to head-foot (slices across it are axial).
         canal: voxels of the spinal canal's centre line (see :mod:`.frame`), never bone; None where not found.
         seeds: where each flood starts (VerSe numbers, 0 elsewhere); by default the network's confident voxels
-            (see :func:`.body_chain.regroup_at_discs` for seeds placed by the chain of bodies).
+            (see :func:`division_seeds`, and :func:`.body_chain.regroup_at_discs` for seeds placed by the chain
+            of bodies).
         canal_line: the canal's centre line (RAS mm, n x 3) and ``ras_of`` the 4 x 4 matrix from voxel indices
             to RAS mm: where given, the bodies' dim marrow is bone too (see ``_dim_marrow``).
         disc_planes: with ``canal_line``, the disc planes (:mod:`.disc_planes`) whose middles, in front of the
             canal, the flood never crosses (``DISC_GAP_MM``); their endplate-bright voxels then join the body on
             their side (``ENDPLATE_HU``).
+        not_vertebra: bone known to belong to no vertebra (the ribs beside the rib-bearing levels): it floods
+            too, against the vertebrae, and what it reaches (a rib up to its joints with the spine) stays out.
 
     Returns:
         A new label map: the watershed of the bone from the network's confident voxels, plus those confident
@@ -168,9 +187,12 @@ def divide_bone(
     """
     lumen = contrast_lumen(hounsfield, spacing_mm, superior_axis)
     confident = (probability >= SEED_PROBABILITY) & (labels > 0) & ~lumen
-    seeds = np.where(lumen, 0, np.where(confident, labels, 0) if seeds is None else seeds).astype(np.int32)
+    seeds = np.where(lumen, 0, division_seeds(labels, probability, seeds)).astype(np.int32)
     if not seeds.any():
         return labels.copy(), np.zeros(labels.shape, bool)
+    elsewhere = int(seeds.max()) + 1  # the flood of bone that is no vertebra's
+    if not_vertebra is not None:
+        seeds[not_vertebra & (seeds == 0) & ~lumen] = elsewhere
     near = ndimage.distance_transform_edt(~(confident | (seeds > 0)), sampling=spacing_mm) <= BONE_REACH_MM
     canal = np.zeros(labels.shape, bool) if canal is None else canal
     dim_marrow = _dim_marrow(hounsfield, superior_axis, canal_line, ras_of)
@@ -181,9 +203,8 @@ def divide_bone(
     bone = ((bone & near) | near_marrow) & ~canal & ~lumen
     middles = _disc_middles(bone, disc_planes, canal_line, ras_of)
     bone &= ~middles
-    low, high = COST_HU_RANGE
-    cost = np.clip((high - hounsfield) / (high - low), 0.0, 1.0).astype(np.float32)
-    divided = watershed(cost, seeds, mask=bone | (seeds > 0)).astype(labels.dtype)
+    flooded = watershed(flood_cost(hounsfield), seeds, mask=bone | (seeds > 0))
+    divided = np.where(flooded == elsewhere, 0, flooded).astype(labels.dtype)
     _endplates_back(divided, middles & (hounsfield >= ENDPLATE_HU), disc_planes, ras_of)
     return divided, bone
 

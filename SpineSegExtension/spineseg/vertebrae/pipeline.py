@@ -28,7 +28,7 @@ from ..volume import Volume, VolumeKind
 from .anchors import FIRST_RIB_LEVEL, LAST_RIB_LEVEL, Anchor, RibReading, find_anchors, read_ribs_along_chain
 from .body_chain import canal_centre_at, distance_across_canal, regroup_at_discs, voxels_to_ras
 from .disc_planes import find_disc_planes
-from .bone_division import divide_bone
+from .bone_division import DIVISION_BONE_HU, divide_bone, division_seeds
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
 from .frame import find_spine_frame
 from .levels import Naming, count_missed_vertebrae, name_run
@@ -60,6 +60,9 @@ FAR_PIECE_MM = 30.0
 # A rib-bearing vertebra's voxels farther to the side of the canal's centre than half its level's typical
 # transverse span plus this (mm) are rib, beyond the transverse process that the rib leans on.
 RIB_MARGIN_MM = 5.0
+# The bone of this width (mm) beyond that limit, beside a rib-bearing level, seeds the ribs' own flood in the bone
+# division, which then stops each rib at its joints with the spine (its head and tubercle).
+RIB_SEED_WIDTH_MM = 15.0
 # A found "vertebra" smaller than this share of the median one is a leftover piece (unless cut by the scan):
 # a whole vertebra is rarely less than a third of its neighbours' size.
 FRAGMENT_FRACTION = 0.35
@@ -155,20 +158,27 @@ BONE_HU = 200.0
 CONFIDENT_BONE_HU = 100.0
 CANDIDATE_PROBABILITY = 0.2
 # Voxels deeper than this inside the network's confident region (its mask) stay vertebra whatever their
-# HU: the CT decides only the outer millimetre and the uncertain fringe. Marrow of osteoporotic bone,
+# HU: the CT decides only the outer millimetres and the uncertain fringe. Marrow of osteoporotic bone,
 # fatty sacral marrow and low-dose noise read below 100 HU, and where the cortex has a gap (thin
-# endplates, the region's own edge) filling holes cannot recover them. 1 mm scored best (model card).
-CORE_DEPTH_MM = 1.0
+# endplates, the region's own edge) filling holes cannot recover them. 1 mm scored best before the bone
+# division gave each body its marrow; since then 3 mm does (docs/vertebrae-physics.md, section 10): the
+# confident region reaches 1-2 mm beyond the bone, and a shallower core kept the blur around the cortex.
+CORE_DEPTH_MM = 3.0
 # Depth of the surface band judged by the half-way rule: a CT's blur spreads bright cortex about this far.
 # Grids coarser than this get no band (each voxel is already its own mixture of bone and tissue).
 EDGE_BAND_MM = 2.0
 # The cortex's intensity, for the half-way rule: this percentile of a vertebra's voxels.
 CORTEX_PERCENTILE = 99.0
+# The half-way rule finds the edge only where the scan resolves the cortex (about 1 mm thick): where the
+# vertebrae's steepest edges imply a blur (Gaussian sigma, the median over the scan's vertebrae) above
+# this, a thin cortex never reaches its plateau and the band would cut into bone, so the scan is judged as
+# a coarse grid is (no band), whatever its voxel size. Measured in docs/vertebrae-physics.md, 3.
+CORTEX_RESOLVED_BLUR_MM = 1.0
 
 
 def _refine_with_bone(
     labels: np.ndarray, best: np.ndarray, hounsfield: np.ndarray, level: int, box: tuple[slice, ...],
-    spacing_mm: tuple[float, float, float], divided_bone: np.ndarray | None = None,
+    spacing_mm: tuple[float, float, float], divided_bone: np.ndarray | None = None, resolves_cortex: bool = True,
 ) -> None:
     """Snap one vertebra's boundary to the bone in the full-resolution CT, in place.
 
@@ -193,7 +203,7 @@ def _refine_with_bone(
         bone |= region & divided_bone
     body = ndimage.binary_fill_holes(bone | core) & region
     band_voxels = int(EDGE_BAND_MM / max(spacing_mm))
-    if band_voxels > 0 and body.any():
+    if band_voxels > 0 and body.any() and resolves_cortex:
         edge_hu = _half_way_edge_hu(values, body)
         surface = body & ~ndimage.binary_erosion(body, iterations=band_voxels)
         body = ndimage.binary_fill_holes(body & ~(surface & (values < edge_hu) & ~core)) & body
@@ -280,6 +290,34 @@ def _remove_pieces_far_from_canal(
     labels[box][np.isin(components, np.flatnonzero(nearest > FAR_PIECE_MM) + 1)] = 0
 
 
+def _rib_side_limit(level: int) -> float:
+    """How far (mm) to the side of the canal's centre a rib-bearing level's bone may reach: half the level's
+    typical transverse span plus ``RIB_MARGIN_MM``."""
+    return level_size(level).transverse_span / 2 + RIB_MARGIN_MM
+
+
+def _rib_seeds(seeds: np.ndarray, hounsfield: np.ndarray, canal: np.ndarray, ras_of: np.ndarray) -> np.ndarray:
+    """The ribs' seeds for the bone division: bone (``DIVISION_BONE_HU``) level with a rib-bearing level's seeds
+    (head to foot, where ``ras_of`` maps voxel indices to RAS mm), between its rib limit (``_rib_side_limit``) and
+    ``RIB_SEED_WIDTH_MM`` beyond it to the side of the ``canal`` line."""
+    ribs = np.zeros(seeds.shape, bool)
+    if not seeds.any():
+        return ribs
+    bone = np.argwhere(hounsfield >= DIVISION_BONE_HU)
+    ras = voxels_to_ras(bone, ras_of)
+    sideways = np.abs(ras[:, 0] - canal_centre_at(ras[:, 2], canal)[:, 0])
+    for level, box in enumerate(ndimage.find_objects(seeds), start=1):
+        if box is None or not FIRST_RIB_LEVEL <= level <= LAST_RIB_LEVEL:
+            continue
+        corners = np.array(np.meshgrid(*[(s.start, s.stop - 1) for s in box], indexing="ij")).reshape(3, -1).T
+        heights = voxels_to_ras(corners, ras_of)[:, 2]
+        limit = _rib_side_limit(level)
+        beside = ((ras[:, 2] >= heights.min()) & (ras[:, 2] <= heights.max())
+                  & (sideways > limit) & (sideways <= limit + RIB_SEED_WIDTH_MM))
+        ribs[tuple(bone[beside].T)] = True
+    return ribs
+
+
 def _remove_ribs_beyond_transverse_processes(
     labels: np.ndarray, level: int, box: tuple[slice, ...], canal: np.ndarray, ras_of: np.ndarray,
 ) -> None:
@@ -287,13 +325,38 @@ def _remove_ribs_beyond_transverse_processes(
     to RAS mm) that lie farther to the side of the ``canal`` line than half the level's typical transverse span
     plus ``RIB_MARGIN_MM``: the ribs beyond the transverse processes, which the flood reaches through the
     costotransverse joints."""
-    if not 1 <= level <= 24 or not level_size(level).has_ribs:
+    if not FIRST_RIB_LEVEL <= level <= LAST_RIB_LEVEL:
         return
     where = np.argwhere(labels[box] == level)
     ras = voxels_to_ras(where + [s.start for s in box], ras_of)
     sideways = np.abs(ras[:, 0] - canal_centre_at(ras[:, 2], canal)[:, 0])
-    beyond = sideways > level_size(level).transverse_span / 2 + RIB_MARGIN_MM
+    beyond = sideways > _rib_side_limit(level)
     labels[box][tuple(where[beyond].T)] = 0
+
+
+def scan_blur_mm(
+    labels: np.ndarray, hounsfield: np.ndarray, boxes: list[tuple[slice, ...] | None], levels: list[int],
+    spacing_mm: tuple[float, float, float],
+) -> float:
+    """The scan's blur at the vertebrae's surfaces: the median over ``levels`` of ``_edge_blur_mm`` in each
+    vertebra's box (``boxes`` indexed by level - 1, as ``ndimage.find_objects`` gives them); inf if none."""
+    blurs = [
+        _edge_blur_mm(hounsfield[box], labels[box] == level, spacing_mm)
+        for level in levels
+        if level <= len(boxes) and (box := boxes[level - 1]) is not None
+    ]
+    return float(np.median(blurs)) if blurs else float("inf")
+
+
+def _edge_blur_mm(values: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, float, float]) -> float:
+    """The blur at ``body``'s surface, as the sigma (mm) of a Gaussian-blurred step of the same height."""
+    ring = ndimage.binary_dilation(body) & ~body
+    around = float(np.median(values[ring])) if ring.any() else 0.0
+    contrast = float(np.percentile(values[body], CORTEX_PERCENTILE)) - around
+    slope = np.sqrt(sum(d ** 2 for d in np.gradient(values.astype(np.float32), *spacing_mm)))
+    near = ndimage.distance_transform_edt(~body, sampling=spacing_mm) <= 3.0
+    steepest = float(np.percentile(slope[near], CORTEX_PERCENTILE))
+    return contrast / (np.sqrt(2.0 * np.pi) * steepest) if steepest > 0 else float("inf")
 
 
 def _remove_small_pieces(
@@ -599,6 +662,7 @@ def segment_vertebrae(
     for vertebra, level in zip(found, levels):
         completeness_by_level[level] = max(completeness_by_level.get(level, 0.0), float(vertebra.completeness))
     disc_planes = []
+    resolves_cortex = True
     if refine_with_bone:
         progress(0.92, "dividing the bone between the vertebrae")
         canal = None if frame is None else frame.canal_voxels(volume.affine, volume.shape, region)
@@ -626,10 +690,16 @@ def segment_vertebrae(
                 rib_problem = None if naming.anchor in TRUSTED_OVER_RIBS else problem
         # The disc planes bar the bone only where the chain of pieces agreed with them (a lone plane on a short
         # scan may lie inside a body).
+        rib_bone = None if frame is None else _rib_seeds(division_seeds(labels, best, seeds), hounsfield, frame.canal,
+                                                     region_to_ras)
         labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds,
                                    None if frame is None else frame.canal, region_to_ras,
-                                   disc_planes if first is not None else [])
+                                   disc_planes if first is not None else [], rib_bone)
         boxes = ndimage.find_objects(labels) if labels.size else []
+        if max(volume.spacing) <= EDGE_BAND_MM:
+            blur = scan_blur_mm(labels, hounsfield, boxes, list(completeness_by_level), volume.spacing)
+            resolves_cortex = blur <= CORTEX_RESOLVED_BLUR_MM
+            logger.info("blur at the vertebrae's surfaces: sigma %.2f mm", blur)
     for index, (level, completeness) in enumerate(completeness_by_level.items()):
         box = boxes[level - 1] if level <= len(boxes) else None
         if box is None:
@@ -637,7 +707,7 @@ def segment_vertebrae(
         if refine_with_bone:
             done = 0.92 + 0.08 * index / len(completeness_by_level)
             progress(done, f"refining {vertebra_name(level)} with bone")
-            _refine_with_bone(labels, best, hounsfield, level, box, volume.spacing, bone[box])
+            _refine_with_bone(labels, best, hounsfield, level, box, volume.spacing, bone[box], resolves_cortex)
             progress(done, f"filling {vertebra_name(level)}'s marrow")
             _fill_enclosed_marrow(labels, hounsfield, level, box, volume.spacing)
         if frame is not None:
