@@ -81,12 +81,15 @@ def seconds_to_first_line(command: list[str]) -> tuple[float, str]:
 
 @pytest.fixture(scope="module")
 def start_up_seconds(tmp_path_factory) -> float:
-    """How long the command takes from its handlers to refusing an empty file (imports, parsing, reading)."""
+    """How long the command takes from its handlers to refusing an empty file (imports, parsing, reading): the
+    quickest of three runs, so that a run slowed by a busy machine cannot push a late signal past the refusal."""
     image = tmp_path_factory.mktemp("timing") / "ct.nii.gz"
     image.write_bytes(b"")
-    seconds, line = seconds_to_first_line([*console_command(), "vertebrae", str(image), "-o", str(image.parent / "out")])
-    assert "empty file" in line, line
-    return seconds
+    runs = [seconds_to_first_line([*console_command(), "vertebrae", str(image), "-o", str(image.parent / "out")])
+            for _ in range(3)]
+    for _, line in runs:
+        assert "empty file" in line, line
+    return min(seconds for seconds, _ in runs)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
