@@ -161,9 +161,10 @@ CANDIDATE_PROBABILITY = 0.2
 # HU: the CT decides only the outer millimetres and the uncertain fringe. Marrow of osteoporotic bone,
 # fatty sacral marrow and low-dose noise read below 100 HU, and where the cortex has a gap (thin
 # endplates, the region's own edge) filling holes cannot recover them. 1 mm scored best before the bone
-# division gave each body its marrow; since then 3 mm does (docs/vertebrae-physics.md, section 10): the
-# confident region reaches 1-2 mm beyond the bone, and a shallower core kept the blur around the cortex.
-CORE_DEPTH_MM = 3.0
+# division gave each body its marrow; since then 2 mm does (docs/vertebrae-physics.md, section 10): the
+# confident region reaches 1-2 mm beyond the bone, and a shallower core kept the blur around the cortex; a
+# 3 mm core cut the darker reading of the real CT (HU x 0.85) by 0.023.
+CORE_DEPTH_MM = 2.0
 # Depth of the surface band judged by the half-way rule: a CT's blur spreads bright cortex about this far.
 # Grids coarser than this get no band (each voxel is already its own mixture of bone and tissue).
 EDGE_BAND_MM = 2.0
