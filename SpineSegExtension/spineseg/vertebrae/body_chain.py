@@ -27,7 +27,7 @@ import numpy as np
 
 from .disc_planes import DiscPlane
 
-__all__ = ["canal_centre_at", "distance_across_canal", "in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance",
+__all__ = ["canal_centre_at", "distance_across_canal", "distance_beside_canal", "in_body_region", "match_in_order", "regroup_at_discs", "slab_and_distance",
            "voxels_to_ras"]
 
 # The body region: in front of the canal's centre by more than CANAL_RADIUS_MM and at most BODY_DEPTH_MM, and
@@ -85,6 +85,11 @@ def canal_centre_at(heights: np.ndarray, canal: np.ndarray) -> np.ndarray:
 def distance_across_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
     """Each point's distance (mm) from the canal's centre at its own height, in the axial plane."""
     return np.linalg.norm((ras - canal_centre_at(ras[:, 2], canal))[:, :2], axis=1)
+
+
+def distance_beside_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:
+    """Each point's distance (mm) to the left or right of the canal's centre at its own height."""
+    return np.abs(ras[:, 0] - canal_centre_at(ras[:, 2], canal)[:, 0])
 
 
 def _along_canal(ras: np.ndarray, canal: np.ndarray) -> np.ndarray:

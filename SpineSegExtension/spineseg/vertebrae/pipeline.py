@@ -26,7 +26,7 @@ from ..progress import ProgressCallback, no_progress, scaled
 from ..results import NamingRecord, VertebraeResult, VertebraRecord
 from ..volume import Volume, VolumeKind
 from .anchors import FIRST_RIB_LEVEL, LAST_RIB_LEVEL, Anchor, RibReading, find_anchors, read_ribs_along_chain
-from .body_chain import canal_centre_at, distance_across_canal, regroup_at_discs, voxels_to_ras
+from .body_chain import distance_across_canal, distance_beside_canal, regroup_at_discs, voxels_to_ras
 from .disc_planes import find_disc_planes
 from .bone_division import DIVISION_BONE_HU, divide_bone, division_seeds
 from .column import MAX_GAP_MM, MAX_OFFSET_MM, MAX_SAGITTAL_TILT_DEG, column_members
@@ -306,7 +306,7 @@ def _rib_seeds(seeds: np.ndarray, hounsfield: np.ndarray, canal: np.ndarray, ras
         return ribs
     bone = np.argwhere(hounsfield >= DIVISION_BONE_HU)
     ras = voxels_to_ras(bone, ras_of)
-    sideways = np.abs(ras[:, 0] - canal_centre_at(ras[:, 2], canal)[:, 0])
+    sideways = distance_beside_canal(ras, canal)
     for level, box in enumerate(ndimage.find_objects(seeds), start=1):
         if box is None or not FIRST_RIB_LEVEL <= level <= LAST_RIB_LEVEL:
             continue
@@ -329,8 +329,7 @@ def _remove_ribs_beyond_transverse_processes(
     if not FIRST_RIB_LEVEL <= level <= LAST_RIB_LEVEL:
         return
     where = np.argwhere(labels[box] == level)
-    ras = voxels_to_ras(where + [s.start for s in box], ras_of)
-    sideways = np.abs(ras[:, 0] - canal_centre_at(ras[:, 2], canal)[:, 0])
+    sideways = distance_beside_canal(voxels_to_ras(where + [s.start for s in box], ras_of), canal)
     beyond = sideways > _rib_side_limit(level)
     labels[box][tuple(where[beyond].T)] = 0
 
@@ -350,7 +349,12 @@ def scan_blur_mm(
 
 
 def _edge_blur_mm(values: np.ndarray, body: np.ndarray, spacing_mm: tuple[float, float, float]) -> float:
-    """The blur at ``body``'s surface, as the sigma (mm) of a Gaussian-blurred step of the same height."""
+    """The blur at ``body``'s surface, as the sigma (mm) of a Gaussian-blurred step of the same height.
+
+    A step of height C blurred by sigma rises at most C / (sqrt(2 pi) sigma) HU per mm. C is the cortex
+    above the surrounding tissue (as in ``_half_way_edge_hu``), the rise the steepest slope (the same
+    percentile) within 3 mm of the body. A scan interpolated from coarser slices keeps its slices' blur at
+    any voxel size, so this, unlike the voxel size, tells whether the scan resolves a 1 mm cortex."""
     ring = ndimage.binary_dilation(body) & ~body
     around = float(np.median(values[ring])) if ring.any() else 0.0
     contrast = float(np.percentile(values[body], CORTEX_PERCENTILE)) - around
@@ -691,8 +695,8 @@ def segment_vertebrae(
                 rib_problem = None if naming.anchor in TRUSTED_OVER_RIBS else problem
         # The disc planes bar the bone only where the chain of pieces agreed with them (a lone plane on a short
         # scan may lie inside a body).
-        rib_bone = None if frame is None else _rib_seeds(division_seeds(labels, best, seeds), hounsfield, frame.canal,
-                                                     region_to_ras)
+        seeds = division_seeds(labels, best, seeds)
+        rib_bone = None if frame is None else _rib_seeds(seeds, hounsfield, frame.canal, region_to_ras)
         labels, bone = divide_bone(labels, best, hounsfield, volume.spacing, superior_axis, canal, seeds,
                                    None if frame is None else frame.canal, region_to_ras,
                                    disc_planes if first is not None else [], rib_bone)
