@@ -106,3 +106,26 @@ def test_calcified_plaque_in_the_wall_leaves_the_aorta_a_lumen():
     vessel = contrast_lumen(hounsfield, SPACING, superior_axis=2)
     assert vessel[ndimage.binary_erosion(aorta, iterations=2)].all()
     assert not vessel[plaque].any()
+
+
+def test_thick_slices_see_the_column_of_bodies_as_bone_and_the_aorta_as_a_lumen():
+    """On 1 x 1 x 5 mm voxels, a column of four bodies whose every slice is even in plane (endplate slices of
+    350 HU, marrow slices of 200 HU, disc slices of 150 HU where the endplates' partial volume lifts them, a cortex
+    hardly brighter): a window one slice deep sees no variation along the column and took all 100 mm of it for a
+    vessel (the L2 and L3 of the real CT's 1 x 1 x 5 mm copy lost their marrow to 77-80 % of their volume). The
+    window now spans three slices and sees the endplates, while the aorta beside the column stays a lumen."""
+    spacing = (1.0, 1.0, 5.0)
+    shape = (60, 60, 20)
+    hounsfield = noisy(shape, 40.0, 10.0)
+    column = tube(shape, (22.0, 30.0), 13.0)
+    hounsfield[column] = 280.0
+    marrow = ndimage.binary_erosion(column, iterations=2)
+    slice_hu = np.tile([150.0, 350.0, 200.0, 200.0, 350.0], 4)  # disc, endplate, marrow, marrow, endplate
+    hounsfield[marrow] = (slice_hu[None, None, :] + np.random.default_rng(6).normal(0.0, 10.0, shape))[marrow]
+    aorta = tube(shape, (48.0, 30.0), 9.0)
+    hounsfield[aorta] = noisy(shape, 350.0, 15.0, seed=7)[aorta]
+
+    lumen = contrast_lumen(hounsfield, spacing, superior_axis=2)
+
+    assert not lumen[marrow].any()
+    assert lumen[ndimage.binary_erosion(aorta, iterations=2)].all()

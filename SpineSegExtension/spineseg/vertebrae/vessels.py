@@ -50,8 +50,10 @@ EDGE_MM = 5.0
 
 
 def _local_mean_and_sd(hounsfield: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the HU in a ``WINDOW_MM`` box around every voxel."""
-    size = [max(1, int(round(WINDOW_MM / s))) | 1 for s in spacing_mm]
+    """Mean and standard deviation of the HU in a ``WINDOW_MM`` box around every voxel, at least three voxels
+    along each axis: a window one thick slice deep sees no variation along that axis, and the marrow of a
+    smooth thick-slice scan then reads as smooth as blood."""
+    size = [max(3, int(round(WINDOW_MM / s)) | 1) for s in spacing_mm]
     # Centred and clipped so float32 keeps the variance of soft tissue and contrast exact enough.
     values = np.clip(hounsfield, -1024.0, 2000.0).astype(np.float32) - 300.0
     mean = ndimage.uniform_filter(values, size)
