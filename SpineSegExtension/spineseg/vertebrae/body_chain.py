@@ -66,6 +66,10 @@ SLAB_HEIGHT_RANGE = (0.5, 1.7)
 # plane or lies in one slab of a body's height.
 REMNANT_MIN_SHARE = 0.1
 STRADDLE_SHARE = 0.25
+# Where the pieces and the planes disagree, the planes alone decide when an anchor read along them names their
+# slabs and the pitch is even: each slab's height within this ratio of its neighbours' (a missed disc doubles one,
+# a plane inside a body halves one; from the top of the chest to the sacrum the pitch changes by 5-20 % a level).
+EVEN_PITCH_RATIO = 0.75
 # Levels that regrouping may give: C3-L5 (C1-C2 and the sacrum keep their pieces).
 FIRST_CHAIN_LEVEL, LAST_CHAIN_LEVEL = 3, 24
 
@@ -148,6 +152,13 @@ def _one_body_tall(planes: list[DiscPlane]) -> np.ndarray:
     return np.concatenate([[False], (heights >= low) & (heights <= high), [False]])
 
 
+def _pitch_is_even(planes: list[DiscPlane]) -> bool:
+    """Whether each slab between two planes is within ``EVEN_PITCH_RATIO`` of its neighbours' heights."""
+    heights = np.linalg.norm(np.diff([plane.centre for plane in planes], axis=0), axis=1)
+    ratios = heights[1:] / heights[:-1]
+    return bool(np.all((ratios >= EVEN_PITCH_RATIO) & (ratios <= 1.0 / EVEN_PITCH_RATIO)))
+
+
 def _remnants(overlap: np.ndarray, matched: list[int | None], one_body: np.ndarray) -> list[int]:
     """Unmatched pieces that are parts of a vertebra the walk cut in two: every slab holding some of its body
     was taken by a matched piece, and it either straddles the plane between two such slabs (``STRADDLE_SHARE``
@@ -210,7 +221,8 @@ def regroup_at_discs(
         slope), except within ``SEED_MARGIN_MM`` of a plane (``LUMBAR_ARCH_SEED_MARGIN_MM`` behind a lumbar canal,
         where the facets stand upright), where the bone division finds the boundary; a body the walk missed is
         seeded from its bone. Where the planes and
-        the pieces disagree (see ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged.
+        the pieces disagree (see ``_chain_is_consistent``) the seeds are the pieces' confident voxels, unchanged,
+        unless ``slab_level`` names the slabs and the pitch is even (``EVEN_PITCH_RATIO``): then the planes decide.
     """
     seeds = np.where(sure, labels, 0).astype(labels.dtype)
     unchanged = {int(level): int(level) for level in np.unique(seeds) if level > 0}
@@ -235,7 +247,12 @@ def regroup_at_discs(
     remnants = _remnants(overlap, matched, one_body)
     kept = [row for row in range(len(pieces)) if row not in remnants]
     if not _chain_is_consistent(overlap[kept], [matched[row] for row in kept], one_body):
-        return seeds, unchanged, None
+        if slab_level is None or not _pitch_is_even(planes):
+            return seeds, unchanged, None
+        # The walk's pieces straddle the planes (its steps drifted by half a vertebra: a noisy scan), but the
+        # planes are evenly spaced and an anchor read along them names their slabs: each piece's voxels take the
+        # name of their slab, and the piece itself that of the slab holding most of it.
+        matched, remnants, kept = [int(row.argmax()) for row in overlap], [], list(range(len(pieces)))
     pairs = [(pieces[row], int(matched[row])) for row in kept]
     # The chain's names: slab s is vertebra first + s. Follow an anchor read on the chain; else keep the anchored
     # level where a piece carries it, or the name of the piece next to an anchor beyond the chain (the sacrum, C2:
