@@ -153,10 +153,11 @@ def _one_body_tall(planes: list[DiscPlane]) -> np.ndarray:
 
 
 def _pitch_is_even(planes: list[DiscPlane]) -> bool:
-    """Whether each slab between two planes is within ``EVEN_PITCH_RATIO`` of its neighbours' heights."""
+    """Whether each slab between two planes is within ``EVEN_PITCH_RATIO`` of its neighbours' heights (at least
+    two such slabs: one alone has nothing to be compared with)."""
     heights = np.linalg.norm(np.diff([plane.centre for plane in planes], axis=0), axis=1)
     ratios = heights[1:] / heights[:-1]
-    return bool(np.all((ratios >= EVEN_PITCH_RATIO) & (ratios <= 1.0 / EVEN_PITCH_RATIO)))
+    return len(ratios) > 0 and bool(np.all((ratios >= EVEN_PITCH_RATIO) & (ratios <= 1.0 / EVEN_PITCH_RATIO)))
 
 
 def _remnants(overlap: np.ndarray, matched: list[int | None], one_body: np.ndarray) -> list[int]:
