@@ -111,8 +111,8 @@ REAL_COPIES = {
     "anisotropic, 1 x 1 x 5 mm": (
         lambda image: resampled_scan(image, (1.0, 1.0, 5.0)),
         "names identical since the sacrum anchor reads the pelvis relative to the scan (they were two levels off); "
-        "volumes 61-112 % of the 3 mm run's (T12 61 %, L2 112 %, sacrum 83 %): the T11/T12 disc is not found, so the "
-        "top two pieces share one open slab and the chain is not used"),
+        "volumes 61-112 % of the 3 mm run's (T12 61 %, L2 112 %, sacrum 83 %): its top disc (T12/L1) is not found, "
+        "so the pieces of T12 and L1 share one open slab and the chain is not used"),
 }
 
 
