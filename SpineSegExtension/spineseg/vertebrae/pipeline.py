@@ -271,9 +271,13 @@ def _half_way_edge_hu(values: np.ndarray, body: np.ndarray) -> float:
     """The intensity half-way between the tissue around ``body`` (median of a 1-voxel ring; water, 0 HU,
     if the body fills its box) and its cortex (``CORTEX_PERCENTILE`` inside); never below ``BONE_HU``.
     Where a blurred surface crosses it is the true edge."""
+    return max(BONE_HU, (_surrounding_hu(values, body) + float(np.percentile(values[body], CORTEX_PERCENTILE))) / 2.0)
+
+
+def _surrounding_hu(values: np.ndarray, body: np.ndarray) -> float:
+    """The median HU of the 1-voxel ring around ``body`` (water, 0 HU, if the body fills its box)."""
     ring = ndimage.binary_dilation(body) & ~body
-    around = float(np.median(values[ring])) if ring.any() else 0.0
-    return max(BONE_HU, (around + float(np.percentile(values[body], CORTEX_PERCENTILE))) / 2.0)
+    return float(np.median(values[ring])) if ring.any() else 0.0
 
 
 def _remove_pieces_far_from_canal(
@@ -355,9 +359,7 @@ def _edge_blur_mm(values: np.ndarray, body: np.ndarray, spacing_mm: tuple[float,
     above the surrounding tissue (as in ``_half_way_edge_hu``), the rise the steepest slope (the same
     percentile) within 3 mm of the body. A scan interpolated from coarser slices keeps its slices' blur at
     any voxel size, so this, unlike the voxel size, tells whether the scan resolves a 1 mm cortex."""
-    ring = ndimage.binary_dilation(body) & ~body
-    around = float(np.median(values[ring])) if ring.any() else 0.0
-    contrast = float(np.percentile(values[body], CORTEX_PERCENTILE)) - around
+    contrast = float(np.percentile(values[body], CORTEX_PERCENTILE)) - _surrounding_hu(values, body)
     slope = np.sqrt(sum(d ** 2 for d in np.gradient(values.astype(np.float32), *spacing_mm)))
     near = ndimage.distance_transform_edt(~body, sampling=spacing_mm) <= 3.0
     steepest = float(np.percentile(slope[near], CORTEX_PERCENTILE))
