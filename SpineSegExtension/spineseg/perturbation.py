@@ -20,8 +20,9 @@ class Perturbation:
     """A tilt about the R axis (degrees, positive: leaning back), a tilt about the A axis (degrees, positive:
     leaning to the patient's left; see :func:`~spineseg.geometry.turned_about_centre`), a size factor about the scan's centre, a gamma on MRI intensities (between their 0.5th and 99.5th
     percentiles), a factor on CT values above 0 HU (soft tissue and bone brighter or darker, as between
-    tube voltages and reconstruction kernels) and Gaussian noise of ``noise_sd`` added to every voxel (a lower
-    dose; always drawn from the same seed, so that a reading is repeatable)."""
+    tube voltages and reconstruction kernels), the vertebrae's marrow ``marrow_darker_hu`` darker (osteoporosis;
+    see :func:`perturbed_volume`) and Gaussian noise of ``noise_sd`` added to every voxel (a lower dose; always
+    drawn from the same seed, so that a reading is repeatable)."""
 
     name: str
     tilt_r_deg: float = 0.0
@@ -30,6 +31,13 @@ class Perturbation:
     gamma: float = 1.0
     hounsfield_factor: float = 1.0
     noise_sd: float = 0.0
+    marrow_darker_hu: float = 0.0
+
+
+# Osteoporotic marrow: vertebral voxels up to this bright (HU) lose the full ``marrow_darker_hu``, and the loss
+# tapers to nothing at MARROW_TOP_HU, so that the cortex keeps its brightness.
+MARROW_FULL_LOSS_HU = 200.0
+MARROW_TOP_HU = 350.0
 
 
 # The same scan as it is, leaning 4 degrees each way, and 8 % smaller and larger (both modalities add their own
@@ -42,11 +50,23 @@ POSE_CHANGES = (
 )
 
 
-def perturbed_volume(volume: Volume, change: Perturbation) -> tuple[Volume, np.ndarray]:
+def perturbed_volume(
+    volume: Volume, change: Perturbation, vertebrae: np.ndarray | None = None,
+) -> tuple[Volume, np.ndarray]:
     """``volume`` changed by ``change``: its affine turned and resized about its centre (its voxels stay), its
-    intensities changed; and the 4 x 4 RAS-to-RAS map by which points in its anatomy moved."""
+    intensities changed; and the 4 x 4 RAS-to-RAS map by which points in its anatomy moved.
+
+    ``vertebrae`` (the voxels a reference label map gives a vertebra) is needed for ``marrow_darker_hu``: there,
+    soft-tissue-to-bone values (above -50 HU) lose it in full up to ``MARROW_FULL_LOSS_HU``, less above,
+    nothing from ``MARROW_TOP_HU``: the dark marrow and thin cortex of an osteoporotic spine."""
     moved = turned_about_centre(volume, change.tilt_r_deg, change.tilt_a_deg, change.scale)
     values = volume.array.astype(np.float32)
+    if change.marrow_darker_hu:
+        if vertebrae is None:
+            raise ValueError(f"the reading {change.name!r} darkens the vertebrae's marrow: pass their voxels")
+        loss = change.marrow_darker_hu * np.clip((MARROW_TOP_HU - values) / (MARROW_TOP_HU - MARROW_FULL_LOSS_HU),
+                                                 0.0, 1.0)
+        values = np.where(vertebrae & (values > -50.0), values - loss.astype(np.float32), values)
     if change.gamma != 1.0:
         low, high = np.percentile(values, [0.5, 99.5])
         if high > low:

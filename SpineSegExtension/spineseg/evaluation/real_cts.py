@@ -12,7 +12,7 @@ The score of a scan is its mean level-matched Dice over those levels (a
 vertebra named wrong scores 0), what a user of the whole pipeline gets.
 :func:`perturbed_ct` reads a scan again tilted, resized or with other
 Hounsfield values (``CT_PERTURBATIONS``), to tell a robust score from a lucky one, and with the noise of a
-lower dose (``CT_NOISE``).
+lower dose (``CT_NOISE``), and with the dark marrow of an osteoporotic spine (``CT_OSTEOPOROSIS``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ..perturbation import POSE_CHANGES, Perturbation, perturbed_volume
 from ..volume import Volume, VolumeKind
 
 __all__ = ["TOTALSEG_TO_VERSE", "RealCT", "read_real_cts", "score_real_ct", "CT_PERTURBATIONS", "CT_NOISE",
-           "perturbed_ct"]
+           "CT_OSTEOPOROSIS", "perturbed_ct"]
 
 # TotalSegmentator v2 label ids -> VerSe numbers (S1 joins the sacrum).
 TOTALSEG_TO_VERSE = {25: 26, 26: 26, 27: 24, 28: 23, 29: 22, 30: 21, 31: 20, 32: 19, 33: 18}
@@ -99,10 +99,15 @@ CT_PERTURBATIONS = (*POSE_CHANGES, Perturbation("HU x 0.85", hounsfield_factor=0
                     Perturbation("HU x 1.15", hounsfield_factor=1.15))
 # The same CT with Gaussian noise added to its voxels (thin-slice low-dose scans read 30-60 HU of noise).
 CT_NOISE = (Perturbation("noise SD 30 HU", noise_sd=30.0), Perturbation("noise SD 60 HU", noise_sd=60.0))
+# The same CT as an osteoporotic spine shows it: the vertebrae's marrow 100 HU darker (real osteoporotic
+# lumbar marrow reads 0-100 HU), alone and with the noise of a low dose.
+CT_OSTEOPOROSIS = (Perturbation("marrow 100 HU darker", marrow_darker_hu=100.0),
+                   Perturbation("marrow 100 HU darker, noise SD 60 HU", marrow_darker_hu=100.0, noise_sd=60.0))
 
 
 def perturbed_ct(scan: RealCT, change: Perturbation) -> RealCT:
     """``scan`` tilted and resized about its centre (its affine changes, its voxels and so its reference labels
-    do not), its values above 0 HU scaled and noise added (see :class:`~spineseg.perturbation.Perturbation`)."""
-    image, _ = perturbed_volume(scan.image, change)
+    do not), its values above 0 HU scaled, its vertebrae's marrow darkened and noise added (see
+    :class:`~spineseg.perturbation.Perturbation`)."""
+    image, _ = perturbed_volume(scan.image, change, scan.reference > 0)
     return RealCT(f"{scan.name}, {change.name}", image, scan.reference, scan.scored_levels)
