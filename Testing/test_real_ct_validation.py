@@ -33,7 +33,6 @@ def test_a_perturbed_ct_keeps_its_labels_on_its_voxels_and_changes_soft_tissue_a
     np.testing.assert_allclose(np.linalg.norm(changed["8 % larger"].image.affine[:3, :3], axis=0), [0.864, 0.864, 2.16])
 
 
-
 def test_a_noisy_reading_adds_the_same_noise_of_its_sd_each_time_and_keeps_the_geometry():
     values = np.full((40, 40, 20), 100.0, np.float32)
     scan = RealCT("toy", Volume(values, np.diag([0.7, 0.7, 2.5, 1.0])), np.zeros(values.shape, np.uint8), (20,))
@@ -43,7 +42,6 @@ def test_a_noisy_reading_adds_the_same_noise_of_its_sd_each_time_and_keeps_the_g
         assert abs(float(noisy.array.mean()) - 100.0) < 1.0
         np.testing.assert_array_equal(noisy.affine, scan.image.affine)
         np.testing.assert_array_equal(noisy.array, perturbed_ct(scan, change).image.array)  # repeatable
-
 
 
 def test_an_osteoporotic_reading_darkens_the_marrow_of_the_labelled_vertebrae_only():
@@ -60,6 +58,7 @@ def test_an_osteoporotic_reading_darkens_the_marrow_of_the_labelled_vertebrae_on
     assert 0.0 < float(np.abs(noisy - darker).max()) < 6 * 60.0
     with pytest.raises(ValueError, match="marrow"):
         perturbed_volume(scan.image, CT_OSTEOPOROSIS[0])
+
 
 @needs_real_data
 def test_the_real_cts_are_scored_on_the_levels_their_reference_holds_whole():

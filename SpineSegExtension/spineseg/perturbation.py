@@ -34,8 +34,10 @@ class Perturbation:
     marrow_darker_hu: float = 0.0
 
 
-# Osteoporotic marrow: vertebral voxels up to this bright (HU) lose the full ``marrow_darker_hu``, and the loss
-# tapers to nothing at MARROW_TOP_HU, so that the cortex keeps its brightness.
+# Osteoporotic marrow: vertebral voxels brighter than MARROW_BOTTOM_HU (air and fat at a vertebra's edge stay)
+# and up to MARROW_FULL_LOSS_HU lose the full ``marrow_darker_hu``; the loss tapers to nothing at MARROW_TOP_HU,
+# so that the cortex keeps its brightness.
+MARROW_BOTTOM_HU = -50.0
 MARROW_FULL_LOSS_HU = 200.0
 MARROW_TOP_HU = 350.0
 
@@ -57,7 +59,7 @@ def perturbed_volume(
     intensities changed; and the 4 x 4 RAS-to-RAS map by which points in its anatomy moved.
 
     ``vertebrae`` (the voxels a reference label map gives a vertebra) is needed for ``marrow_darker_hu``: there,
-    soft-tissue-to-bone values (above -50 HU) lose it in full up to ``MARROW_FULL_LOSS_HU``, less above,
+    soft-tissue-to-bone values (above ``MARROW_BOTTOM_HU``) lose it in full up to ``MARROW_FULL_LOSS_HU``, less above,
     nothing from ``MARROW_TOP_HU``: the dark marrow and thin cortex of an osteoporotic spine."""
     moved = turned_about_centre(volume, change.tilt_r_deg, change.tilt_a_deg, change.scale)
     values = volume.array.astype(np.float32)
@@ -66,7 +68,7 @@ def perturbed_volume(
             raise ValueError(f"the reading {change.name!r} darkens the vertebrae's marrow: pass their voxels")
         loss = change.marrow_darker_hu * np.clip((MARROW_TOP_HU - values) / (MARROW_TOP_HU - MARROW_FULL_LOSS_HU),
                                                  0.0, 1.0)
-        values = np.where(vertebrae & (values > -50.0), values - loss.astype(np.float32), values)
+        values = np.where(vertebrae & (values > MARROW_BOTTOM_HU), values - loss.astype(np.float32), values)
     if change.gamma != 1.0:
         low, high = np.percentile(values, [0.5, 99.5])
         if high > low:
